@@ -1,0 +1,51 @@
+"""``vipr data info|split``: inspect a source, and draw a labelled subset for evaluation."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("data", help="inspect data sources and make label splits")
+    data_sub = p.add_subparsers(dest="data_command", metavar="ACTION", required=True)
+    info = data_sub.add_parser("info", help="classes, counts, image sizes, digest, skipped files")
+    info.add_argument("src", metavar="SRC")
+    info.add_argument("--json", action="store_true", help="print the whole report as JSON")
+    info.set_defaults(run=run_info)
+    split = data_sub.add_parser("split", help="stratified labelled subset of the train split",
+                                description="Write the indices of a stratified, deterministic labelled subset "
+                                            "(at least one image per class) for --label-split.")
+    split.add_argument("src", metavar="SRC")
+    group = split.add_mutually_exclusive_group(required=True)
+    group.add_argument("--label-fraction", type=float, metavar="F", help="fraction of each class, e.g. 0.01")
+    group.add_argument("--per-class", type=int, metavar="K", help="K images of each class")
+    split.add_argument("--seed", type=int, default=0)
+    split.add_argument("--out", required=True, metavar="FILE")
+    split.set_defaults(run=run_split)
+
+
+def run_info(args) -> int:
+    from vipr.data.info import dataset_info
+    from vipr.data.sources import open_dataset
+
+    info = dataset_info(open_dataset(args.src))
+    if args.json:
+        print(json.dumps(info))
+        return 0
+    for key, value in info.items():
+        print(f"{key:>14}: {value}")
+    return 0
+
+
+def run_split(args) -> int:
+    from vipr.data.sources import open_dataset
+    from vipr.data.splits import make_label_split, save_label_split
+
+    dataset = open_dataset(args.src)
+    indices = make_label_split(dataset.train.labels, label_fraction=args.label_fraction,
+                               per_class=args.per_class, seed=args.seed)
+    save_label_split(args.out, indices, dataset, label_fraction=args.label_fraction,
+                     per_class=args.per_class, seed=args.seed)
+    print(f"{len(indices)} of {len(dataset.train)} train images labelled -> {args.out}")
+    return 0

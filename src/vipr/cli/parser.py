@@ -1,0 +1,42 @@
+"""argparse with "did you mean" for unknown options and errors without tracebacks."""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import sys
+
+
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose unknown-option errors suggest the closest known option."""
+
+    def parse_args(self, args=None, namespace=None):
+        parsed, unknown = self.parse_known_args(args, namespace)
+        if unknown:
+            self.error(self._unknown_message(unknown, parsed))
+        return parsed
+
+    def _unknown_message(self, unknown: list[str], parsed) -> str:
+        parser = self._active_subparser(parsed)
+        options = [s for a in parser._actions for s in a.option_strings]
+        first = next((u for u in unknown if u.startswith("-")), unknown[0])
+        close = difflib.get_close_matches(first.split("=")[0], options, n=1, cutoff=0.5)
+        hint = f" (did you mean {close[0]}?)" if close else f"; see `{parser.prog} --help`"
+        return f"unrecognized argument: {first}{hint}"
+
+    def _active_subparser(self, parsed) -> argparse.ArgumentParser:
+        parser = self
+        while True:
+            sub = next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
+            chosen = getattr(parsed, sub.dest, None) if sub else None
+            if not sub or chosen not in sub.choices:
+                return parser
+            parser = sub.choices[chosen]
+
+    def error(self, message: str):
+        self.print_usage(sys.stderr)
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def add_json_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")

@@ -1,0 +1,93 @@
+"""``vipr pretrain``: self-supervised pre-training of a backbone."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from vipr.cli.parser import add_json_flag
+from vipr.config import apply_overrides, load_yaml
+
+HELP = """Pre-train a backbone on unlabeled images with a self-supervised method.
+
+SRC is an ImageFolder tree, a CIFAR python-batches folder, an .npz file, or a built-in
+(builtin:shapes, builtin:digits). Options map onto the typed config (see config.yaml in
+any run folder); --set changes any other key, e.g. --set optim.lr=0.1 method.queue_size=8192.
+The run folder gets config.yaml, env.json, metrics.jsonl, metrics.json and checkpoint.pt;
+Ctrl-C or SIGTERM saves a checkpoint, and --resume continues exactly where it stopped."""
+
+# option -> dotted config key
+FLAG_KEYS = {"data": "data.source", "method": "method.name", "backbone": "model.backbone",
+             "image_size": "data.image_size", "epochs": "train.epochs", "batch_size": "train.batch_size",
+             "lr": "optim.lr", "precision": "train.precision", "seed": "train.seed"}
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("pretrain", help="self-supervised pre-training", description=HELP,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", metavar="SRC", help="data source (default builtin:shapes)")
+    p.add_argument("--method", help="moco_v2 | simclr (default moco_v2)")
+    p.add_argument("--backbone", help="resnet18 | resnet34 | resnet50 | tiny (default resnet18)")
+    p.add_argument("--image-size", type=int, metavar="PX", help="crop side in pixels (default 32)")
+    p.add_argument("--epochs", type=int, metavar="N", help="passes over the data (default 100)")
+    p.add_argument("--batch-size", type=int, metavar="B", help="global batch size (default 256)")
+    p.add_argument("--lr", type=float, help="learning rate per 256 images (default 0.3)")
+    p.add_argument("--precision", help="auto | bf16 | fp16 | fp32 (default auto)")
+    p.add_argument("--seed", type=int, help="random seed (default 0)")
+    p.add_argument("--out", metavar="DIR", default="runs/pretrain", help="run folder (default runs/pretrain)")
+    p.add_argument("--config", metavar="FILE", help="YAML config; flags and --set override it")
+    p.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="override any config key")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    p.add_argument("--nproc-per-node", type=int, default=1, metavar="N", help="processes (DDP via torchrun)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_json_flag(p)
+    p.set_defaults(run=run)
+
+
+def config_from_args(args) -> dict:
+    data = load_yaml(args.config) if args.config else {}
+    flags = [f"{key}={getattr(args, name)}" for name, key in FLAG_KEYS.items() if getattr(args, name) is not None]
+    if args.no_progress:
+        flags.append("train.progress=false")
+    return apply_overrides(data, flags + list(args.set))
+
+
+def run(args) -> int:
+    if args.nproc_per_node > 1 and "LOCAL_RANK" not in os.environ:
+        return launch_torchrun(args.argv, args.nproc_per_node)
+    from vipr.engine import distributed as dist
+    from vipr.engine.trainer import Interrupted
+    from vipr.pretrain import build_config, run_pretrain
+
+    config = build_config(config_from_args(args))
+    try:
+        metrics = run_pretrain(config, args.out, resume=args.resume)
+    except Interrupted as stop:
+        print(f"vipr pretrain: {stop}", file=sys.stderr)
+        return 130
+    if dist.is_main():
+        print(f"pre-trained {config.model.backbone} with {config.method.name}: checkpoint {Path(args.out) / 'checkpoint.pt'}")
+        if args.json:
+            print(json.dumps(metrics))
+    return 0
+
+
+def launch_torchrun(argv: list[str], nproc: int) -> int:
+    """Re-run this same command under torchrun with ``nproc`` processes on this node."""
+    cleaned, skip = [], False
+    for item in argv:
+        if skip:
+            skip = False
+            continue
+        if item == "--nproc-per-node":
+            skip = True
+            continue
+        if not item.startswith("--nproc-per-node="):
+            cleaned.append(item)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+           "-m", "vipr.cli.main", *cleaned]
+    return subprocess.call(cmd)

@@ -1,0 +1,70 @@
+"""Run folders: every run keeps its resolved config, code version, environment and metrics."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import vipr
+from vipr.config import save_yaml
+from vipr.engine import distributed as dist
+from vipr.errors import ViprError
+
+
+def prepare_run_dir(out: str | Path, config: Any, resume: bool, checkpoint_name: str) -> Path:
+    """Create ``out`` (or check it for --resume) and write config.yaml and env.json into it."""
+    out = Path(out)
+    has_checkpoint = (out / checkpoint_name).is_file()
+    if resume and not has_checkpoint:
+        raise ViprError(f"--resume: no {checkpoint_name} in {out}; drop --resume to start a new run there")
+    if not resume and has_checkpoint:
+        raise ViprError(f"{out} already holds a run; pass --resume to continue it, or choose another --out")
+    if dist.is_main():
+        out.mkdir(parents=True, exist_ok=True)
+        save_yaml(config, out / "config.yaml")
+        (out / "env.json").write_text(json.dumps(environment(), indent=2))
+    dist.barrier()
+    return out
+
+
+def environment() -> dict:
+    """Versions, host and code revision, for reproducing a run."""
+    return {
+        "vipr": vipr.__version__, "git": _git_revision(), "python": sys.version.split()[0],
+        "torch": torch.__version__, "platform": platform.platform(), "processor": cpu_name(),
+        "cpu_count": os.cpu_count(), "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "world_size": dist.world_size(), "argv": sys.argv,
+    }
+
+
+def cpu_name() -> str:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _git_revision() -> str | None:
+    try:
+        root = Path(vipr.__file__).resolve().parents[2]
+        out = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def write_metrics(out: Path, metrics: dict) -> None:
+    """metrics.json: the run's final measurements (DESIGN.md: every measuring command writes it)."""
+    tmp = out / "metrics.json.tmp"
+    tmp.write_text(json.dumps(metrics, indent=2, default=str))
+    os.replace(tmp, out / "metrics.json")

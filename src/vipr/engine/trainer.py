@@ -1,0 +1,186 @@
+"""The one training loop: method-agnostic, device- and world-size-agnostic.
+
+The trainer knows no method by name: a method module turns a list of augmented views into a
+dict of losses. The loop owns precision, channels-last, DDP, the schedule, progress,
+metrics, atomic checkpoints, exact resume, and saving on Ctrl-C / SIGTERM.
+"""
+
+from __future__ import annotations
+
+import random
+import signal
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from vipr.engine import checkpoint as ckpt
+from vipr.engine import distributed as dist
+from vipr.engine.optim import warmup_cosine
+from vipr.engine.progress import Progress
+from vipr.errors import CheckpointError
+
+ViewFn = Callable[[torch.Tensor, torch.Generator], list[torch.Tensor]]
+
+
+@dataclass
+class LoopSettings:
+    epochs: int
+    precision: str  # resolved: bf16 | fp16 | fp32
+    warmup_steps: int = 0
+    min_lr_ratio: float = 0.0
+    checkpoint_every: int = 0  # steps between mid-epoch checkpoints; 0 = epoch ends only
+    log_every: int = 10  # steps between metric lines
+    progress: bool = True
+    seed: int = 0
+
+
+class Interrupted(Exception):
+    """Raised after a checkpoint is saved on SIGTERM or Ctrl-C."""
+
+
+class Trainer:
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, loader, make_views: ViewFn,
+                 settings: LoopSettings, run_dir: Path, meta: dict, device: torch.device):
+        self.model, self.optimizer, self.loader = model, optimizer, loader
+        self.make_views, self.settings, self.run_dir, self.meta = make_views, settings, Path(run_dir), meta
+        self.device = device
+        self.total_steps = settings.epochs * len(loader)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self._lr_factor)
+        self.step = 0
+        self.generator = torch.Generator().manual_seed(settings.seed * 1000 + dist.rank())
+        self.wrapped = model
+        if dist.is_distributed():
+            ids = [device.index] if device.type == "cuda" else None
+            self.wrapped = nn.parallel.DistributedDataParallel(model, device_ids=ids, broadcast_buffers=False)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=settings.precision == "fp16")
+        self._stop_signal: int | None = None
+
+    def _lr_factor(self, step: int) -> float:
+        s = self.settings
+        return warmup_cosine(step, self.total_steps, s.warmup_steps, s.min_lr_ratio)
+
+    # ---- checkpoint state -------------------------------------------------------------
+    def state(self) -> dict:
+        rng = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
+               "augment": self.generator.get_state()}
+        if torch.cuda.is_available():
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
+                "step": self.step, "rng": _gather_objects(rng)}
+
+    def save(self) -> None:
+        state = self.state()  # every rank takes part in gathering RNG states
+        if dist.is_main():
+            backbone = self.model.online.backbone
+            ckpt.save_atomic({"format": ckpt.FORMAT, "meta": self.meta, "backbone": backbone.state_dict(),
+                              "state": state}, self.run_dir / ckpt.CHECKPOINT_NAME)
+        dist.barrier()
+
+    def restore(self, path: Path) -> None:
+        saved = ckpt.load(path)
+        if saved["meta"].get("config_hash") != self.meta.get("config_hash"):
+            raise CheckpointError(f"{path} was written with another configuration; resume with the same "
+                                  "options, or start a new --out folder")
+        state = saved["state"]
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.step = state["step"]
+        rng = state["rng"][dist.rank()]
+        torch.set_rng_state(rng["torch"])
+        np.random.set_state(rng["numpy"])
+        random.setstate(rng["python"])
+        self.generator.set_state(rng["augment"])
+        if "cuda" in rng and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
+
+    # ---- the loop ---------------------------------------------------------------------
+    def fit(self, progress_log) -> dict:
+        steps_per_epoch = len(self.loader)
+        start_epoch, start_in_epoch = divmod(self.step, steps_per_epoch)
+        bar = Progress(self.total_steps, initial=self.step, enabled=self.settings.progress and dist.is_main())
+        previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM,)} if _in_main_thread() else {}
+        try:
+            for epoch in range(start_epoch, self.settings.epochs):
+                self.loader.set_epoch(epoch)
+                epoch_stats = self._run_epoch(epoch, start_in_epoch if epoch == start_epoch else 0, bar, progress_log)
+                self.save()
+                progress_log({"epoch": epoch + 1, "step": self.step, **epoch_stats})
+        except KeyboardInterrupt:
+            self.save()
+            raise Interrupted(f"interrupted at step {self.step}; checkpoint saved, continue with --resume") from None
+        finally:
+            bar.close()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        return {"steps": self.step}
+
+    def _run_epoch(self, epoch: int, start: int, bar: Progress, progress_log) -> dict:
+        self.model.train()
+        totals, count, t0, images = {}, 0, time.perf_counter(), 0
+        for _, uint8_images, labels in self.loader.iter_from(start):
+            losses = self._train_step(uint8_images, labels)
+            for key, value in losses.items():
+                totals[key] = totals.get(key, 0.0) + value.detach()
+            count, images = count + 1, images + len(uint8_images)
+            rate = images * dist.world_size() / (time.perf_counter() - t0)
+            if self.step % self.settings.log_every == 0 or count == 1:
+                loss = float(losses["loss"])
+                bar.update_stats(epoch=epoch + 1, loss=loss, rate=rate)
+                progress_log({"step": self.step, "epoch": epoch + 1, "loss": loss,
+                              "lr": self.scheduler.get_last_lr()[0], "images_per_s": rate})
+            bar.advance()
+            if self.settings.checkpoint_every and self.step % self.settings.checkpoint_every == 0:
+                self.save()
+            if self._stop_signal is not None:
+                self.save()
+                raise Interrupted(f"stopped by signal {self._stop_signal} at step {self.step}; checkpoint saved, continue with --resume")
+        elapsed = time.perf_counter() - t0
+        means = {f"{k}_mean": float(v) / max(count, 1) for k, v in totals.items()}
+        return {**means, "epoch_seconds": elapsed, "images_per_s": images * dist.world_size() / max(elapsed, 1e-9)}
+
+    def _train_step(self, uint8_images: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+        views = self.make_views(uint8_images.to(self.device, non_blocking=True), self.generator)
+        batch = {"labels": labels.to(self.device)}
+        with self._autocast():
+            losses = self.wrapped(views, batch)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(losses["loss"]).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        self.step += 1
+        self.model.on_step_end(self.step / self.total_steps)
+        return losses
+
+    def _autocast(self):
+        if self.settings.precision == "fp32":
+            return nullcontext()
+        dtype = torch.bfloat16 if self.settings.precision == "bf16" else torch.float16
+        return torch.autocast(self.device.type, dtype=dtype)
+
+    def _on_signal(self, signum, frame) -> None:
+        self._stop_signal = signum  # saved and stopped after the current step
+
+
+def _in_main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def _gather_objects(obj) -> list:
+    """Every rank's ``obj`` as a list indexed by rank (a one-item list without a process group)."""
+    if not dist.is_distributed():
+        return [obj]
+    out = [None] * dist.world_size()
+    torch.distributed.all_gather_object(out, obj)
+    return out

@@ -1,0 +1,17 @@
+"""User-facing errors: the CLI prints their message (what was wrong, and the fix) without a traceback."""
+
+
+class ViprError(Exception):
+    """A problem with the user's input, config or files; the message names it and the fix."""
+
+
+class DataError(ViprError):
+    """A data source is missing, empty, mixed-up or unreadable."""
+
+
+class ConfigError(ViprError):
+    """An unknown or invalid configuration key or value."""
+
+
+class CheckpointError(ViprError):
+    """A checkpoint is missing, corrupt or belongs to another model."""

@@ -1,0 +1,159 @@
+"""The pre-training job: typed settings, then data -> backbone -> method -> trainer."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import torch
+
+import vipr
+from vipr import ssl
+from vipr.config import from_dict, to_dict
+from vipr.data.augment import IMAGENET_MEAN, IMAGENET_STD, augment_views, get_recipe
+from vipr.data.loader import BatchIterator
+from vipr.data.sources import open_dataset
+from vipr.engine import distributed as dist
+from vipr.engine.checkpoint import CHECKPOINT_NAME
+from vipr.engine.device import resolve_device, resolve_precision
+from vipr.engine.optim import create_optimizer
+from vipr.engine.progress import MetricsLog
+from vipr.engine.rundir import prepare_run_dir, write_metrics
+from vipr.engine.trainer import LoopSettings, Trainer
+from vipr.errors import ConfigError
+from vipr.models import create_backbone
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    source: str = "builtin:shapes"
+    image_size: int = 32  # side of the augmented crops, px
+    store_size: int | None = None  # side of decoded images for file trees (None: source default)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    backbone: str = "resnet18"
+    small_stem: bool | None = None  # 3x3 stride-1 stem, no max-pool; None: on for images <= 64 px
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    optimizer: str = "sgd"  # sgd | lars
+    lr: float = 0.3  # per 256 images; scaled linearly with the global batch size
+    weight_decay: float = 1e-4
+    momentum: float = 0.9
+    warmup_epochs: float = 0.0
+    min_lr_ratio: float = 0.0  # final lr / peak lr of the cosine
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 100
+    batch_size: int = 256  # global, over all processes
+    precision: str = "auto"  # auto | bf16 | fp16 | fp32; auto = bf16 where fast (this CPU included)
+    channels_last: bool = True
+    compile: bool = False  # torch.compile the backbone
+    checkpoint_every: int = 200  # steps between mid-epoch checkpoints (0: epoch ends only)
+    log_every: int = 10  # steps between metric lines
+    seed: int = 0
+    device: str = "auto"
+    num_threads: int = 0  # torch intra-op threads; 0 = torch's default
+    progress: bool = True
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    method: ssl.MethodConfig = field(default_factory=ssl.MethodConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+# Settings that change how a run is watched or stored, not what it computes.
+_NOT_HASHED = {"progress", "log_every", "checkpoint_every", "num_threads", "device"}
+
+
+def build_config(data: dict) -> PretrainConfig:
+    config = from_dict(PretrainConfig, data)
+    if config.model.small_stem is None:
+        config = replace(config, model=replace(config.model, small_stem=config.data.image_size <= 64))
+    return config
+
+
+def config_hash(config: PretrainConfig) -> str:
+    d = to_dict(config)
+    d["train"] = {k: v for k, v in d["train"].items() if k not in _NOT_HASHED}
+    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def run_pretrain(config: PretrainConfig, out_dir: str | Path, resume: bool = False) -> dict:
+    """Pre-train a backbone; returns the final metrics (also in OUT/metrics.json)."""
+    device = resolve_device(config.train.device)
+    dist.init_from_env(device.type)
+    if config.train.num_threads:
+        torch.set_num_threads(config.train.num_threads)
+    torch.manual_seed(config.train.seed)
+    out = prepare_run_dir(out_dir, config, resume, checkpoint_name=CHECKPOINT_NAME)
+    dataset = open_dataset(config.data.source, store_size=config.data.store_size)
+    if dist.is_main() and dataset.skipped:
+        (out / "skipped.txt").write_text("".join(f"{p}\t{r}\n" for p, r in dataset.skipped))
+    trainer = _build_trainer(config, dataset, device, out)
+    if resume:
+        trainer.restore(out / CHECKPOINT_NAME)
+    log = MetricsLog(out / "metrics.jsonl", enabled=dist.is_main())
+    trainer.fit(log)
+    metrics = {"steps": trainer.step, "epochs": config.train.epochs, **_last_epoch(out / "metrics.jsonl"),
+               "checkpoint": str(out / CHECKPOINT_NAME), "skipped_images": len(dataset.skipped)}
+    if dist.is_main():
+        write_metrics(out, metrics)
+    return metrics
+
+
+def _build_trainer(config: PretrainConfig, dataset, device: torch.device, out: Path) -> Trainer:
+    world = dist.world_size()
+    if config.train.batch_size % world:
+        raise ConfigError(f"train.batch_size {config.train.batch_size} must divide evenly over {world} processes")
+    per_rank = config.train.batch_size // world
+    if per_rank > len(dataset.train):
+        raise ConfigError(f"batch size {per_rank} per process exceeds the {len(dataset.train)} training images; lower --batch-size")
+    backbone_kwargs = {"small_stem": bool(config.model.small_stem)}
+    backbone = create_backbone(config.model.backbone, **backbone_kwargs)
+    model = ssl.create_method(config.method, backbone).to(device)
+    if config.train.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    if config.train.compile:
+        backbone.compile()
+    lr = config.optim.lr * config.train.batch_size / 256
+    optimizer = create_optimizer(config.optim.optimizer, model, lr, config.optim.momentum, config.optim.weight_decay)
+    loader = BatchIterator(dataset.train, per_rank, shuffle=True, seed=config.train.seed, drop_last=True,
+                           rank=dist.rank(), world_size=world)
+    views = get_recipe(config.method.recipe or model.default_recipe, config.data.image_size)
+
+    def make_views(images: torch.Tensor, generator: torch.Generator) -> list[torch.Tensor]:
+        return augment_views(images, views, mean=IMAGENET_MEAN, std=IMAGENET_STD, generator=generator)
+
+    settings = LoopSettings(
+        epochs=config.train.epochs, precision=resolve_precision(config.train.precision, device),
+        warmup_steps=int(config.optim.warmup_epochs * len(loader)), min_lr_ratio=config.optim.min_lr_ratio,
+        checkpoint_every=config.train.checkpoint_every, log_every=config.train.log_every,
+        progress=config.train.progress, seed=config.train.seed)
+    meta = {"backbone": config.model.backbone, "backbone_kwargs": backbone_kwargs, "num_classes": 0,
+            "image_size": config.data.image_size, "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD),
+            "method": config.method.name, "classes": dataset.classes, "dataset": dataset.name,
+            "dataset_digest": dataset.digest, "config_hash": config_hash(config), "config": to_dict(config),
+            "vipr_version": vipr.__version__}
+    return Trainer(model, optimizer, loader, make_views, settings, out, meta, device)
+
+
+def _last_epoch(path: Path) -> dict:
+    """The last per-epoch record of a metrics log (loss_mean, images_per_s, ...)."""
+    if not path.is_file():
+        return {}
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    epochs = [r for r in records if "epoch_seconds" in r]
+    return epochs[-1] if epochs else {}
+

@@ -1,0 +1,121 @@
+"""MoCo v2 (Chen et al., arXiv 2003.04297; He et al., arXiv 1911.05722).
+
+A query encoder trained by InfoNCE against keys from a momentum (EMA) copy of itself and a
+queue of past keys. The queue is a buffer, so it is checkpointed with the module. Under
+DDP the keys are encoded with shuffle-BN: the batch is shuffled across ranks before the
+key encoder so BN statistics cannot leak which key matches which query.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vipr.engine import distributed as dist
+from vipr.ssl.losses import info_nce
+from vipr.ssl.registry import MethodConfig, projection_head, register_method
+
+
+@dataclass(frozen=True)
+class MoCoConfig(MethodConfig):
+    name: str = "moco_v2"
+    queue_size: int = 4096  # negatives; keep below the train-set size (65,536 at ImageNet scale)
+    temperature: float = 0.2
+    momentum: float = 0.99  # EMA at the start, raised to momentum_final on a cosine
+    momentum_final: float = 1.0
+    symmetric: bool = True  # both views as query (solo-learn's MoCo V2+), 2x the loss signal per step
+
+
+class MomentumEncoder(nn.Module):
+    """A frozen copy of ``online`` updated as an exponential moving average of it."""
+
+    def __init__(self, online: nn.Module):
+        super().__init__()
+        self.encoder = copy.deepcopy(online)
+        for p in self.encoder.parameters():
+            p.requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, online: nn.Module, momentum: float) -> None:
+        for target, source in zip(self.encoder.parameters(), online.parameters()):
+            target.mul_(momentum).add_(source.detach(), alpha=1 - momentum)
+        for target, source in zip(self.encoder.buffers(), online.buffers()):
+            target.copy_(source)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.encoder(x)
+
+
+def cosine_momentum(base: float, final: float, progress: float) -> float:
+    """EMA momentum rising from ``base`` to ``final`` on a half cosine (BYOL, arXiv 2006.07733)."""
+    return final - (final - base) * (math.cos(math.pi * progress) + 1) / 2
+
+
+class Encoder(nn.Module):
+    """Backbone features followed by a projection head."""
+
+    def __init__(self, backbone: nn.Module, head: nn.Module):
+        super().__init__()
+        self.backbone, self.head = backbone, head
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone.forward_features(x))
+
+
+@torch.no_grad()
+def shuffled_keys(encoder: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Encode ``x`` with the batch shuffled across ranks (shuffle-BN), then unshuffle."""
+    if not dist.is_distributed():
+        return encoder(x)
+    x_all = dist.gather(x)
+    perm = dist.broadcast(torch.randperm(len(x_all), device=x.device))
+    local = perm.view(dist.world_size(), -1)[dist.rank()]
+    keys_all = dist.gather(encoder(x_all[local]))
+    return keys_all[torch.argsort(perm)].view(dist.world_size(), len(x), -1)[dist.rank()]
+
+
+@register_method("moco_v2", MoCoConfig)
+class MoCoV2(nn.Module):
+    default_recipe = "moco_v2"
+
+    def __init__(self, backbone: nn.Module, config: MoCoConfig):
+        super().__init__()
+        self.config = config
+        head = projection_head(backbone.feature_dim, config.proj_hidden_dim, config.proj_dim)
+        self.online = Encoder(backbone, head)
+        self.target = MomentumEncoder(self.online)
+        self.momentum = config.momentum
+        self.register_buffer("queue", F.normalize(torch.randn(config.queue_size, config.proj_dim), dim=1))
+        self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
+
+    def contrast(self, query_view: torch.Tensor, key_view: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(loss, keys) for one query/key pairing of the two views."""
+        q = F.normalize(self.online(query_view).float(), dim=1)
+        k = F.normalize(shuffled_keys(self.target, key_view).float(), dim=1)
+        return info_nce(q, k, self.queue.clone().detach(), self.config.temperature), k
+
+    def forward(self, views: list[torch.Tensor], batch: dict) -> dict[str, torch.Tensor]:
+        loss, keys = self.contrast(views[0], views[1])
+        if self.config.symmetric:
+            loss_b, _ = self.contrast(views[1], views[0])
+            loss = (loss + loss_b) / 2
+        self.enqueue(keys)
+        return {"loss": loss}
+
+    @torch.no_grad()
+    def enqueue(self, keys: torch.Tensor) -> None:
+        """Replace the oldest queue entries with the keys of every rank (a ring buffer)."""
+        size, ptr = len(self.queue), int(self.queue_ptr)
+        keys = dist.gather(keys)[-size:]
+        idx = (ptr + torch.arange(len(keys), device=keys.device)) % size
+        self.queue[idx] = keys.to(self.queue.dtype)
+        self.queue_ptr.fill_((ptr + len(keys)) % size)
+
+    def on_step_end(self, progress: float) -> None:
+        self.momentum = cosine_momentum(self.config.momentum, self.config.momentum_final, progress)
+        self.target.update(self.online, self.momentum)
