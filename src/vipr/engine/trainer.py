@@ -133,7 +133,7 @@ class Trainer:
             count, images = count + 1, images + len(uint8_images)
             rate = images * dist.world_size() / (time.perf_counter() - t0)
             if self.step % self.settings.log_every == 0 or count == 1:
-                loss = float(losses["loss"])
+                loss = float(losses["loss"].detach())
                 bar.update_stats(epoch=epoch + 1, loss=loss, rate=rate)
                 progress_log({"step": self.step, "epoch": epoch + 1, "loss": loss,
                               "lr": self.scheduler.get_last_lr()[0], "images_per_s": rate})

@@ -1,0 +1,535 @@
+"""Open a data source by its SRC string, decoded once into the uint8 store (store.py).
+
+SRC forms:
+
+* ``builtin:digits`` -- scikit-learn's 1,797 8x8 digits, bilinear-upscaled to 32x32 RGB, with a
+  fixed stratified 80/20 train/test split (``random_state=0``).
+* ``builtin:shapes?classes=10&size=32&train=5000&test=1000&seed=0`` -- procedural shapes whose
+  class is the shape; colour, textured background, position, scale and rotation vary per image.
+* an image folder: ``ROOT/train/<class>/*`` with ``ROOT/val/<class>/*`` or ``ROOT/test/<class>/*``;
+  ``ROOT/<class>/*`` (train only); or ``ROOT/*`` images with no class folders (unlabelled, train only).
+* a CIFAR-10/100 python folder (``cifar-10-batches-py``, ``cifar-100-python``) or its parent.
+* a ``.npz`` file with ``x_train, y_train, x_test, y_test`` (uint8) and optional ``classes``.
+
+``store_size``: image folders are stored at store_size x store_size pixels (default 64: the
+shorter side is resized, then centre-cropped). For the other sources ``None`` keeps the native
+size and an integer resizes the same way (bilinear, antialiased).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pickle
+import sys
+import zipfile
+from concurrent.futures import ThreadPoolExecutor
+from itertools import repeat
+from pathlib import Path
+from urllib.parse import parse_qsl
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from tqdm import tqdm
+
+from vipr.data.store import StoreWriter, cache_root, load_or_build, source_key
+from vipr.data.types import Dataset
+from vipr.errors import DataError
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+DEFAULT_STORE_SIZE = 64  # pixels; image folders only: 12 KiB an image, room for 32-64 px crops
+SOURCE_VERSION = 1  # part of every cache key: bump when decoding or generation changes its output
+DECODE_WORKERS = min(16, os.cpu_count() or 1)  # PIL releases the GIL while decoding and resizing
+SHAPES_DEFAULTS = {"classes": 10, "size": 32, "train": 5000, "test": 1000, "seed": 0}
+SHAPES_LIMITS = {"classes": (2, 12), "size": (8, 1024), "train": (1, 10**8), "test": (0, 10**8), "seed": (0, 2**63)}
+CIFAR_FOLDERS = {"cifar-10-batches-py": "cifar10", "cifar-100-python": "cifar100"}
+CIFAR_FILES = {  # kind: (train files, test files, meta file, label key, class-name key)
+    "cifar10": ([f"data_batch_{i}" for i in range(1, 6)], ["test_batch"], "batches.meta", b"labels", b"label_names"),
+    "cifar100": (["train"], ["test"], "meta", b"fine_labels", b"fine_label_names"),
+}
+NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
+LAYOUTS = ("accepted folder layouts: ROOT/train/<class>/<images> with ROOT/val/<class>/... or "
+           "ROOT/test/<class>/... ; ROOT/<class>/<images> (train only); ROOT/<images> (unlabelled)")
+ACCEPTED = ("accepted data sources: builtin:digits; builtin:shapes[?classes=10&size=32&train=5000&test=1000&seed=0]; "
+            "an image folder (ROOT/train/<class>/ with ROOT/val/ or ROOT/test/, or ROOT/<class>/); "
+            "a CIFAR-10/100 python folder (cifar-10-batches-py, cifar-100-python) or its parent; "
+            "a .npz file with x_train, y_train, x_test, y_test")
+
+
+def open_dataset(src: str, *, store_size: int | None = None,
+                 cache_dir: str | os.PathLike | None = None) -> Dataset:
+    """Open ``src`` (see the module docstring), decoding it into the cache on first use.
+
+    Examples:
+        >>> ds = open_dataset("builtin:digits")
+        >>> ds.train.images.shape, ds.classes[:3]
+        ((1437, 3, 32, 32), ['0', '1', '2'])
+    """
+    if store_size is not None and (not isinstance(store_size, int) or store_size < 4):
+        raise DataError(f"store_size must be an integer number of pixels >= 4, got {store_size!r}")
+    kind, key_parts, build = _resolve(str(src), store_size)
+    if kind == "folder":
+        store_size = store_size or DEFAULT_STORE_SIZE
+    key = source_key(kind, SOURCE_VERSION, store_size, *key_parts)
+    return load_or_build(cache_root(cache_dir), key, str(src), build, store_size)
+
+
+def _resolve(src: str, store_size: int | None):
+    """(kind, parts that define the content, build function) for a SRC string."""
+    if src.startswith("builtin:"):
+        return _resolve_builtin(src, store_size)
+    path = Path(src).expanduser()
+    if not path.exists():
+        raise DataError(f"data source {src!r} does not exist (no such file or folder); fix the path. {ACCEPTED}")
+    if path.is_file():
+        if path.suffix.lower() == ".npz":
+            st = path.stat()
+            return "npz", [str(path.resolve()), st.st_size, st.st_mtime_ns], lambda w: _build_npz(w, path, store_size)
+        raise DataError(f"unsupported data file {src!r}; {ACCEPTED}")
+    cifar = _find_cifar(path)
+    if cifar:
+        kind, folder, files = cifar
+        listing = [(str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
+        return kind, listing, lambda w: _build_cifar(w, kind, folder, store_size)
+    return _resolve_folder(path, store_size or DEFAULT_STORE_SIZE)
+
+
+# ---- built-ins ---------------------------------------------------------------------------------
+
+def _resolve_builtin(src: str, store_size: int | None):
+    name, _, query = src[len("builtin:"):].partition("?")
+    if name == "digits":
+        if query:
+            raise DataError(f"builtin:digits takes no parameters, got {query!r}; use plain builtin:digits")
+        return "digits", [], lambda w: _build_digits(w, store_size)
+    if name == "shapes":
+        params = _shapes_params(query)
+        return "shapes", [params], lambda w: _build_shapes(w, params, store_size)
+    raise DataError(f"unknown built-in dataset {name!r} in {src!r}; built-ins are builtin:digits and builtin:shapes")
+
+
+def _shapes_params(query: str) -> dict[str, int]:
+    """Parse ``classes=10&size=32...`` into validated integers over the defaults."""
+    pairs = parse_qsl(query, keep_blank_values=True)
+    unknown = sorted({k for k, _ in pairs} - SHAPES_DEFAULTS.keys())
+    if unknown:
+        raise DataError(f"unknown builtin:shapes parameter(s) {unknown}; valid keys: {', '.join(SHAPES_DEFAULTS)} "
+                        f"(e.g. builtin:shapes?classes=10&size=32&train=5000&test=1000&seed=0)")
+    params = dict(SHAPES_DEFAULTS)
+    for key, value in pairs:
+        lo, hi = SHAPES_LIMITS[key]
+        try:
+            params[key] = int(value)
+        except ValueError:
+            raise DataError(f"builtin:shapes parameter {key}={value!r} is not an integer; "
+                            f"use {key}=<{lo}..{hi}>") from None
+        if not lo <= params[key] <= hi:
+            raise DataError(f"builtin:shapes parameter {key}={value} is out of range; use {lo} <= {key} <= {hi}")
+    return params
+
+
+def _build_digits(writer: StoreWriter, store_size: int | None) -> dict:
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = load_digits()
+    size = store_size or 32
+    gray = torch.from_numpy(digits.images).float()[:, None] * (255 / 16)  # values 0..16 -> 0..255
+    up = F.interpolate(gray, size=(size, size), mode="bilinear", align_corners=False)
+    images = up.round().clamp(0, 255).to(torch.uint8).expand(-1, 3, -1, -1).numpy()  # gray -> 3 channels
+    labels = digits.target.astype(np.int64)
+    train, test = train_test_split(np.arange(len(labels)), test_size=0.2, stratify=labels, random_state=0)
+    for split, idx in (("train", np.sort(train)), ("test", np.sort(test))):
+        _store_split(writer, split, images[idx], labels[idx], None)
+    return {"classes": [str(d) for d in range(10)], "skipped": []}
+
+
+def _build_shapes(writer: StoreWriter, params: dict[str, int], store_size: int | None) -> dict:
+    size = params["size"]
+    for split_id, split in enumerate(("train", "test")):
+        n = params[split]
+        if n == 0:
+            continue
+        rng = np.random.default_rng([params["seed"], split_id])  # independent train and test streams
+        labels = rng.permutation(np.arange(n) % params["classes"]).astype(np.int64)  # balanced classes
+        out = writer.allocate(split, n, store_size or size, store_size or size)
+        chunk = max(1, (1 << 21) // size**2)  # ~2 M pixels a chunk keeps float32 temporaries near 10 MiB
+        for start in range(0, n, chunk):
+            out[start:start + chunk] = _fit(render_shapes(labels[start:start + chunk], size, rng), store_size)
+        writer.finish_split(split, out, labels)
+    return {"classes": list(SHAPE_NAMES[:params["classes"]]), "skipped": []}
+
+
+# ---- builtin:shapes renderer: signed distances over a coordinate grid, one batch at a time ------
+
+def _box(x, y, half_w, half_h):
+    qx, qy = np.abs(x) - half_w, np.abs(y) - half_h
+    return np.hypot(np.maximum(qx, 0), np.maximum(qy, 0)) + np.minimum(np.maximum(qx, qy), 0)
+
+
+def _polygon(x, y, points):
+    """Convex polygon (counter-clockwise vertices): the largest signed distance to its edge lines."""
+    d = None
+    for (x0, y0), (x1, y1) in zip(points, points[1:] + points[:1]):
+        nx, ny = y1 - y0, x0 - x1  # outward normal of a counter-clockwise edge
+        edge = ((x - x0) * nx + (y - y0) * ny) / np.hypot(nx, ny)
+        d = edge if d is None else np.maximum(d, edge)
+    return d
+
+
+def _regular(n, radius, turn=0.0):
+    return [(radius * np.cos(turn + 2 * np.pi * k / n), radius * np.sin(turn + 2 * np.pi * k / n)) for k in range(n)]
+
+
+def _star(x, y, points=5, inner=0.42):
+    """Star with straight edges: fold into one half-sector, then one edge line from tip to notch."""
+    half = np.pi / points
+    a = np.abs(np.mod(np.arctan2(y, x), 2 * half) - half)  # angle to the nearest notch, 0..half
+    r = np.hypot(x, y)
+    px, py = r * np.cos(half - a), r * np.sin(half - a)  # tip on the +x axis, notch at angle `half`
+    vx, vy = inner * np.cos(half), inner * np.sin(half)
+    return ((px - 1) * vy + py * (1 - vx)) / np.hypot(vy, 1 - vx)
+
+
+def _disc(x, y, cx, cy, r):
+    return np.hypot(x - cx, y - cy) - r
+
+
+# Each shape spans about [-1, 1] in its own coordinates; all are distinct under rotation.
+SHAPES = {
+    "circle": lambda x, y: _disc(x, y, 0, 0, 0.85),
+    "square": lambda x, y: _box(x, y, 0.72, 0.72),
+    "triangle": lambda x, y: _polygon(x, y, _regular(3, 1.0, np.pi / 2)),
+    "star": _star,
+    "cross": lambda x, y: np.minimum(_box(x, y, 0.95, 0.28), _box(x, y, 0.28, 0.95)),
+    "ring": lambda x, y: np.abs(np.hypot(x, y) - 0.7) - 0.22,
+    "hexagon": lambda x, y: _polygon(x, y, _regular(6, 0.9)),
+    "diamond": lambda x, y: _polygon(x, y, [(1.0, 0), (0, 0.5), (-1.0, 0), (0, -0.5)]),
+    "heart": lambda x, y: np.minimum(np.minimum(_disc(x, y, -0.39, 0.19, 0.55), _disc(x, y, 0.39, 0.19, 0.55)),
+                                     _polygon(x, y, [(0, -0.98), (0.78, -0.2), (0, 0.58), (-0.78, -0.2)])),
+    "crescent": lambda x, y: np.maximum(_disc(x, y, 0, 0, 0.85), -_disc(x, y, 0.42, 0.12, 0.7)),
+    "ellipse": lambda x, y: (np.hypot(x / 0.95, y / 0.5) - 1) * 0.5,
+    "arrow": lambda x, y: np.minimum(_box(x + 0.35, y, 0.6, 0.15), _polygon(x, y, [(1, 0), (0.2, 0.55), (0.2, -0.55)])),
+}
+SHAPE_NAMES = tuple(SHAPES)
+
+
+def render_shapes(labels: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
+    """Draw one image per label (index into SHAPE_NAMES): uint8 (B, 3, size, size).
+
+    Random per image: scale, position, rotation, foreground colour and a textured background;
+    edges are antialiased over one pixel from the signed distance.
+    """
+    b = len(labels)
+    grid = ((np.arange(size, dtype=np.float32) + 0.5) * (2 / size) - 1)  # pixel centres in [-1, 1]
+    gy, gx = grid[None, :, None], grid[None, None, :]
+    scale = rng.uniform(0.35, 0.75, b).astype(np.float32)  # shape radius, in half-image units
+    centre = (rng.uniform(-1, 1, (b, 2)) * (0.95 - scale)[:, None]).astype(np.float32)[:, :, None, None]
+    angle = rng.uniform(0, 2 * np.pi, b).astype(np.float32)[:, None, None]
+    dx, dy = gx - centre[:, 0], gy - centre[:, 1]  # (B, S, S)
+    cos, sin, inv = np.cos(angle), np.sin(angle), 1 / scale[:, None, None]
+    x, y = (cos * dx + sin * dy) * inv, (cos * dy - sin * dx) * inv  # shape-local coordinates
+    sdf = np.empty((b, size, size), np.float32)
+    for k in np.unique(labels):  # one vectorised call per shape, not per pixel
+        m = labels == k
+        sdf[m] = SHAPES[SHAPE_NAMES[k]](x[m], y[m])
+    pixels_per_unit = (scale * size / 2)[:, None, None]
+    alpha = np.clip(0.5 - sdf * pixels_per_unit, 0, 1)[:, None]  # coverage of each pixel, (B, 1, S, S)
+    background, foreground = _backgrounds(b, gx, gy, rng)
+    image = background * (1 - alpha) + foreground[:, :, None, None] * alpha
+    return np.round(np.clip(image, 0, 1) * 255).astype(np.uint8)
+
+
+def _backgrounds(b: int, gx: np.ndarray, gy: np.ndarray, rng: np.random.Generator):
+    """Backgrounds (B, 3, S, S) in [0, 1] -- flat, gradient, stripes or noise between two near colours --
+    and a foreground colour (B, 3) on the other side of the background's luminance."""
+    size = gx.shape[-1]
+    base = rng.uniform(0, 1, (b, 3)).astype(np.float32)
+    other = np.clip(base + rng.uniform(-0.3, 0.3, (b, 3)), 0, 1).astype(np.float32)  # near: the shape stays visible
+    kind = rng.integers(0, 4, b)  # 0 flat, 1 gradient, 2 stripes, 3 noise
+    angle = rng.uniform(0, 2 * np.pi, b).astype(np.float32)[:, None, None]
+    along = np.cos(angle) * gx + np.sin(angle) * gy  # (B, S, S) position along a random direction
+    cycles = rng.uniform(1.5, 6, b).astype(np.float32)[:, None, None]  # stripe periods per image width
+    phase = rng.uniform(0, 2 * np.pi, b).astype(np.float32)[:, None, None]
+    mix = np.zeros((b, size, size), np.float32)
+    mix[kind == 1] = ((along + 1.42) / 2.84)[kind == 1]
+    mix[kind == 2] = (0.5 + 0.5 * np.sin(np.pi * cycles * along + phase))[kind == 2]
+    mix[kind == 3] = rng.random(((kind == 3).sum(), size, size), dtype=np.float32)
+    background = base[:, :, None, None] + mix[:, None] * (other - base)[:, :, None, None]
+    background += rng.normal(0, 0.03, background.shape).astype(np.float32)  # sensor-like grain
+    luminance = base @ np.array([0.299, 0.587, 0.114], np.float32)
+    dark = rng.uniform(0, 0.35, (b, 3)).astype(np.float32)
+    return background, np.where(luminance[:, None] > 0.5, dark, 1 - dark)
+
+
+# ---- shared: resize to the store size and write one split ---------------------------------------
+
+def _fit(images: np.ndarray, size: int | None) -> np.ndarray:
+    """uint8 (N, 3, H, W) -> (N, 3, size, size): shorter side to ``size``, centre crop; None: unchanged."""
+    if size is None or images.shape[2:] == (size, size):
+        return images
+    h, w = images.shape[2:]
+    scale = size / min(h, w)
+    nh, nw = max(size, round(h * scale)), max(size, round(w * scale))
+    x = torch.from_numpy(np.ascontiguousarray(images)).float()
+    x = F.interpolate(x, size=(nh, nw), mode="bilinear", align_corners=False, antialias=True)
+    top, left = (nh - size) // 2, (nw - size) // 2
+    return x[:, :, top:top + size, left:left + size].round().clamp(0, 255).to(torch.uint8).numpy()
+
+
+def _store_split(writer: StoreWriter, split: str, images: np.ndarray, labels: np.ndarray, size: int | None) -> None:
+    """Write in-RAM uint8 NCHW ``images`` to the store, resized chunk by chunk when ``size`` is set."""
+    n, _, h, w = images.shape
+    out = writer.allocate(split, n, size or h, size or w)
+    step = max(1, (16 << 20) // max(1, 3 * h * w))  # ~16 MiB of source pixels a chunk
+    for start in range(0, n, step):
+        out[start:start + step] = _fit(images[start:start + step], size)
+    writer.finish_split(split, out, labels)
+
+
+# ---- image folders ------------------------------------------------------------------------------
+
+def _entries(folder: Path) -> tuple[list[str], list[str]]:
+    """Sorted (sub-folder names, image file names) of ``folder``; hidden entries and other files ignored."""
+    dirs, images = [], []
+    with os.scandir(folder) as it:
+        for e in it:
+            if e.name.startswith(".") or e.name == "__MACOSX":
+                continue
+            if e.is_dir():
+                dirs.append(e.name)
+            elif e.name.lower().endswith(IMAGE_EXTENSIONS):
+                images.append(e.name)
+    return sorted(dirs), sorted(images)
+
+
+def _walk_images(folder: Path) -> list[tuple[str, int, int]]:
+    """(path, size in bytes, mtime in ns) of every image below ``folder``, sorted by path."""
+    found, stack = [], [folder]
+    while stack:
+        with os.scandir(stack.pop()) as it:
+            for e in it:
+                if e.name.startswith("."):
+                    continue
+                if e.is_dir():
+                    stack.append(e.path)
+                elif e.name.lower().endswith(IMAGE_EXTENSIONS):
+                    st = e.stat()
+                    found.append((e.path, st.st_size, st.st_mtime_ns))
+    return sorted(found)
+
+
+def _folder_layout(root: Path) -> tuple[dict[str, Path], bool]:
+    """({split: folder of class folders}, labelled) for ROOT, or a DataError naming the mix found."""
+    dirs, images = _entries(root)
+    split_dirs = [d for d in dirs if d in ("train", "val", "test")]
+    if split_dirs:
+        others = [d + "/" for d in dirs if d not in split_dirs] + images
+        if "train" not in split_dirs:
+            raise DataError(f"{root} holds {split_dirs[0]}/ but no train/; add train/<class>/ folders. {LAYOUTS}")
+        if others:
+            raise DataError(f"{root} mixes layouts: split folders {[d + '/' for d in split_dirs]} next to "
+                            f"{others[:5]}; move those into train/<class>/ or elsewhere. {LAYOUTS}")
+        if "val" in split_dirs and "test" in split_dirs:
+            raise DataError(f"{root} holds both val/ and test/; keep one of them as the test split. {LAYOUTS}")
+        test = [root / d for d in ("val", "test") if d in split_dirs]
+        return {"train": root / "train", **({"test": test[0]} if test else {})}, True
+    if dirs and images:
+        raise DataError(f"{root} mixes layouts: image files {images[:3]} lie loose next to class folders "
+                        f"{dirs[:3]}; move them into a class folder. {LAYOUTS}")
+    if not dirs and not images:
+        raise DataError(f"{root} holds no images ({', '.join(IMAGE_EXTENSIONS)}) and no class folders. {ACCEPTED}")
+    return {"train": root}, bool(dirs)
+
+
+def _list_split(folder: Path, labelled: bool) -> tuple[list[str], list[tuple[str, int, int]], np.ndarray]:
+    """(class names, image files, labels) of one split folder."""
+    if not labelled:
+        files = _walk_images(folder)
+        return [], files, np.full(len(files), -1, np.int64)
+    classes, images = _entries(folder)
+    if images or not classes:
+        raise DataError(f"{folder} must hold only class folders, found images {images[:3]} and folders "
+                        f"{classes[:3]}; put every image into {folder}/<class>/. {LAYOUTS}")
+    per_class = [_walk_images(folder / c) for c in classes]
+    empty = [str(folder / c) for c, files in zip(classes, per_class) if not files]
+    if empty:
+        raise DataError(f"empty class folder {empty[0]}" + (f" (and {len(empty) - 1} more)" if len(empty) > 1 else "")
+                        + f": it holds no images ({', '.join(IMAGE_EXTENSIONS)}); add images or remove the folder")
+    labels = np.repeat(np.arange(len(classes), dtype=np.int64), [len(files) for files in per_class])
+    return classes, [f for files in per_class for f in files], labels
+
+
+def _resolve_folder(root: Path, store_size: int):
+    layout, labelled = _folder_layout(root)
+    listed = {split: _list_split(folder, labelled) for split, folder in layout.items()}
+    if "test" in listed and listed["test"][0] != listed["train"][0]:
+        train, test = set(listed["train"][0]), set(listed["test"][0])
+        raise DataError(f"{layout['test']} classes differ from {layout['train']}: missing in test "
+                        f"{sorted(train - test)[:5]}, extra in test {sorted(test - train)[:5]}; "
+                        f"give both splits the same class folders")
+    h = hashlib.sha256()  # the listing defines the content: relative path, size and mtime of every file
+    for split, (classes, files, _) in listed.items():
+        h.update(json.dumps([split, classes]).encode())
+        for path, size, mtime in files:
+            h.update(f"{os.path.relpath(path, root)}\0{size}\0{mtime}\n".encode())
+    return "folder", [h.hexdigest()], lambda w: _build_folder(w, root, listed, store_size)
+
+
+def _build_folder(writer: StoreWriter, root: Path, listed: dict, size: int) -> dict:
+    skipped: list[tuple[str, str]] = []
+    for split, (_, files, labels) in listed.items():
+        out = writer.allocate(split, len(files), size, size)
+        keep, failures = _decode_into(out, [f[0] for f in files], size, split)
+        skipped += [(Path(os.path.relpath(path, root)).as_posix(), reason) for path, reason in failures]
+        if not keep.any():
+            raise DataError(f"no image in {root} ({split}) could be decoded; first failure: {failures[0]}")
+        writer.finish_split(split, out, labels[keep])
+    return {"classes": listed["train"][0], "skipped": skipped}
+
+
+def _decode_into(out: np.ndarray, paths: list[str], size: int, split: str):
+    """Decode ``paths`` in parallel into consecutive rows of ``out``; (decoded mask, [(path, reason)])."""
+    keep, failures, filled = np.zeros(len(paths), bool), [], 0
+    with ThreadPoolExecutor(DECODE_WORKERS) as pool, tqdm(total=len(paths), desc=f"decoding {split}",
+                                                          unit="img", file=sys.stderr, leave=False) as bar:
+        for start in range(0, len(paths), 256):  # bounded window: no million pending futures
+            chunk = paths[start:start + 256]
+            for i, result in enumerate(pool.map(_decode_image, chunk, repeat(size)), start):
+                if isinstance(result, str):
+                    failures.append((paths[i], result))
+                else:
+                    out[filled], keep[i], filled = result, True, filled + 1
+            bar.update(len(chunk))
+    return keep, failures
+
+
+def _decode_image(path: str, size: int) -> np.ndarray | str:
+    """uint8 (3, size, size) of the centred square of ``path``, or the reason it cannot be read."""
+    try:
+        with Image.open(path) as im:
+            im.draft("RGB", (size, size))  # JPEG: decode at the smallest scale still >= size (much faster)
+            im = im.convert("RGB")
+            w, h = im.size
+            side = min(w, h)
+            box = ((w - side) / 2, (h - side) / 2, (w + side) / 2, (h + side) / 2)
+            im = im.resize((size, size), Image.Resampling.BILINEAR, box=box)  # crop + resize in one pass
+            return np.asarray(im).transpose(2, 0, 1)
+    except Exception as e:  # noqa: BLE001 -- any decoder failure means "skip this file", never a crash
+        return f"{type(e).__name__}: {e}"
+
+
+# ---- CIFAR-10/100 python batches ----------------------------------------------------------------
+
+def _find_cifar(path: Path) -> tuple[str, Path, list[Path]] | None:
+    """(kind, batches folder, files it needs) if ``path`` is a CIFAR folder or the parent of exactly one."""
+    kind = CIFAR_FOLDERS.get(path.name) or ("cifar10" if (path / "batches.meta").is_file() else None) \
+        or ("cifar100" if (path / "meta").is_file() and (path / "train").is_file() else None)
+    if kind is None:
+        found = [name for name in CIFAR_FOLDERS if (path / name).is_dir()]
+        if len(found) > 1:
+            raise DataError(f"{path} holds both {found[0]}/ and {found[1]}/; pass one of them as the data source")
+        if not found:
+            return None
+        path, kind = path / found[0], CIFAR_FOLDERS[found[0]]
+    train, test, meta, _, _ = CIFAR_FILES[kind]
+    files = [path / name for name in (*train, *test, meta)]
+    missing = [f.name for f in files if not f.is_file()]
+    if missing:
+        raise DataError(f"CIFAR folder {path} lacks {missing}; re-extract the archive from the authors' site")
+    return kind, path, files
+
+
+class _NumpyUnpickler(pickle.Unpickler):
+    """CIFAR batches are pickles: allow the numpy array constructors they need, never arbitrary code."""
+
+    ALLOWED = {("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")} | {
+        (f"numpy.{core}.{mod}", name) for core in ("core", "_core")
+        for mod, name in (("multiarray", "_reconstruct"), ("multiarray", "scalar"), ("numeric", "_frombuffer"))}
+
+    def find_class(self, module: str, name: str):
+        if (module, name) in self.ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a data file")
+
+
+def _unpickle(path: Path, *keys: bytes) -> list:
+    """The values of ``keys`` in the CIFAR pickle at ``path`` (loaded with ``encoding="bytes"``)."""
+    try:
+        with open(path, "rb") as f:
+            batch = _NumpyUnpickler(f, encoding="bytes").load()
+        return [batch[key] for key in keys]
+    except (OSError, EOFError, pickle.UnpicklingError, KeyError, TypeError, ValueError) as e:
+        raise DataError(f"{path} is not a readable CIFAR python batch with keys {keys} ({type(e).__name__}: {e}); "
+                        f"re-extract the archive from the authors' site") from None
+
+
+def _build_cifar(writer: StoreWriter, kind: str, folder: Path, store_size: int | None) -> dict:
+    train_files, test_files, meta_file, label_key, names_key = CIFAR_FILES[kind]
+    classes = [name.decode() for name in _unpickle(folder / meta_file, names_key)[0]]
+    for split, names in (("train", train_files), ("test", test_files)):
+        batches = [_unpickle(folder / name, b"data", label_key) for name in names]
+        images = np.concatenate([np.asarray(data, np.uint8) for data, _ in batches]).reshape(-1, 3, 32, 32)
+        labels = np.concatenate([np.asarray(labels, np.int64) for _, labels in batches])
+        _store_split(writer, split, images, labels, store_size)
+    return {"classes": classes, "skipped": []}
+
+
+# ---- .npz arrays --------------------------------------------------------------------------------
+
+def _build_npz(writer: StoreWriter, path: Path, store_size: int | None) -> dict:
+    try:
+        archive = np.load(path, allow_pickle=False)  # never unpickle objects from a data file
+    except (OSError, ValueError, zipfile.BadZipFile) as e:
+        raise DataError(f"cannot read {path} as a .npz archive ({e}); save it with np.savez") from None
+    with archive:
+        missing = [key for key in NPZ_KEYS if key not in archive.files]
+        if missing:
+            raise DataError(f"{path} lacks {missing} (holds {archive.files}); save it with "
+                            f"np.savez(path, x_train=..., y_train=..., x_test=..., y_test=...)")
+        splits = {s: (_npz_images(archive, f"x_{s}", path), _npz_labels(archive, f"y_{s}", path))
+                  for s in ("train", "test")}
+        classes = _npz_classes(archive, path, max(int(y.max(initial=-1)) for _, y in splits.values()) + 1)
+    for split, (images, labels) in splits.items():
+        if len(images) != len(labels):
+            raise DataError(f"{path}: x_{split} holds {len(images)} images but y_{split} {len(labels)} labels")
+        if split == "train" or len(images):  # an empty x_test means no test split
+            _store_split(writer, split, images, labels, store_size)
+    return {"classes": classes, "skipped": []}
+
+
+def _npz_images(archive, key: str, path: Path) -> np.ndarray:
+    """uint8 NHWC, NCHW, (N, H, W) or (N, H, W, 1) -> uint8 (N, 3, H, W)."""
+    x = archive[key]
+    if x.dtype != np.uint8:
+        raise DataError(f"{path}: {key} has dtype {x.dtype}, expected uint8; convert it with "
+                        f"np.clip(x * 255, 0, 255).round().astype(np.uint8) (for floats in [0, 1])")
+    if x.ndim == 3:
+        x = x[:, None]
+    channels_last = x.ndim == 4 and x.shape[-1] in (1, 3) and x.shape[1] not in (1, 3)
+    if x.ndim != 4 or not (channels_last or x.shape[1] in (1, 3)):
+        raise DataError(f"{path}: {key} has shape {x.shape}; expected (N, H, W, 3), (N, 3, H, W) or (N, H, W)")
+    x = x.transpose(0, 3, 1, 2) if channels_last else x
+    return np.repeat(x, 3, axis=1) if x.shape[1] == 1 else x
+
+
+def _npz_labels(archive, key: str, path: Path) -> np.ndarray:
+    y = archive[key]
+    if not np.issubdtype(y.dtype, np.integer) or y.squeeze().ndim > 1 or (y.size and y.min() < -1):
+        raise DataError(f"{path}: {key} must be integer class ids >= -1 of shape (N,), got {y.dtype} {y.shape}")
+    return y.reshape(-1).astype(np.int64)
+
+
+def _npz_classes(archive, path: Path, num_classes: int) -> list[str]:
+    if "classes" not in archive.files:
+        return [str(k) for k in range(num_classes)]
+    try:
+        names = [n.decode() if isinstance(n, bytes) else str(n) for n in archive["classes"].reshape(-1)]
+    except ValueError:
+        raise DataError(f"{path}: classes must be a string array; save it as np.array(names, dtype=str)") from None
+    if len(names) < num_classes:
+        raise DataError(f"{path}: labels go up to {num_classes - 1} but classes names only {len(names)}")
+    return names

@@ -1,0 +1,114 @@
+"""Frozen features for evaluation: the backbone to evaluate, and its pooled features of a split.
+
+Features are computed once per split and cached as one (N, D) float32 tensor; kNN and the
+linear probe then never touch images again.
+"""
+
+from __future__ import annotations
+
+import sys
+from contextlib import nullcontext
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from vipr.data.augment import IMAGENET_MEAN, IMAGENET_STD, eval_transform
+from vipr.engine.checkpoint import load_backbone
+from vipr.engine.device import resolve_precision
+from vipr.errors import ConfigError
+from vipr.models import Backbone, create_backbone
+
+RANDOM = "random"  # the checkpoint name of the random-init baseline
+MIN_BATCHES_FOR_BAR = 5  # fewer batches finish before a bar says anything useful
+
+
+def load_eval_backbone(checkpoint: str, backbone: str | None = None,
+                       image_size: int | None = None) -> tuple[Backbone, dict]:
+    """The backbone to evaluate and its metadata (preprocessing travels with the weights).
+
+    ``checkpoint == "random"``: a seeded random-init ``backbone`` at ``image_size`` (both
+    required), the floor a pre-trained backbone must beat. Otherwise the checkpoint file
+    or run folder; ``image_size`` overrides the size it was trained at only when given.
+    """
+    if str(checkpoint) == RANDOM:
+        return _random_backbone(backbone, image_size)
+    model, meta = load_backbone(checkpoint)
+    meta = dict(meta)
+    if image_size is not None:
+        meta["image_size"] = int(image_size)
+    meta.setdefault("mean", list(IMAGENET_MEAN))
+    meta.setdefault("std", list(IMAGENET_STD))
+    return model, meta
+
+
+def _random_backbone(name: str | None, image_size: int | None) -> tuple[Backbone, dict]:
+    if name is None:
+        raise ConfigError("checkpoint 'random' needs a backbone to initialise; pass --backbone (e.g. resnet18)")
+    if image_size is None:
+        raise ConfigError("checkpoint 'random' has no recorded image size; pass --image-size (e.g. 32)")
+    kwargs = {"small_stem": image_size <= 64}  # as pre-training picks it, so baselines compare like for like
+    with torch.random.fork_rng(devices=[]):  # seeded, without disturbing the caller's RNG
+        torch.manual_seed(0)
+        model = create_backbone(name, **kwargs)
+    meta = {"backbone": name, "backbone_kwargs": kwargs, "num_classes": 0, "image_size": int(image_size),
+            "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD), "method": RANDOM, "classes": None,
+            "dataset_digest": None}
+    return model, meta
+
+
+@torch.no_grad()
+def extract_features(
+    backbone: Backbone,
+    split_images: np.ndarray,
+    *,
+    image_size: int,
+    mean,
+    std,
+    batch_size: int = 256,
+    device: torch.device | str = "cpu",
+    precision: str = "auto",
+    indices: np.ndarray | None = None,
+    progress: bool = True,
+    desc: str = "features",
+) -> torch.Tensor:
+    """Pooled features ``backbone.forward_features`` of uint8 images, in eval mode.
+
+    The backbone is put in eval mode, moved to ``device`` and to channels-last memory
+    format in place. Images are centre-resized by ``eval_transform`` on the device; bf16
+    (or fp16) autocast follows ``resolve_precision(precision, device)``.
+
+    Args:
+        split_images: (N, 3, H, W) uint8, possibly a memmap (read ``batch_size`` rows at a time).
+        indices: rows of ``split_images`` to use (a label split), in the order given; None = all.
+
+    Returns:
+        (len(indices) or N, D) float32 on the CPU.
+    """
+    device = torch.device(device)
+    precision = resolve_precision(precision, device)
+    backbone.eval().to(device=device, memory_format=torch.channels_last)
+    rows = np.arange(len(split_images)) if indices is None else np.asarray(indices, dtype=np.int64)
+    batches = [rows[i:i + batch_size] for i in range(0, len(rows), batch_size)]
+    bar = tqdm(batches, desc=desc, unit="batch", file=sys.stderr, dynamic_ncols=True,
+               disable=not progress or len(batches) < MIN_BATCHES_FOR_BAR)
+    features = [torch.zeros(0, backbone.feature_dim)]
+    for batch in bar:
+        uint8 = torch.from_numpy(_read_rows(split_images, batch, indices is None)).to(device)  # (B, 3, H, W)
+        x = eval_transform(uint8, image_size, mean, std).contiguous(memory_format=torch.channels_last)
+        with _autocast(device, precision):
+            features.append(backbone.forward_features(x).float().cpu())  # (B, D)
+    return torch.cat(features)
+
+
+def _read_rows(images: np.ndarray, rows: np.ndarray, contiguous: bool) -> np.ndarray:
+    # A slice of a memmap reads one contiguous block; fancy indexing copies row by row.
+    if contiguous:
+        return np.ascontiguousarray(images[rows[0]:rows[-1] + 1])
+    return np.ascontiguousarray(images[rows])
+
+
+def _autocast(device: torch.device, precision: str):
+    if precision == "fp32":
+        return nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)

@@ -1,0 +1,97 @@
+"""Short CPU pre-training runs: every method, exact resume, signals, run-folder contents."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from vipr.config import apply_overrides
+from vipr.engine import checkpoint as ckpt
+from vipr.engine.trainer import Interrupted, Trainer
+from vipr.errors import CheckpointError, ViprError
+from vipr.pretrain import build_config, run_pretrain
+from vipr.ssl import list_methods
+
+SMALL_DATA = "builtin:shapes?train=96&test=32&size=16"
+
+
+def small_config(*overrides, method="moco_v2"):
+    base = [f"data.source={SMALL_DATA}", "data.image_size=16", "model.backbone=tiny", f"method.name={method}",
+            "train.epochs=2", "train.batch_size=32", "train.progress=false", "train.precision=fp32",
+            "method.proj_hidden_dim=32", "method.proj_dim=16"]
+    if method == "moco_v2":
+        base.append("method.queue_size=64")
+    return build_config(apply_overrides({}, base + list(overrides)))
+
+
+@pytest.mark.parametrize("method", list_methods())
+def test_every_method_trains_two_epochs(method, tmp_path):
+    metrics = run_pretrain(small_config(method=method), tmp_path)
+    assert metrics["steps"] == 6  # 96 images / 32 per step, 2 epochs
+    assert torch.isfinite(torch.tensor(metrics["loss_mean"]))
+    assert json.loads((tmp_path / "metrics.json").read_text())["steps"] == 6
+    for name in ("config.yaml", "env.json", "metrics.jsonl", "checkpoint.pt"):
+        assert (tmp_path / name).is_file(), name
+    backbone, meta = ckpt.load_backbone(tmp_path)
+    assert meta["method"] == method and meta["image_size"] == 16 and len(meta["classes"]) == 10
+    assert backbone.forward_features(torch.randn(2, 3, 16, 16)).shape == (2, backbone.feature_dim)
+
+
+def _final_state(path):
+    return ckpt.load(path / "checkpoint.pt")["state"]["model"]
+
+
+def test_resume_is_exact(tmp_path, monkeypatch):
+    run_pretrain(small_config(), tmp_path / "full")
+    full = _final_state(tmp_path / "full")
+
+    original = Trainer._train_step
+
+    def interrupt_at_step_4(self, images, labels):
+        if self.step == 4:
+            raise KeyboardInterrupt
+        return original(self, images, labels)
+
+    monkeypatch.setattr(Trainer, "_train_step", interrupt_at_step_4)
+    with pytest.raises(Interrupted, match="step 4"):
+        run_pretrain(small_config(), tmp_path / "cut")
+    monkeypatch.setattr(Trainer, "_train_step", original)
+    assert ckpt.load(tmp_path / "cut" / "checkpoint.pt")["state"]["step"] == 4
+    run_pretrain(small_config(), tmp_path / "cut", resume=True)
+    resumed = _final_state(tmp_path / "cut")
+    assert resumed.keys() == full.keys()
+    for key in full:
+        torch.testing.assert_close(resumed[key], full[key], rtol=0, atol=0, msg=key)
+
+
+def test_resume_guards(tmp_path):
+    with pytest.raises(ViprError, match="--resume"):
+        run_pretrain(small_config(), tmp_path, resume=True)
+    run_pretrain(small_config("train.epochs=1"), tmp_path)
+    with pytest.raises(ViprError, match="already holds a run"):
+        run_pretrain(small_config("train.epochs=1"), tmp_path)
+    with pytest.raises(CheckpointError, match="another configuration"):
+        run_pretrain(small_config("train.epochs=1", "optim.lr=0.01"), tmp_path, resume=True)
+
+
+def test_sigterm_saves_and_resumes(tmp_path):
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "vipr.cli.main", "pretrain", "--data", SMALL_DATA.replace("train=96", "train=512"),
+           "--backbone", "tiny", "--image-size", "16", "--epochs", "50", "--batch-size", "32", "--out", str(out),
+           "--no-progress", "--set", "train.checkpoint_every=0", "method.queue_size=64"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    deadline = time.time() + 120
+    while not (out / "metrics.jsonl").is_file() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "checkpoint saved" in err
+    step = ckpt.load(out / "checkpoint.pt")["state"]["step"]
+    assert 0 < step < 50 * 16

@@ -1,0 +1,117 @@
+"""`vipr eval` end to end on a small synthetic dataset with the tiny backbone."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from vipr.data.augment import eval_transform
+from vipr.data.splits import make_label_split, save_label_split
+from vipr.data.types import Dataset, ImageSplit
+from vipr.engine.checkpoint import FORMAT, load_backbone, save_atomic
+from vipr.errors import ConfigError, DataError
+from vipr.eval import runner
+from vipr.eval.features import extract_features, load_eval_backbone
+from vipr.models import create_backbone
+
+SIZE = 16  # pixels
+COLOURS = np.array([[220, 40, 40], [40, 200, 40], [40, 40, 230]])  # one tint a class
+
+
+def colour_split(n, seed):
+    """Noisy images tinted by class: separable even through a random-init backbone."""
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n) % len(COLOURS)
+    noise = rng.normal(0, 40, (n, 3, SIZE, SIZE))
+    images = np.clip(COLOURS[labels][:, :, None, None] + noise, 0, 255).astype(np.uint8)
+    return ImageSplit(images, labels.astype(np.int64))
+
+
+@pytest.fixture
+def dataset(monkeypatch):
+    ds = Dataset("synthetic:colours", colour_split(60, 0), colour_split(30, 1), ["red", "green", "blue"], "d1g35t")
+    monkeypatch.setattr(runner, "open_dataset", lambda src: ds)
+    return ds
+
+
+def evaluate(kind, **kw):
+    kw = {"checkpoint": "random", "backbone": "tiny", "image_size": SIZE, **kw}
+    return runner.run_eval(kind, data="synthetic:colours", precision="fp32", progress=False, **kw)
+
+
+def test_knn_random_baseline(dataset, tmp_path):
+    metrics = evaluate("knn", k=10, out=tmp_path / "knn")
+    assert metrics["kind"] == "knn" and metrics["k"] == 10
+    assert (metrics["num_train"], metrics["num_test"]) == (60, 30)
+    assert metrics["top1"] > 80 and metrics["top5"] == 100.0  # 3 classes: top-5 is every class
+    assert json.loads((tmp_path / "knn" / "metrics.json").read_text())["top1"] == metrics["top1"]
+    assert json.loads((tmp_path / "knn" / "eval_config.json").read_text())["checkpoint"] == "random"
+    assert not (tmp_path / "knn" / "classifier.pt").exists()
+
+
+def test_linear_classifier_round_trips_and_reproduces_top1(dataset, tmp_path):
+    split = tmp_path / "split.json"
+    save_label_split(split, make_label_split(dataset.train.labels, per_class=8), dataset, per_class=8)
+    metrics = evaluate("linear", label_split=str(split), out=tmp_path / "lin")
+    assert metrics["num_train"] == 24 and metrics["label_split"] == str(split)
+    model, meta = load_backbone(tmp_path / "lin" / "classifier.pt")
+    assert meta["num_classes"] == 3 and meta["classes"] == dataset.classes
+    assert meta["parent_checkpoint"] == "random" and meta["label_split"] == str(split)
+    assert meta["image_size"] == SIZE and meta["backbone"] == "tiny"
+    x = eval_transform(torch.from_numpy(dataset.test.images), meta["image_size"], meta["mean"], meta["std"])
+    with torch.no_grad():
+        logits = model.eval()(x)
+    top1 = 100.0 * (logits.argmax(1).numpy() == dataset.test.labels).mean()
+    assert top1 == pytest.approx(metrics["top1"], abs=1e-6)
+    assert metrics["top1"] > 80
+
+
+def test_pretrained_checkpoint_from_another_dataset_loads(dataset, tmp_path):
+    torch.manual_seed(3)
+    backbone = create_backbone("tiny", small_stem=True)
+    meta = {"backbone": "tiny", "backbone_kwargs": {"small_stem": True}, "num_classes": 0, "image_size": SIZE,
+            "mean": [0.5] * 3, "std": [0.25] * 3, "method": "moco_v2", "classes": ["a"],
+            "dataset_digest": "another-dataset"}  # transfer: a digest other than the eval data's is fine
+    save_atomic({"format": FORMAT, "meta": meta, "backbone": backbone.state_dict(), "state": {}}, tmp_path / "c.pt")
+    metrics = runner.run_eval("knn", checkpoint=str(tmp_path / "c.pt"), data="x", k=5, precision="fp32",
+                              progress=False)
+    assert metrics["image_size"] == SIZE and metrics["backbone"] == "tiny" and 0 <= metrics["top1"] <= 100
+    resized = runner.run_eval("knn", checkpoint=str(tmp_path / "c.pt"), data="x", image_size=24, k=5,
+                              precision="fp32", progress=False)
+    assert resized["image_size"] == 24
+
+
+def test_extracted_features_use_checkpoint_preprocessing(dataset):
+    model, meta = load_eval_backbone("random", "tiny", SIZE)
+    features = extract_features(model, dataset.test.images, image_size=SIZE, mean=meta["mean"], std=meta["std"],
+                                batch_size=7, precision="fp32", indices=np.array([4, 2]))
+    x = eval_transform(torch.from_numpy(dataset.test.images[[4, 2]]), SIZE, meta["mean"], meta["std"])
+    with torch.no_grad():
+        torch.testing.assert_close(features, model.forward_features(x), rtol=1e-4, atol=1e-5)
+
+
+def test_random_baseline_is_reproducible():
+    a, meta = load_eval_backbone("random", "tiny", SIZE)
+    b, _ = load_eval_backbone("random", "tiny", SIZE)
+    assert all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values()))
+    assert meta["backbone_kwargs"] == {"small_stem": True} and meta["image_size"] == SIZE
+
+
+def test_random_needs_backbone_and_image_size():
+    with pytest.raises(ConfigError, match="--backbone"):
+        load_eval_backbone("random", None, 32)
+    with pytest.raises(ConfigError, match="--image-size"):
+        load_eval_backbone("random", "tiny", None)
+
+
+def test_dataset_without_test_split_is_refused(monkeypatch):
+    ds = Dataset("folder:/imgs", colour_split(12, 0), None, ["red", "green", "blue"], "abc")
+    monkeypatch.setattr(runner, "open_dataset", lambda src: ds)
+    with pytest.raises(DataError, match="train/test"):
+        evaluate("knn")
+
+
+def test_unknown_kind_is_refused():
+    with pytest.raises(ConfigError, match="knn, linear"):
+        runner.run_eval("svm", checkpoint="random", data="x")
