@@ -48,3 +48,9 @@ def test_int_to_float_and_optional():
     assert from_dict(C, {"x": 2, "y": None}) == C(2.0, None)
     with pytest.raises(ConfigError):
         from_dict(C, {"y": "three"})
+
+
+def test_default_method_section_has_its_type():
+    from vipr.ssl.moco import MoCoConfig
+
+    assert type(build_config({}).method) is MoCoConfig

@@ -59,6 +59,9 @@ def from_dict(cls: type[T], data: Mapping[str, Any] | None, path: str = "") -> T
     for key in data:
         if key not in fields:
             raise ConfigError(f"unknown config key '{path}{key}'{suggest(key, fields)}")
+    for key in fields:  # a polymorphic section left out still gets its variant's type
+        if key not in data and hints[key] in _VARIANTS:
+            data[key] = {}
     kwargs = {key: _convert(hints[key], value, f"{path}{key}") for key, value in data.items()}
     try:
         return cls(**kwargs)

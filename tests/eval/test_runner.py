@@ -80,6 +80,8 @@ def test_pretrained_checkpoint_from_another_dataset_loads(dataset, tmp_path):
     resized = runner.run_eval("knn", checkpoint=str(tmp_path / "c.pt"), data="x", image_size=24, k=5,
                               precision="fp32", progress=False)
     assert resized["image_size"] == 24
+    with pytest.raises(ConfigError, match="holds a tiny"):
+        load_eval_backbone(str(tmp_path / "c.pt"), "resnet18", None)
 
 
 def test_extracted_features_use_checkpoint_preprocessing(dataset):

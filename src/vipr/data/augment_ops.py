@@ -1,7 +1,8 @@
 """Batched geometric and filtering augmentations with per-sample random parameters.
 
 Every op takes a float batch ``x`` of shape (B, 3, H, W) with values in [0, 1] on any
-device and returns a new tensor on the same device. Random parameters are small
+device and returns the result on the same device; no op writes into ``x`` (one with no
+sample selected may return ``x`` itself). Random parameters are small
 tensors drawn on the CPU from ``generator`` and then moved to ``x.device``, so a seed
 gives the same augmentation on CPU and GPU (DESIGN.md, principle 1). Whether a sample
 is augmented is decided per sample with probability ``p``; a skipped sample comes back
@@ -26,11 +27,6 @@ from torch import Tensor
 
 # ITU-R 601-2 luma weights, as PIL's "L" mode and kornia's rgb_to_grayscale use them.
 LUMA_WEIGHTS = (0.299, 0.587, 0.114)
-
-
-def uniform(n: int, low: float, high: float, generator: torch.Generator | None, device: torch.device) -> Tensor:
-    """(n,) float32 uniform in [low, high], drawn on the CPU (reproducible on any device)."""
-    return torch.empty(n).uniform_(low, high, generator=generator).to(device)
 
 
 def coin_flips(n: int, p: float, generator: torch.Generator | None) -> Tensor:

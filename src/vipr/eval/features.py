@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from vipr.data.augment import IMAGENET_MEAN, IMAGENET_STD, eval_transform
 from vipr.engine.checkpoint import load_backbone
-from vipr.engine.device import resolve_precision
+from vipr.engine.device import resolve_device, resolve_precision
 from vipr.errors import ConfigError
 from vipr.models import Backbone, create_backbone
 
@@ -29,12 +29,16 @@ def load_eval_backbone(checkpoint: str, backbone: str | None = None,
 
     ``checkpoint == "random"``: a seeded random-init ``backbone`` at ``image_size`` (both
     required), the floor a pre-trained backbone must beat. Otherwise the checkpoint file
-    or run folder; ``image_size`` overrides the size it was trained at only when given.
+    or run folder; ``image_size`` overrides the size it was trained at only when given, and
+    ``backbone``, if given, must name the checkpoint's backbone.
     """
     if str(checkpoint) == RANDOM:
         return _random_backbone(backbone, image_size)
     model, meta = load_backbone(checkpoint)
     meta = dict(meta)
+    if backbone is not None and backbone != meta["backbone"]:
+        raise ConfigError(f"--backbone {backbone} but checkpoint {checkpoint} holds a {meta['backbone']}; "
+                          f"drop --backbone (it only picks the model for --checkpoint random)")
     if image_size is not None:
         meta["image_size"] = int(image_size)
     meta.setdefault("mean", list(IMAGENET_MEAN))
@@ -66,7 +70,7 @@ def extract_features(
     mean,
     std,
     batch_size: int = 256,
-    device: torch.device | str = "cpu",
+    device: torch.device | str = "auto",
     precision: str = "auto",
     indices: np.ndarray | None = None,
     progress: bool = True,
@@ -75,7 +79,7 @@ def extract_features(
     """Pooled features ``backbone.forward_features`` of uint8 images, in eval mode.
 
     The backbone is put in eval mode, moved to ``device`` and to channels-last memory
-    format in place. Images are centre-resized by ``eval_transform`` on the device; bf16
+    format in place. ``eval_transform`` resizes whole images on the device; bf16
     (or fp16) autocast follows ``resolve_precision(precision, device)``.
 
     Args:
@@ -85,7 +89,7 @@ def extract_features(
     Returns:
         (len(indices) or N, D) float32 on the CPU.
     """
-    device = torch.device(device)
+    device = resolve_device(device) if isinstance(device, str) else device
     precision = resolve_precision(precision, device)
     backbone.eval().to(device=device, memory_format=torch.channels_last)
     rows = np.arange(len(split_images)) if indices is None else np.asarray(indices, dtype=np.int64)
@@ -95,16 +99,17 @@ def extract_features(
     features = [torch.zeros(0, backbone.feature_dim)]
     for batch in bar:
         uint8 = torch.from_numpy(_read_rows(split_images, batch, indices is None)).to(device)  # (B, 3, H, W)
-        x = eval_transform(uint8, image_size, mean, std).contiguous(memory_format=torch.channels_last)
+        x = eval_transform(uint8, image_size, mean, std)  # (B, 3, S, S) float32, channels-last
         with _autocast(device, precision):
             features.append(backbone.forward_features(x).float().cpu())  # (B, D)
     return torch.cat(features)
 
 
 def _read_rows(images: np.ndarray, rows: np.ndarray, contiguous: bool) -> np.ndarray:
-    # A slice of a memmap reads one contiguous block; fancy indexing copies row by row.
+    # A slice of a memmap reads one contiguous block; fancy indexing gathers row by row.
+    # Either way a writable copy, as torch.from_numpy wants (memmaps are read-only).
     if contiguous:
-        return np.ascontiguousarray(images[rows[0]:rows[-1] + 1])
+        return np.array(images[rows[0]:rows[-1] + 1], copy=True)
     return np.ascontiguousarray(images[rows])
 
 

@@ -82,4 +82,4 @@ def topk_accuracy(scores: Tensor, labels: Tensor, ks: Sequence[int] = (1, 5)) ->
         return {f"top{k}": 0.0 for k in ks}
     ranked = scores.topk(min(max(ks), scores.shape[1]), dim=1).indices  # (N, max k)
     hits = ranked == labels[:, None]  # (N, max k)
-    return {f"top{k}": 100.0 * hits[:, : min(k, scores.shape[1])].any(1).float().mean().item() for k in ks}
+    return {f"top{k}": 100.0 * int(hits[:, : min(k, scores.shape[1])].any(1).sum()) / len(labels) for k in ks}
