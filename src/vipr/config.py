@@ -41,10 +41,10 @@ def variant_names(base: type) -> list[str]:
     return sorted(_VARIANTS.get(base, {}))
 
 
-def suggest(word: str, options: typing.Iterable[str]) -> str:
+def suggest(word: str, options: typing.Iterable[str], prefix: str = "") -> str:
     """`` (did you mean 'x'?)`` or a list of the valid options when nothing is close."""
-    options = list(options)
-    close = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
+    options = [f"{prefix}{o}" for o in options]
+    close = difflib.get_close_matches(f"{prefix}{word}", options, n=1, cutoff=0.6)
     if close:
         return f" (did you mean '{close[0]}'?)"
     return f"; valid: {', '.join(sorted(options))}"
@@ -58,7 +58,7 @@ def from_dict(cls: type[T], data: Mapping[str, Any] | None, path: str = "") -> T
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     for key in data:
         if key not in fields:
-            raise ConfigError(f"unknown config key '{path}{key}'{suggest(key, fields)}")
+            raise ConfigError(f"unknown config key '{path}{key}'{suggest(key, fields, prefix=path)}")
     for key in fields:  # a polymorphic section left out still gets its variant's type
         if key not in data and hints[key] in _VARIANTS:
             data[key] = {}
