@@ -29,6 +29,13 @@ from torch import Tensor
 LUMA_WEIGHTS = (0.299, 0.587, 0.114)
 
 
+def luma(x: Tensor) -> Tensor:
+    """(B, 3, H, W) RGB -> (B, 1, H, W) ITU-R 601-2 luma (1.8x faster than kornia's, benchmarks/augment_ops.py)."""
+    r, g, b = x.unbind(dim=1)
+    wr, wg, wb = LUMA_WEIGHTS
+    return r.mul(wr).add_(g, alpha=wg).add_(b, alpha=wb).unsqueeze(1)
+
+
 def coin_flips(n: int, p: float, generator: torch.Generator | None) -> Tensor:
     """(n,) bool on the CPU, each True with probability ``p``; the caller moves it if needed."""
     return torch.rand(n, generator=generator) < p
@@ -87,6 +94,9 @@ def _fallback_box(height: int, width: int, ratio: tuple[float, float]) -> tuple[
 
 def resized_crop(x: Tensor, boxes: Tensor, size: int, flip: Tensor) -> Tensor:
     """Resample one box per sample to ``size`` x ``size`` pixels in a single ``grid_sample``.
+
+    Chosen over ``torchvision.ops.roi_align`` and kornia's crops by benchmarks/augment_ops.py
+    (2 CPU cores: 7x faster at 32 px, 1.6-3x at 224 px).
 
     Bilinear with ``align_corners=False`` pixel centres, so a full-image box equals
     ``F.interpolate(x, size, mode="bilinear")``. The horizontal flip is a sign in the
@@ -157,7 +167,7 @@ def random_resized_crop(
     return resized_crop(as_float_image(x), boxes, size, flip)
 
 
-def random_grayscale(x: Tensor, p: float = 0.2, generator: torch.Generator | None = None) -> Tensor:
+def random_grayscale(x: Tensor, p: float = 0.1, generator: torch.Generator | None = None) -> Tensor:
     """Per sample with probability ``p``, replace RGB by its ITU-R 601-2 luma on all 3 channels.
 
     Args:
@@ -169,8 +179,7 @@ def random_grayscale(x: Tensor, p: float = 0.2, generator: torch.Generator | Non
     apply = coin_flips(x.shape[0], p, generator)
     if not apply.any():
         return x
-    gray = kornia.color.rgb_to_grayscale(x)  # (B, 1, H, W)
-    return torch.where(apply.to(x.device).view(-1, 1, 1, 1), gray, x)
+    return torch.where(apply.to(x.device).view(-1, 1, 1, 1), luma(x), x)  # (B, 1, H, W) luma broadcast
 
 
 def blur_kernel_size(image_side: int) -> int:
@@ -229,10 +238,11 @@ def gaussian_blur(
     return x.index_copy(0, index_dev, blurred)
 
 
-def solarize(x: Tensor, threshold: float = 0.5, p: float = 0.2, generator: torch.Generator | None = None) -> Tensor:
+def solarize(x: Tensor, threshold: float = 0.5, p: float = 0.5, generator: torch.Generator | None = None) -> Tensor:
     """Per sample with probability ``p``, invert pixels at or above ``threshold``: where(x >= t, 1 - x, x).
 
-    Skipped samples get an infinite threshold, so one ``where`` covers the whole batch.
+    Skipped samples get an infinite threshold, so one ``where`` (kornia's solarize, as fast
+    as a hand-written one) covers the whole batch.
 
     Args:
         x: (B, 3, H, W) float in [0, 1].
@@ -248,7 +258,7 @@ def solarize(x: Tensor, threshold: float = 0.5, p: float = 0.2, generator: torch
 
 
 def normalize(x: Tensor, mean: Sequence[float], std: Sequence[float]) -> Tensor:
-    """(x - mean) / std per channel.
+    """(x - mean) / std per channel (hand-written: 1.7x faster than kornia.enhance.normalize at 224 px).
 
     Args:
         x: (B, C, H, W) float; mean, std: C floats each.

@@ -41,7 +41,7 @@ from vipr.errors import DataError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 DEFAULT_STORE_SIZE = 64  # pixels; image folders only: 12 KiB an image, room for 32-64 px crops
-SOURCE_VERSION = 1  # part of every cache key: bump when decoding or generation changes its output
+SOURCE_VERSION = 3  # part of every cache key: bump when decoding or generation changes its output
 DECODE_WORKERS = min(16, os.cpu_count() or 1)  # PIL releases the GIL while decoding and resizing
 SHAPES_DEFAULTS = {"classes": 10, "size": 32, "train": 5000, "test": 1000, "seed": 0}
 SHAPES_LIMITS = {"classes": (2, 12), "size": (8, 1024), "train": (1, 10**8), "test": (0, 10**8), "seed": (0, 2**63)}
@@ -243,13 +243,19 @@ def render_shapes(labels: np.ndarray, size: int, rng: np.random.Generator) -> np
     return np.round(np.clip(image, 0, 1) * 255).astype(np.uint8)
 
 
+PALETTE = np.array([[0.85, 0.3, 0.25], [0.25, 0.6, 0.85], [0.3, 0.75, 0.35], [0.9, 0.8, 0.3],
+                    [0.6, 0.4, 0.8], [0.5, 0.5, 0.5], [0.2, 0.2, 0.3], [0.9, 0.9, 0.85]], np.float32)
+
+
 def _backgrounds(b: int, gx: np.ndarray, gy: np.ndarray, rng: np.random.Generator):
     """Backgrounds (B, 3, S, S) in [0, 1] -- flat, gradient, stripes or noise between two near colours --
     and a foreground colour (B, 3) on the other side of the background's luminance."""
     size = gx.shape[-1]
-    base = rng.uniform(0, 1, (b, 3)).astype(np.float32)
-    other = np.clip(base + rng.uniform(-0.3, 0.3, (b, 3)), 0, 1).astype(np.float32)  # near: the shape stays visible
-    kind = rng.integers(0, 4, b)  # 0 flat, 1 gradient, 2 stripes, 3 noise
+    # Background colours come from a small palette (plus a little noise) so that colour alone
+    # cannot tell images apart; the shape is what distinguishes one image from another.
+    base = np.clip(PALETTE[rng.integers(0, len(PALETTE), b)] + rng.uniform(-0.08, 0.08, (b, 3)), 0, 1).astype(np.float32)
+    other = np.clip(base + rng.uniform(-0.15, 0.15, (b, 3)), 0, 1).astype(np.float32)  # near: the shape dominates
+    kind = rng.choice([0, 1, 3], b)  # 0 flat, 1 gradient, 3 noise (stripes would tell instances apart by angle)
     angle = rng.uniform(0, 2 * np.pi, b).astype(np.float32)[:, None, None]
     along = np.cos(angle) * gx + np.sin(angle) * gy  # (B, S, S) position along a random direction
     cycles = rng.uniform(1.5, 6, b).astype(np.float32)[:, None, None]  # stripe periods per image width
