@@ -207,7 +207,8 @@ def main() -> None:
     for size, (batch, side) in SETTINGS.items():
         reps = 2 if args.quick else (10 if size == 32 else 3)
         images = torch.randint(0, 256, (batch, 3, side, side), dtype=torch.uint8).float().div_(255)
-        crops = A.resized_crop(images, A.sample_crop_boxes(batch, side, side), size, torch.zeros(batch, dtype=torch.bool))
+        no_flip = torch.zeros(batch, dtype=torch.bool)
+        crops = A.resized_crop(images, A.sample_crop_boxes(batch, side, side), size, no_flip)  # (B, 3, S, S)
         groups = {"crop": crop_candidates(images, size), "color": color_candidates(crops)}
         groups["pointwise"] = pointwise_candidates(crops)
         if size >= 64:  # recipes turn blur off below 64 px

@@ -59,7 +59,7 @@ def render() -> str:
                           ("augment", augment_section)):
         record = load(name)
         if record:
-            parts.append(section(record, load) + "\n" + machine_line(record) + "\n")
+            parts.append(section(record, load) + "\n\n" + machine_line(record) + "\n")
     return "\n".join(parts)
 
 

@@ -8,7 +8,14 @@ import sys
 
 
 class Parser(argparse.ArgumentParser):
-    """An ArgumentParser whose unknown-option errors suggest the closest known option."""
+    """An ArgumentParser whose unknown-option errors suggest the closest known option.
+
+    Abbreviations are off: ``--epoch`` must not silently mean ``--epochs``.
+    """
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def parse_args(self, args=None, namespace=None):
         parsed, unknown = self.parse_known_args(args, namespace)

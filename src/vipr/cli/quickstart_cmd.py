@@ -10,7 +10,7 @@ from pathlib import Path
 HELP = """A tour in one command: MoCo v2 pre-training of a ResNet-18 on builtin:shapes
 (procedurally generated shapes whose colour, background, position, scale and rotation vary),
 then kNN and linear top-1 of the pre-trained backbone next to the same backbone at random init.
-About five minutes on two CPU cores."""
+About four minutes on two CPU cores."""
 
 
 def add_parser(sub) -> None:
@@ -24,9 +24,10 @@ def add_parser(sub) -> None:
     p.set_defaults(run=run)
 
 
-# A short MoCo v2 recipe for 2 CPU cores.
-QUICK = {"method.name": "moco_v2", "model.backbone": "resnet18", "data.image_size": 32, "train.epochs": 8,
-         "train.batch_size": 256, "method.queue_size": 4096}
+# A short MoCo v2 recipe for 2 CPU cores: small batches give more updates in the few minutes
+# there are, and one query view per image (not symmetrised) nearly halves the cost of a step.
+QUICK = {"method.name": "moco_v2", "model.backbone": "resnet18", "data.image_size": 32, "train.epochs": 4,
+         "train.batch_size": 64, "method.queue_size": 4096, "method.symmetric": False}
 
 
 def run(args) -> int:

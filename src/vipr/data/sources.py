@@ -41,7 +41,7 @@ from vipr.errors import DataError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 DEFAULT_STORE_SIZE = 64  # pixels; image folders only: 12 KiB an image, room for 32-64 px crops
-SOURCE_VERSION = 3  # part of every cache key: bump when decoding or generation changes its output
+SOURCE_VERSION = 5  # part of every cache key: bump when decoding or generation changes its output
 DECODE_WORKERS = min(16, os.cpu_count() or 1)  # PIL releases the GIL while decoding and resizing
 SHAPES_DEFAULTS = {"classes": 10, "size": 32, "train": 5000, "test": 1000, "seed": 0}
 SHAPES_LIMITS = {"classes": (2, 12), "size": (8, 1024), "train": (1, 10**8), "test": (0, 10**8), "seed": (0, 2**63)}
@@ -226,7 +226,7 @@ def render_shapes(labels: np.ndarray, size: int, rng: np.random.Generator) -> np
     b = len(labels)
     grid = ((np.arange(size, dtype=np.float32) + 0.5) * (2 / size) - 1)  # pixel centres in [-1, 1]
     gy, gx = grid[None, :, None], grid[None, None, :]
-    scale = rng.uniform(0.35, 0.75, b).astype(np.float32)  # shape radius, in half-image units
+    scale = rng.uniform(0.5, 0.85, b).astype(np.float32)  # shape radius, in half-image units: the object dominates
     centre = (rng.uniform(-1, 1, (b, 2)) * (0.95 - scale)[:, None]).astype(np.float32)[:, :, None, None]
     angle = rng.uniform(0, 2 * np.pi, b).astype(np.float32)[:, None, None]
     dx, dy = gx - centre[:, 0], gy - centre[:, 1]  # (B, S, S)
@@ -267,7 +267,7 @@ def _backgrounds(b: int, gx: np.ndarray, gy: np.ndarray, rng: np.random.Generato
     background = base[:, :, None, None] + mix[:, None] * (other - base)[:, :, None, None]
     background += rng.normal(0, 0.03, background.shape).astype(np.float32)  # sensor-like grain
     luminance = base @ np.array([0.299, 0.587, 0.114], np.float32)
-    dark = rng.uniform(0, 0.35, (b, 3)).astype(np.float32)
+    dark = np.repeat(rng.uniform(0, 0.15, (b, 1)), 3, axis=1).astype(np.float32)  # near-black or near-white ink
     return background, np.where(luminance[:, None] > 0.5, dark, 1 - dark)
 
 

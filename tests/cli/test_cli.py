@@ -1,0 +1,53 @@
+"""The CLI contract: options, suggestions without tracebacks, --json, data commands."""
+
+import json
+
+import pytest
+
+from vipr.cli.main import main
+
+DATA = "builtin:shapes?train=60&test=20&size=16"
+
+
+def test_unknown_option_suggests(capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(["pretrain", "--epoch", "3"])
+    assert stop.value.code == 2
+    assert "did you mean --epochs" in capsys.readouterr().err
+
+
+def test_unknown_config_key_is_a_message_not_a_traceback(capsys, tmp_path):
+    code = main(["pretrain", "--out", str(tmp_path), "--set", "optim.lrr=0.1"])
+    err = capsys.readouterr().err
+    assert code == 2 and "did you mean 'optim.lr'" in err and "Traceback" not in err
+
+
+def test_missing_data_path_is_a_message(capsys, tmp_path):
+    code = main(["eval", "knn", "--checkpoint", "random", "--backbone", "tiny", "--image-size", "16",
+                 "--data", str(tmp_path / "nowhere")])
+    assert code == 2 and "nowhere" in capsys.readouterr().err
+
+
+def test_data_info_and_split(capsys, tmp_path):
+    assert main(["data", "info", DATA, "--json"]) == 0
+    info = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert info["digest"] and len(info["classes"]) == 10
+    split = tmp_path / "split.json"
+    assert main(["data", "split", DATA, "--per-class", "2", "--seed", "1", "--out", str(split)]) == 0
+    assert len(json.loads(split.read_text())["indices"]) == 20
+
+
+def test_pretrain_then_eval_json(capsys, tmp_path):
+    run = tmp_path / "run"
+    assert main(["pretrain", "--data", DATA, "--backbone", "tiny", "--image-size", "16", "--epochs", "1",
+                 "--batch-size", "20", "--out", str(run), "--no-progress", "--json",
+                 "--set", "method.queue_size=40", "method.proj_hidden_dim=16", "method.proj_dim=8"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["steps"] == 3
+    for kind in ("knn", "linear"):
+        out = tmp_path / kind
+        assert main(["eval", kind, "--checkpoint", str(run), "--data", DATA, "--out", str(out),
+                     "--no-progress", "--json"]) == 0
+        last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        assert 0 <= last["top1"] <= last["top5"] <= 100
+        assert json.loads((out / "metrics.json").read_text())["top1"] == last["top1"]
+    assert (tmp_path / "linear" / "classifier.pt").is_file()
