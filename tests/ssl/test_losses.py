@@ -42,3 +42,15 @@ def test_nt_xent_matches_loop():
 def test_nt_xent_is_low_for_matching_views():
     z = torch.randn(8, 16)
     assert nt_xent(z, z, 0.1) < nt_xent(z, torch.randn(8, 16), 0.1)
+
+
+def test_momentum_update_is_an_ema():
+    from vipr.ssl.moco import MomentumEncoder
+
+    online = torch.nn.Linear(3, 2)
+    ema = MomentumEncoder(online)
+    before = ema.encoder.weight.detach().clone()
+    with torch.no_grad():
+        online.weight.add_(1.0)
+    ema.update(online, 0.9)
+    torch.testing.assert_close(ema.encoder.weight, 0.9 * before + 0.1 * online.weight.detach())

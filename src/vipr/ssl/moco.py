@@ -42,8 +42,8 @@ class MomentumEncoder(nn.Module):
 
     @torch.no_grad()
     def update(self, online: nn.Module, momentum: float) -> None:
-        for target, source in zip(self.encoder.parameters(), online.parameters()):
-            target.mul_(momentum).add_(source.detach(), alpha=1 - momentum)
+        targets, sources = list(self.encoder.parameters()), [p.detach() for p in online.parameters()]
+        torch._foreach_lerp_(targets, sources, 1 - momentum)  # t = m*t + (1-m)*s, one fused pass
         for target, source in zip(self.encoder.buffers(), online.buffers()):
             target.copy_(source)
 
