@@ -15,3 +15,11 @@ class ConfigError(ViprError):
 
 class CheckpointError(ViprError):
     """A checkpoint is missing, corrupt or belongs to another model."""
+
+
+class RegistryError(ViprError):
+    """A tracking store, registered model, version or alias is missing or invalid."""
+
+
+class ExportError(ViprError):
+    """A model cannot be exported, or the exported file does not reproduce it."""

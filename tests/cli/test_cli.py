@@ -5,6 +5,7 @@ import json
 import pytest
 
 from vipr.cli.main import main
+from vipr.engine.checkpoint import load_backbone
 
 DATA = "builtin:shapes?train=60&test=20&size=16"
 
@@ -51,3 +52,23 @@ def test_pretrain_then_eval_json(capsys, tmp_path):
         assert 0 <= last["top1"] <= last["top5"] <= 100
         assert json.loads((out / "metrics.json").read_text())["top1"] == last["top1"]
     assert (tmp_path / "linear" / "classifier.pt").is_file()
+
+
+@pytest.mark.parametrize("method", ["byol", "nnclr"])
+def test_pretrain_cli_with_byol_and_nnclr(method, capsys, tmp_path, one_thread):
+    settings = ["method.proj_hidden_dim=16", "method.proj_dim=8", "method.pred_hidden_dim=16"]
+    settings += ["method.queue_size=40"] if method == "nnclr" else []
+    assert main(["pretrain", "--method", method, "--data", DATA, "--backbone", "tiny", "--image-size", "16",
+                 "--epochs", "1", "--batch-size", "20", "--out", str(tmp_path), "--no-progress", "--json",
+                 "--set", *settings]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["steps"] == 3
+    assert load_backbone(tmp_path)[1]["method"] == method
+
+
+def test_pretrain_help_names_every_method(capsys):
+    from vipr.ssl import list_methods
+
+    with pytest.raises(SystemExit):
+        main(["pretrain", "--help"])
+    help_text = capsys.readouterr().out
+    assert all(name in help_text for name in list_methods())

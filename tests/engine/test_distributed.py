@@ -10,14 +10,16 @@ import pytest
 from vipr.engine import checkpoint as ckpt
 
 
-@pytest.mark.parametrize("method", ["moco_v2", "simclr"])
+@pytest.mark.parametrize("method", ["moco_v2", "simclr", "nnclr"])  # nnclr: its own gathers and queue
 def test_two_process_pretrain(method, tmp_path):
     cmd = [sys.executable, "-m", "vipr.cli.main", "pretrain", "--data", "builtin:shapes?train=128&test=32&size=16",
            "--method", method, "--backbone", "tiny", "--image-size", "16", "--epochs", "1", "--batch-size", "32",
            "--precision", "fp32", "--out", str(tmp_path), "--nproc-per-node", "2", "--no-progress", "--json",
            "--set", "method.proj_hidden_dim=32", "method.proj_dim=16"]
-    if method == "moco_v2":
+    if method in ("moco_v2", "nnclr"):
         cmd.append("method.queue_size=64")
+    if method == "nnclr":
+        cmd.append("method.pred_hidden_dim=32")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "OMP_NUM_THREADS": "1"}
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env)
     assert done.returncode == 0, done.stderr[-3000:]

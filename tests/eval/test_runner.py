@@ -8,31 +8,14 @@ import torch
 
 from vipr.data.augment import eval_transform
 from vipr.data.splits import make_label_split, save_label_split
-from vipr.data.types import Dataset, ImageSplit
+from vipr.data.types import Dataset
 from vipr.engine.checkpoint import FORMAT, load_backbone, save_atomic
 from vipr.errors import ConfigError, DataError
 from vipr.eval import runner
 from vipr.eval.features import extract_features, load_eval_backbone
 from vipr.models import create_backbone
 
-SIZE = 16  # pixels
-COLOURS = np.array([[220, 40, 40], [40, 200, 40], [40, 40, 230]])  # one tint a class
-
-
-def colour_split(n, seed):
-    """Noisy images tinted by class: separable even through a random-init backbone."""
-    rng = np.random.default_rng(seed)
-    labels = np.arange(n) % len(COLOURS)
-    noise = rng.normal(0, 40, (n, 3, SIZE, SIZE))
-    images = np.clip(COLOURS[labels][:, :, None, None] + noise, 0, 255).astype(np.uint8)
-    return ImageSplit(images, labels.astype(np.int64))
-
-
-@pytest.fixture
-def dataset(monkeypatch):
-    ds = Dataset("synthetic:colours", colour_split(60, 0), colour_split(30, 1), ["red", "green", "blue"], "d1g35t")
-    monkeypatch.setattr(runner, "open_dataset", lambda src: ds)
-    return ds
+SIZE = 16  # pixels, the side of the conftest's colour images
 
 
 def evaluate(kind, **kw):
@@ -107,7 +90,7 @@ def test_random_needs_backbone_and_image_size():
         load_eval_backbone("random", "tiny", None)
 
 
-def test_dataset_without_test_split_is_refused(monkeypatch):
+def test_dataset_without_test_split_is_refused(monkeypatch, colour_split):
     ds = Dataset("folder:/imgs", colour_split(12, 0), None, ["red", "green", "blue"], "abc")
     monkeypatch.setattr(runner, "open_dataset", lambda src: ds)
     with pytest.raises(DataError, match="train/test"):

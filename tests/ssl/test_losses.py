@@ -5,7 +5,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from vipr.ssl.losses import info_nce, nt_xent
+from vipr.ssl.losses import byol_loss, info_nce, nnclr_loss, nt_xent
 
 
 def test_info_nce_matches_loop():
@@ -54,3 +54,37 @@ def test_momentum_update_is_an_ema():
         online.weight.add_(1.0)
     ema.update(online, 0.9)
     torch.testing.assert_close(ema.encoder.weight, 0.9 * before + 0.1 * online.weight.detach())
+
+
+def test_byol_loss_matches_loop():
+    torch.manual_seed(2)
+    p, z = torch.randn(5, 7), torch.randn(5, 7) * 3  # the target's scale must not matter
+    total = 0.0
+    for i in range(5):
+        p_unit = [float(v) / math.sqrt(sum(float(u) ** 2 for u in p[i])) for v in p[i]]
+        z_unit = [float(v) / math.sqrt(sum(float(u) ** 2 for u in z[i])) for v in z[i]]
+        total += sum((a - b) ** 2 for a, b in zip(p_unit, z_unit))  # ||p/|p| - z/|z| ||^2, BYOL eq. 2
+    assert math.isclose(float(byol_loss(p, z)), total / 5, rel_tol=1e-5)
+
+
+def test_byol_loss_sends_no_gradient_to_the_target():
+    p, z = torch.randn(4, 6, requires_grad=True), torch.randn(4, 6, requires_grad=True)
+    byol_loss(p, z).backward()
+    assert p.grad is not None and p.grad.abs().sum() > 0
+    assert z.grad is None
+    z = z.detach()
+    assert float(byol_loss(z, 2 * z)) < 1e-6 and math.isclose(float(byol_loss(z, -z)), 4.0, rel_tol=1e-5)
+
+
+def test_nnclr_loss_matches_loop():
+    torch.manual_seed(3)
+    neighbours, p, t = torch.randn(5, 6), torch.randn(5, 6), 0.2
+
+    def cos(a, b):
+        return float(F.cosine_similarity(a, b, dim=0))
+
+    total = 0.0
+    for i in range(5):
+        denom = sum(math.exp(cos(neighbours[i], p[k]) / t) for k in range(5))  # over the batch's predictions
+        total += -math.log(math.exp(cos(neighbours[i], p[i]) / t) / denom)
+    assert math.isclose(float(nnclr_loss(neighbours, p, t)), total / 5, rel_tol=1e-5)

@@ -47,3 +47,8 @@ class Parser(argparse.ArgumentParser):
 
 def add_json_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+
+
+def add_track_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--no-track", action="store_true",
+                        help="do not log this run to the workspace's MLflow store (also: VIPR_TRACKING=0)")

@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from vipr.cli.parser import add_json_flag
+from vipr.cli.parser import add_json_flag, add_track_flag
 from vipr.config import apply_overrides, load_yaml
 
 HELP = """Pre-train a backbone on unlabeled images with a self-supervised method.
@@ -18,7 +18,8 @@ SRC is an ImageFolder tree, a CIFAR python-batches folder, an .npz file, or a bu
 (builtin:shapes, builtin:digits). Options map onto the typed config (see config.yaml in
 any run folder); --set changes any other key, e.g. --set optim.lr=0.1 method.queue_size=8192.
 The run folder gets config.yaml, env.json, metrics.jsonl, metrics.json and checkpoint.pt;
-Ctrl-C or SIGTERM saves a checkpoint, and --resume continues exactly where it stopped."""
+Ctrl-C or SIGTERM saves a checkpoint, and --resume continues exactly where it stopped.
+A finished run is logged to the workspace's MLflow store (`vipr ui`) unless --no-track."""
 
 # option -> dotted config key
 FLAG_KEYS = {"data": "data.source", "method": "method.name", "backbone": "model.backbone",
@@ -30,7 +31,7 @@ def add_parser(sub) -> None:
     p = sub.add_parser("pretrain", help="self-supervised pre-training", description=HELP,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", metavar="SRC", help="data source (default builtin:shapes)")
-    p.add_argument("--method", help="moco_v2 | simclr (default moco_v2)")
+    p.add_argument("--method", help="moco_v2 | simclr | byol | nnclr (default moco_v2)")
     p.add_argument("--backbone", help="resnet18 | resnet34 | resnet50 | tiny (default resnet18)")
     p.add_argument("--image-size", type=int, metavar="PX", help="crop side in pixels (default 32)")
     p.add_argument("--epochs", type=int, metavar="N", help="passes over the data (default 100)")
@@ -44,6 +45,7 @@ def add_parser(sub) -> None:
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     p.add_argument("--nproc-per-node", type=int, default=1, metavar="N", help="processes (DDP via torchrun)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_track_flag(p)
     add_json_flag(p)
     p.set_defaults(run=run)
 
@@ -61,6 +63,7 @@ def run(args) -> int:
         return launch_torchrun(args.argv, args.nproc_per_node)
     from vipr.engine import distributed as dist
     from vipr.engine.trainer import Interrupted
+    from vipr.platform.tracking import track_run
     from vipr.pretrain import build_config, run_pretrain
 
     config = build_config(config_from_args(args))
@@ -71,6 +74,7 @@ def run(args) -> int:
         return 130
     if dist.is_main():
         print(f"pre-trained {config.model.backbone} with {config.method.name}: checkpoint {Path(args.out) / 'checkpoint.pt'}")
+        track_run(args.out, "pretrain", args.no_track)
         if args.json:
             print(json.dumps(metrics))
     return 0

@@ -42,7 +42,7 @@ from vipr.errors import DataError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 DEFAULT_STORE_SIZE = 64  # pixels; image folders only: 12 KiB an image, room for 32-64 px crops
-SOURCE_VERSION = 5  # part of every cache key: bump when decoding or generation changes its output
+SOURCE_VERSION = 7  # part of every cache key: bump when decoding or generation changes its output
 DECODE_WORKERS = min(16, os.cpu_count() or 1)  # PIL releases the GIL while decoding and resizing
 SHAPES_DEFAULTS = {"classes": 10, "size": 32, "train": 5000, "test": 1000, "seed": 0}
 SHAPES_LIMITS = {"classes": (2, 12), "size": (8, 1024), "train": (1, 10**8), "test": (0, 10**8), "seed": (0, 2**63)}

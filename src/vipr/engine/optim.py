@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 
 import torch
 from torch import nn
@@ -38,10 +39,10 @@ class LARS(torch.optim.Optimizer):
         return loss
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+def param_groups(model: nn.Module | Iterable[nn.Parameter], weight_decay: float) -> list[dict]:
     """Weight decay on weights of rank >= 2 only; biases and norm parameters get none."""
     decay, no_decay = [], []
-    for p in model.parameters():
+    for p in model.parameters() if isinstance(model, nn.Module) else model:
         if p.requires_grad:
             (decay if p.ndim > 1 else no_decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]

@@ -100,7 +100,7 @@ def extract_features(
     for batch in bar:
         uint8 = torch.from_numpy(_read_rows(split_images, batch, indices is None)).to(device)  # (B, 3, H, W)
         x = eval_transform(uint8, image_size, mean, std)  # (B, 3, S, S) float32, channels-last
-        with _autocast(device, precision):
+        with precision_autocast(device, precision):
             features.append(backbone.forward_features(x).float().cpu())  # (B, D)
     return torch.cat(features)
 
@@ -113,7 +113,8 @@ def _read_rows(images: np.ndarray, rows: np.ndarray, contiguous: bool) -> np.nda
     return np.ascontiguousarray(images[rows])
 
 
-def _autocast(device: torch.device, precision: str):
+def precision_autocast(device: torch.device, precision: str):
+    """Autocast to bf16 / fp16 for a resolved ``precision``; no-op for fp32."""
     if precision == "fp32":
         return nullcontext()
     return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)

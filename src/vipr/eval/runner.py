@@ -1,22 +1,29 @@
-"""The job behind ``vipr eval knn|linear``: data -> frozen features -> kNN or linear probe -> metrics.
+"""The jobs behind ``vipr eval``, and the parts every evaluation shares.
 
-A checkpoint pre-trained on another dataset is evaluated as transfer: its dataset digest
-is recorded, never required to match.
+``run_eval`` runs kNN and the linear probe (data -> frozen features -> kNN or probe ->
+metrics); fine-tuning (:mod:`vipr.eval.finetune`) and few-shot episodes
+(:mod:`vipr.eval.fewshot`) have their own runners built from the same parts here: one way
+to open the data and the backbone (:func:`prepare`), to pick labelled rows, to extract
+features with the checkpoint's preprocessing, to write a run folder and to save
+``classifier.pt``. A checkpoint pre-trained on another dataset is evaluated as transfer:
+its dataset digest is recorded, never required to match.
 """
 
 from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 
 import vipr
 from vipr.data.sources import open_dataset
 from vipr.data.splits import load_label_split
-from vipr.data.types import Dataset
+from vipr.data.types import Dataset, ImageSplit
 from vipr.engine.checkpoint import FORMAT, save_atomic
 from vipr.engine.device import resolve_device, resolve_precision
 from vipr.engine.rundir import environment, write_metrics
@@ -24,9 +31,53 @@ from vipr.errors import ConfigError, DataError
 from vipr.eval.features import extract_features, load_eval_backbone
 from vipr.eval.knn import knn_predict, topk_accuracy
 from vipr.eval.linear import train_linear
+from vipr.models import Backbone
 
-KINDS = ("knn", "linear")
+KINDS = ("knn", "linear")  # run_eval's; finetune and fewshot have their own runners
 CLASSIFIER_NAME = "classifier.pt"
+
+
+@dataclass
+class EvalSetup:
+    """What every evaluation starts from: the data, the backbone and its metadata, where it runs."""
+
+    dataset: Dataset
+    model: Backbone
+    meta: dict  # the checkpoint's metadata: image_size, mean/std, backbone, ...
+    device: torch.device
+    precision: str  # as asked (auto | bf16 | fp16 | fp32); see ``resolved_precision``
+    started: float = field(default_factory=time.perf_counter)  # for the "seconds" metric
+
+    @property
+    def resolved_precision(self) -> str:
+        return resolve_precision(self.precision, self.device)
+
+    def features(self, split: ImageSplit, rows: np.ndarray, *, batch_size: int = 256, progress: bool = True,
+                 desc: str = "features") -> torch.Tensor:
+        """(len(rows), D) float32 CPU features of ``split`` with the checkpoint's preprocessing."""
+        return extract_features(self.model, split.images, indices=rows, image_size=self.meta["image_size"],
+                                mean=self.meta["mean"], std=self.meta["std"], batch_size=batch_size,
+                                device=self.device, precision=self.precision, progress=progress, desc=desc)
+
+    def metrics(self, kind: str, args: dict) -> dict:
+        """The fields every evaluation reports, before its own."""
+        return {"kind": kind, "checkpoint": args["checkpoint"], "data": args["data"],
+                "backbone": self.meta["backbone"], "image_size": self.meta["image_size"]}
+
+    def seconds(self) -> float:
+        return round(time.perf_counter() - self.started, 3)
+
+
+def prepare(checkpoint: str, data: str, backbone: str | None = None, image_size: int | None = None,
+            device: str = "auto", precision: str = "auto") -> EvalSetup:
+    """Open ``data`` (it must have a test split) and the backbone to evaluate (a file, run folder or "random")."""
+    started = time.perf_counter()
+    dataset = open_dataset(data)
+    if dataset.test is None or len(dataset.test) == 0:
+        raise DataError(f"{dataset.name} has no test split; evaluation needs a train/test layout "
+                        f"(ROOT/train/<class>/ with ROOT/val/ or ROOT/test/, CIFAR, or an npz with x_test/y_test)")
+    model, meta = load_eval_backbone(str(checkpoint), backbone, image_size)
+    return EvalSetup(dataset, model, meta, resolve_device(device), precision, started)
 
 
 def run_eval(
@@ -58,31 +109,24 @@ def run_eval(
     args = {"kind": kind, "checkpoint": str(checkpoint), "data": data, "backbone": backbone, "image_size": image_size,
             "label_split": None if label_split is None else str(label_split), "k": k, "temperature": temperature,
             "epochs": epochs, "batch_size": batch_size, "device": device, "precision": precision}
-    start = time.perf_counter()
-    dataset = open_dataset(data)
-    train_rows, test_rows = _labelled_rows(dataset, label_split)
-    model, meta = load_eval_backbone(str(checkpoint), backbone, image_size)
-    dev = resolve_device(device)
-    extract = dict(image_size=meta["image_size"], mean=meta["mean"], std=meta["std"], batch_size=batch_size,
-                   device=dev, precision=precision, progress=progress)
-    train_features = extract_features(model, dataset.train.images, indices=train_rows, desc="train features", **extract)
-    test_features = extract_features(model, dataset.test.images, indices=test_rows, desc="test features", **extract)
-    train_labels = torch.from_numpy(dataset.train.labels[train_rows]).long().to(dev)
-    test_labels = torch.from_numpy(dataset.test.labels[test_rows]).long()
-    num_classes = max(dataset.num_classes, int(train_labels.max()) + 1, int(test_labels.max()) + 1)
-    head, scores, settings = _fit_and_score(kind, train_features.to(dev), train_labels, test_features.to(dev),
-                                            num_classes, k=k, temperature=temperature, epochs=epochs)
-    metrics = {"kind": kind, **topk_accuracy(scores, test_labels), "checkpoint": str(checkpoint), "data": data,
-               "backbone": meta["backbone"], "image_size": meta["image_size"], "num_classes": num_classes,
+    setup = prepare(checkpoint, data, backbone, image_size, device, precision)
+    train_rows, test_rows = labelled_train_rows(setup.dataset, label_split), labelled_test_rows(setup.dataset)
+    extract = dict(batch_size=batch_size, progress=progress)
+    train_features = setup.features(setup.dataset.train, train_rows, desc="train features", **extract)
+    test_features = setup.features(setup.dataset.test, test_rows, desc="test features", **extract)
+    train_labels = torch.from_numpy(setup.dataset.train.labels[train_rows]).long().to(setup.device)
+    test_labels = torch.from_numpy(setup.dataset.test.labels[test_rows]).long()
+    num_classes = count_classes(setup.dataset, train_labels, test_labels)
+    head, scores, settings = _fit_and_score(kind, train_features.to(setup.device), train_labels,
+                                            test_features.to(setup.device), num_classes, k=k,
+                                            temperature=temperature, epochs=epochs)
+    metrics = {**setup.metrics(kind, args), **topk_accuracy(scores, test_labels), "num_classes": num_classes,
                "num_train": len(train_rows), "num_test": len(test_rows), "label_split": args["label_split"],
-               **settings, "precision": resolve_precision(precision, dev),
-               "seconds": round(time.perf_counter() - start, 3)}
+               **settings, "precision": setup.resolved_precision, "seconds": setup.seconds()}
+    if head is not None:
+        attach_head(setup.model, head)
     if out is not None:
-        out = _start_run_dir(out, args)
-        if head is not None:
-            save_classifier(out / CLASSIFIER_NAME, model, head, meta, dataset, args, metrics)
-            metrics["classifier"] = str(out / CLASSIFIER_NAME)
-        write_metrics(out, metrics)
+        write_run(out, args, metrics, classifier=setup if head is not None else None)
     return metrics
 
 
@@ -97,40 +141,56 @@ def _fit_and_score(kind: str, train_features: torch.Tensor, train_labels: torch.
     return head, head(test_features), {"epochs": epochs}
 
 
-def _labelled_rows(dataset: Dataset, label_split: str | None) -> tuple[np.ndarray, np.ndarray]:
-    """Train rows to fit on (the label split's, labelled only) and labelled test rows."""
-    if dataset.test is None or len(dataset.test) == 0:
-        raise DataError(f"{dataset.name} has no test split; evaluation needs a train/test layout "
-                        f"(ROOT/train/<class>/ with ROOT/val/ or ROOT/test/, CIFAR, or an npz with x_test/y_test)")
+def labelled_train_rows(dataset: Dataset, label_split: str | None) -> np.ndarray:
+    """Train rows to fit on: the label split's (or all), labelled ones only."""
     rows = np.arange(len(dataset.train)) if label_split is None else load_label_split(label_split, dataset)
-    train_rows = rows[dataset.train.labels[rows] >= 0]
-    test_rows = np.flatnonzero(dataset.test.labels >= 0)
-    if len(train_rows) == 0:
+    rows = rows[dataset.train.labels[rows] >= 0]
+    if len(rows) == 0:
         raise DataError(f"no labelled train images in {dataset.name}" + (f" within {label_split}" if label_split else "")
-                        + "; kNN and the linear probe need class labels (class folders, CIFAR, npz with y_train)")
-    if len(test_rows) == 0:
+                        + "; evaluation needs class labels (class folders, CIFAR, npz with y_train)")
+    return rows
+
+
+def labelled_test_rows(dataset: Dataset) -> np.ndarray:
+    """The labelled rows of the test split (``prepare`` has checked there is one)."""
+    rows = np.flatnonzero(dataset.test.labels >= 0)
+    if len(rows) == 0:
         raise DataError(f"the test split of {dataset.name} has no labels; evaluation needs labelled test images")
-    return train_rows, test_rows
+    return rows
 
 
-def _start_run_dir(out: str | Path, args: dict) -> Path:
+def count_classes(dataset: Dataset, *labels: torch.Tensor) -> int:
+    """Classes the head scores: the dataset's, or more if a label is out of its range."""
+    return max([dataset.num_classes, *(int(y.max()) + 1 for y in labels if len(y))])
+
+
+def attach_head(model: Backbone, head: nn.Linear) -> None:
+    """Make ``head`` (a trained ``nn.Linear`` on features) the classifier of ``model``."""
+    model.reset_head(head.out_features)
+    model.head.load_state_dict(head.state_dict())
+
+
+def write_run(out: str | Path, args: dict, metrics: dict, classifier: EvalSetup | None = None) -> Path:
+    """The run folder: eval_config.json, env.json, metrics.json, and, given ``classifier``, its
+    model (backbone + head) as classifier.pt, whose path then joins ``metrics``."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "eval_config.json").write_text(json.dumps(args, indent=2))
     (out / "env.json").write_text(json.dumps(environment(), indent=2))
+    if classifier is not None:
+        save_classifier(out / CLASSIFIER_NAME, classifier.model, classifier.meta, classifier.dataset, args, metrics)
+        metrics["classifier"] = str(out / CLASSIFIER_NAME)
+    write_metrics(out, metrics)
     return out
 
 
-def save_classifier(path: Path, model, head: torch.nn.Linear, meta: dict, dataset: Dataset, args: dict,
-                    metrics: dict) -> None:
-    """The backbone with the folded probe as its head, in the checkpoint format (no resume state)."""
-    num_classes = head.out_features
-    model.reset_head(num_classes)
-    model.head.load_state_dict(head.state_dict())
+def save_classifier(path: Path, model: Backbone, meta: dict, dataset: Dataset, args: dict, metrics: dict) -> None:
+    """The backbone with its classification head, in the checkpoint format (no resume state)."""
     state = {name: t.detach().cpu().contiguous() for name, t in model.state_dict().items()}
-    classifier_meta = {**meta, "num_classes": num_classes, "classes": list(dataset.classes),
-                       "parent_checkpoint": args["checkpoint"], "label_split": args["label_split"], "dataset": dataset.name,
-                       "dataset_digest": dataset.digest, "parent_dataset": meta.get("dataset"),
-                       "parent_dataset_digest": meta.get("dataset_digest"),
-                       "eval": {"top1": metrics["top1"], "top5": metrics["top5"]}, "vipr_version": vipr.__version__}
+    classifier_meta = {**meta, "num_classes": model.num_classes, "classes": list(dataset.classes),
+                       "parent_checkpoint": args["checkpoint"], "label_split": args.get("label_split"),
+                       "dataset": dataset.name, "dataset_digest": dataset.digest,
+                       "parent_dataset": meta.get("dataset"), "parent_dataset_digest": meta.get("dataset_digest"),
+                       "eval": {"kind": metrics["kind"], "top1": metrics["top1"], "top5": metrics["top5"]},
+                       "vipr_version": vipr.__version__}
     save_atomic({"format": FORMAT, "meta": classifier_meta, "backbone": state}, path)

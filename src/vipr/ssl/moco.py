@@ -18,6 +18,7 @@ from torch import nn
 
 from vipr.engine import distributed as dist
 from vipr.ssl.losses import info_nce
+from vipr.ssl.neighbours import ring_enqueue
 from vipr.ssl.registry import MethodConfig, projection_head, register_method
 
 
@@ -110,11 +111,7 @@ class MoCoV2(nn.Module):
     @torch.no_grad()
     def enqueue(self, keys: torch.Tensor) -> None:
         """Replace the oldest queue entries with the keys of every rank (a ring buffer)."""
-        size, ptr = len(self.queue), int(self.queue_ptr)
-        keys = dist.gather(keys)[-size:]
-        idx = (ptr + torch.arange(len(keys), device=keys.device)) % size
-        self.queue[idx] = keys.to(self.queue.dtype)
-        self.queue_ptr.fill_((ptr + len(keys)) % size)
+        ring_enqueue(self.queue, self.queue_ptr, dist.gather(keys))
 
     def on_step_end(self, progress: float) -> None:
         self.momentum = cosine_momentum(self.config.momentum, self.config.momentum_final, progress)

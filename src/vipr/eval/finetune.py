@@ -1,0 +1,164 @@
+"""Fine-tuning: the whole network trained on a labelled subset, then scored on the test split.
+
+The semi-supervised protocol of the papers vipr follows (1% / 10% labels, the whole
+network fine-tuned; SimCLR, arXiv 2002.05709, appendix on semi-supervised fine-tuning:
+Nesterov momentum, crop and flip only), at small-data scale. The weight decay and the
+10x smaller backbone lr are choices for small labelled sets. Recipe, fixed here (not
+tuned on any test split):
+
+* the backbone plus a new, zero-initialised linear head (no RNG, and the first steps
+  move the head before they move the features), cross-entropy;
+* SGD with Nesterov momentum 0.9, weight decay 5e-4 on weights (not on biases or
+  BatchNorm, as pre-training), a per-step cosine from ``lr`` to 0 without warm-up;
+* ``lr`` (0.01 per batch of 64) for the head and ``lr / 10`` for the backbone, so the
+  pre-trained features move slowly while the head, starting from zero, catches up;
+* 30 epochs of shuffled batches of 64, the last partial batch dropped; BatchNorm in
+  train mode (its statistics adapt to the labelled images);
+* light augmentation on the device, in batches: random resized crop of scale (0.5, 1),
+  aspect (3/4, 4/3), horizontal flip with p 0.5 (``vipr.data.augment``); the test split
+  gets the evaluation transform (resize) as every evaluation does;
+* bf16 autocast where ``resolve_precision`` says so (fp16 with a gradient scaler),
+  channels-last memory.
+
+The result is saved as ``classifier.pt`` in the format of ``vipr eval linear``.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vipr.data.augment import ViewSpec, augment_views
+from vipr.data.loader import BatchIterator
+from vipr.data.types import ImageSplit
+from vipr.engine.device import resolve_precision
+from vipr.engine.optim import param_groups, warmup_cosine
+from vipr.engine.progress import Progress
+from vipr.errors import ConfigError
+from vipr.eval.features import precision_autocast
+from vipr.eval.knn import topk_accuracy
+from vipr.eval.runner import count_classes, labelled_test_rows, labelled_train_rows, prepare, write_run
+from vipr.models import Backbone
+
+BACKBONE_LR_SCALE = 0.1  # backbone lr / head lr
+MOMENTUM = 0.9
+WEIGHT_DECAY = 5e-4
+CROP_SCALE = (0.5, 1.0)  # area fraction of the random resized crop
+
+
+def finetune_optimizer(model: Backbone, lr: float, weight_decay: float = WEIGHT_DECAY) -> torch.optim.SGD:
+    """SGD, Nesterov: ``lr`` for the head, ``lr * BACKBONE_LR_SCALE`` for the rest; decay on weights only."""
+    head = {id(p) for p in model.head.parameters()}
+    backbone = [p for p in model.parameters() if id(p) not in head]
+    groups = [{**group, "lr": lr * BACKBONE_LR_SCALE} for group in param_groups(backbone, weight_decay)]
+    groups += [{**group, "lr": lr} for group in param_groups(model.head.parameters(), weight_decay)]
+    return torch.optim.SGD(groups, lr=lr, momentum=MOMENTUM, nesterov=True)
+
+
+def finetune(model: Backbone, split: ImageSplit, num_classes: int, *, image_size: int, mean, std, epochs: int = 30,
+             batch_size: int = 64, lr: float = 0.01, seed: int = 0, device: torch.device | str = "cpu",
+             precision: str = "fp32", progress: bool = True) -> dict:
+    """Train ``model`` with a new ``num_classes`` head on every image of ``split`` (see the module doc).
+
+    Args:
+        split: the labelled training images, (N, 3, H, W) uint8 with labels in [0, num_classes).
+        image_size, mean, std: the checkpoint's preprocessing (crop side in px, normalisation).
+
+    Returns:
+        ``{"train_loss": mean loss of the last epoch, "steps": optimizer steps}``.
+    """
+    _check_settings(epochs=epochs, batch_size=batch_size, lr=lr)
+    device = torch.device(device)
+    model.reset_head(num_classes)
+    nn.init.zeros_(model.head.weight)
+    nn.init.zeros_(model.head.bias)
+    model.to(device=device, memory_format=torch.channels_last).train()
+    loader = BatchIterator(split, min(batch_size, len(split)), shuffle=True, seed=seed, drop_last=True, device=device)
+    step = _training_step(model, lr, epochs * len(loader), device, resolve_precision(precision, device))
+    views = [ViewSpec(image_size, scale=CROP_SCALE, jitter=(0.0, 0.0, 0.0, 0.0), jitter_p=0.0, gray_p=0.0)]
+    generator = torch.Generator().manual_seed(seed)  # crops and flips, the same on any device
+    bar = Progress(epochs * len(loader), enabled=progress, desc="finetune")
+    for epoch in range(epochs):
+        loader.set_epoch(epoch)
+        losses, started = [], time.perf_counter()
+        for _, images, labels in loader:
+            x = augment_views(images, views, mean=mean, std=std, generator=generator)[0]  # (B, 3, S, S)
+            losses.append(step(x, labels))
+            rate = len(losses) * loader.batch_size / (time.perf_counter() - started)  # images/s this epoch
+            bar.update_stats(epoch + 1, float(losses[-1]), rate)
+            bar.advance()
+    bar.close()
+    return {"train_loss": float(torch.stack(losses).mean()), "steps": epochs * len(loader)}
+
+
+def _training_step(model: Backbone, lr: float, total_steps: int, device: torch.device, precision: str):
+    """A function ``step(x, labels) -> loss`` doing one optimizer and schedule step."""
+    optimizer = finetune_optimizer(model, lr)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: warmup_cosine(i, total_steps, 0))
+    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")  # fp16 needs loss scaling; bf16 not
+
+    def step(x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        with precision_autocast(device, precision):
+            loss = F.cross_entropy(model(x).float(), labels)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        schedule.step()
+        return loss.detach()
+
+    return step
+
+
+def _check_settings(**settings) -> None:
+    for name, value in settings.items():
+        if not value > 0 or (name != "lr" and int(value) != value):
+            kind = "a number > 0" if name == "lr" else "an integer >= 1"
+            raise ConfigError(f"--{name.replace('_', '-')} must be {kind}, got {value!r}")
+
+
+def labelled_split(split: ImageSplit, rows: np.ndarray) -> ImageSplit:
+    """``split`` restricted to ``rows`` (the split itself when that is all of it: no copy of a large store)."""
+    if len(rows) == len(split) and np.array_equal(rows, np.arange(len(split))):
+        return split
+    return ImageSplit(np.ascontiguousarray(split.images[rows]), split.labels[rows].astype(np.int64))
+
+
+def run_finetune(*, checkpoint: str, data: str, label_split: str | None = None, epochs: int = 30,
+                 batch_size: int = 64, lr: float = 0.01, seed: int = 0, backbone: str | None = None,
+                 image_size: int | None = None, out: str | Path | None = None, device: str = "auto",
+                 precision: str = "auto", progress: bool = True) -> dict:
+    """``vipr eval finetune``: fine-tune on the train split (or its ``label_split``), score the test split.
+
+    Returns the metrics (top1/top5 in %); with ``out``, also writes metrics.json,
+    eval_config.json, env.json and classifier.pt (loadable by ``load_backbone``).
+    """
+    args = {"kind": "finetune", "checkpoint": str(checkpoint), "data": data, "backbone": backbone,
+            "image_size": image_size, "label_split": None if label_split is None else str(label_split),
+            "epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed, "device": device,
+            "precision": precision}
+    _check_settings(epochs=epochs, batch_size=batch_size, lr=lr)
+    setup = prepare(checkpoint, data, backbone, image_size, device, precision)
+    dataset, meta = setup.dataset, setup.meta
+    train = labelled_split(dataset.train, labelled_train_rows(dataset, label_split))
+    test_rows = labelled_test_rows(dataset)
+    test_labels = torch.from_numpy(dataset.test.labels[test_rows]).long()
+    num_classes = count_classes(dataset, torch.from_numpy(train.labels), test_labels)
+    trained = finetune(setup.model, train, num_classes, image_size=meta["image_size"], mean=meta["mean"],
+                       std=meta["std"], epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=setup.device,
+                       precision=precision, progress=progress)
+    features = setup.features(dataset.test, test_rows, progress=progress, desc="test features")  # (N_test, D)
+    with torch.no_grad():
+        scores = setup.model.head(features.to(setup.device)).cpu()  # (N_test, C), the saved model's logits
+    metrics = {**setup.metrics("finetune", args), **topk_accuracy(scores, test_labels), "num_classes": num_classes,
+               "num_train": len(train), "num_test": len(test_rows), "label_split": args["label_split"],
+               "epochs": epochs, "batch_size": batch_size, "lr": lr, "backbone_lr": lr * BACKBONE_LR_SCALE,
+               "seed": seed, **trained, "precision": setup.resolved_precision, "seconds": setup.seconds()}
+    if out is not None:
+        write_run(out, args, metrics, classifier=setup)
+    return metrics

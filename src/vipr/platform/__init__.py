@@ -1,0 +1,1 @@
+"""The platform layer: workspace (MLflow store), run tracking and the model registry."""

@@ -1,0 +1,1 @@
+"""Deployment: export to ONNX / TorchScript (serving comes later)."""

@@ -1,0 +1,81 @@
+"""`vipr eval finetune`: the whole network trained on labelled images, saved as a loadable classifier."""
+
+import json
+import math
+
+import pytest
+import torch
+
+from vipr.cli.main import main
+from vipr.data.augment import eval_transform
+from vipr.data.splits import make_label_split, save_label_split
+from vipr.engine.checkpoint import load_backbone
+from vipr.errors import ConfigError
+from vipr.eval.features import load_eval_backbone
+from vipr.eval.finetune import BACKBONE_LR_SCALE, finetune, finetune_optimizer, run_finetune
+from vipr.models import create_backbone
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+SIZE = 16  # pixels, the side of the conftest's colour images
+
+
+def test_finetune_optimizer_gives_the_backbone_a_tenth_of_the_head_lr():
+    model = create_backbone("tiny", num_classes=3)
+    optimizer = finetune_optimizer(model, lr=0.02)
+    head = {id(p) for p in model.head.parameters()}
+    seen = [id(p) for group in optimizer.param_groups for p in group["params"]]
+    assert sorted(seen) == sorted(id(p) for p in model.parameters())  # every parameter exactly once
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            assert group["lr"] == pytest.approx(0.02 if id(p) in head else 0.02 * BACKBONE_LR_SCALE)
+            assert group["weight_decay"] == (5e-4 if p.ndim > 1 else 0.0)
+            assert group["nesterov"] and group["momentum"] == 0.9
+
+
+def test_finetune_classifier_round_trips_and_reproduces_top1(dataset, tmp_path):
+    split = tmp_path / "split.json"
+    save_label_split(split, make_label_split(dataset.train.labels, per_class=8), dataset, per_class=8)
+    metrics = run_finetune(checkpoint="random", backbone="tiny", image_size=SIZE, data="synthetic:colours",
+                           label_split=str(split), epochs=5, batch_size=8, precision="fp32", progress=False,
+                           out=tmp_path / "ft")
+    assert metrics["kind"] == "finetune" and metrics["num_train"] == 24 and metrics["steps"] == 15
+    assert metrics["train_loss"] < math.log(3)  # a zero-initialised head starts at exactly ln(3)
+    assert metrics["backbone_lr"] == pytest.approx(0.001) and metrics["label_split"] == str(split)
+    model, meta = load_backbone(tmp_path / "ft" / "classifier.pt")
+    assert meta["num_classes"] == 3 and meta["classes"] == dataset.classes and meta["eval"]["kind"] == "finetune"
+    assert meta["parent_checkpoint"] == "random" and meta["label_split"] == str(split)
+    assert meta["image_size"] == SIZE and meta["backbone"] == "tiny"
+    x = eval_transform(torch.from_numpy(dataset.test.images), meta["image_size"], meta["mean"], meta["std"])
+    with torch.no_grad():
+        logits = model.eval()(x)
+    top1 = 100.0 * (logits.argmax(1).numpy() == dataset.test.labels).mean()
+    assert top1 == pytest.approx(metrics["top1"], abs=1e-6)
+    initial, _ = load_eval_backbone("random", "tiny", SIZE)  # the whole network moved, not just the head
+    assert not torch.equal(model.stem[0].weight, initial.stem[0].weight)
+
+
+def test_finetune_runs_under_bf16_autocast(colour_split):
+    model = create_backbone("tiny")
+    result = finetune(model, colour_split(16, 0), 3, image_size=SIZE, mean=[0.5] * 3, std=[0.25] * 3, epochs=1,
+                      batch_size=8, precision="bf16", progress=False)
+    assert result["steps"] == 2 and math.isfinite(result["train_loss"])
+    assert model.head.weight.dtype == torch.float32  # autocast computes in bf16, keeps fp32 weights
+
+
+def test_finetune_settings_are_checked(dataset):
+    for bad, message in (({"epochs": 0}, "--epochs must be an integer >= 1"), ({"lr": -1.0}, "--lr must be"),
+                         ({"batch_size": 0}, "--batch-size must be")):
+        with pytest.raises(ConfigError, match=message):
+            run_finetune(checkpoint="random", backbone="tiny", image_size=SIZE, data="x", progress=False, **bad)
+
+
+def test_finetune_cli_json_last_line_with_all_train_labels(dataset, capsys, tmp_path):
+    assert main(["eval", "finetune", "--checkpoint", "random", "--backbone", "tiny", "--image-size", str(SIZE),
+                 "--data", "synthetic:colours", "--epochs", "5", "--batch-size", "8", "--out", str(tmp_path / "ft"),
+                 "--no-progress", "--json"]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out[0].startswith("finetune: top-1")
+    last = json.loads(out[-1])
+    assert last["num_train"] == 60 and last["label_split"] is None and last["top1"] > 60
+    assert json.loads((tmp_path / "ft" / "metrics.json").read_text())["top1"] == last["top1"]
+    assert last["classifier"] == str(tmp_path / "ft" / "classifier.pt")
