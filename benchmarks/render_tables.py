@@ -11,8 +11,8 @@ def quickstart_section(r: dict, load) -> str:
     gain = r["pre-trained_knn_top1"] - r["random_knn_top1"]
     return "\n".join([
         "## Pre-training helps: `vipr quickstart`\n",
-        "MoCo v2, ResNet-18 (small-image stem), builtin:shapes (5,000 train / 1,000 test, 32 px), "
-        "the quickstart's default epochs; top-1 on the test split (%).\n",
+        f"MoCo v2, backbone `{r.get('backbone')}`, {r.get('epochs')} epochs on {r.get('data', 'builtin:shapes')} "
+        "(5,000 train / 1,000 test images, 32 px); top-1 on the test split (%).\n",
         _row("backbone", "kNN top-1 (k=200)", "linear top-1"), _row("---", "---:", "---:"),
         _row("random init", f"{r['random_knn_top1']:.1f}", f"{r['random_linear_top1']:.1f}"),
         _row("pre-trained", f"{r['pre-trained_knn_top1']:.1f}", f"{r['pre-trained_linear_top1']:.1f}"),
