@@ -25,7 +25,6 @@ import datetime
 import json
 import math
 import os
-import platform
 import resource
 import statistics
 import time
@@ -37,6 +36,7 @@ import torch
 import torch.nn.functional as F
 import torchvision
 
+from benchmarks_common import machine_info
 from vipr.data import augment_color as C
 from vipr.data import augment_ops as A
 
@@ -158,22 +158,9 @@ def pointwise_candidates(x: torch.Tensor) -> dict[str, Callable[[], object]]:
 
 
 def machine() -> dict[str, object]:
-    """CPU model, core count, library versions and the 1-min load average (other jobs skew timings)."""
-    cpu = platform.processor()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
-    except OSError:
-        pass
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "torch_threads": 2,
-        "torch": torch.__version__,
-        "torchvision": torchvision.__version__,
-        "kornia": kornia.__version__,
-        "load_avg_1min_at_start": round(os.getloadavg()[0], 2),
-    }
+    """The shared machine description plus library versions and the 1-min load average (other jobs skew timings)."""
+    return {**machine_info(), "torchvision": torchvision.__version__, "kornia": kornia.__version__,
+            "load_avg_1min_at_start": round(os.getloadavg()[0], 2)}
 
 
 def cpu_seconds() -> tuple[float, float]:

@@ -9,15 +9,7 @@ import time
 
 import torch
 
-
-def cpu_name() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+from vipr.engine.rundir import cpu_name
 
 
 def machine_info() -> dict:
