@@ -95,3 +95,13 @@ def test_sigterm_saves_and_resumes(tmp_path):
     assert "checkpoint saved" in err
     step = ckpt.load(out / "checkpoint.pt")["state"]["step"]
     assert 0 < step < 50 * 16
+
+
+@pytest.mark.slow
+def test_compiled_run_trains_and_saves_plain_keys(tmp_path):
+    """train.compile really compiles (Module.compile in place), and checkpoints keep plain keys."""
+    run_pretrain(small_config("train.compile=true", "train.epochs=1"), tmp_path)
+    saved = ckpt.load(tmp_path / "checkpoint.pt")
+    assert not any("_orig_mod" in key for key in saved["state"]["model"])
+    backbone, _ = ckpt.load_backbone(tmp_path)
+    assert backbone.forward_features(torch.randn(1, 3, 16, 16)).shape[1] == backbone.feature_dim

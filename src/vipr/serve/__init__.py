@@ -1,1 +1,1 @@
-"""Deployment: export to ONNX / TorchScript (serving comes later)."""
+"""Deployment: export to ONNX / TorchScript, online inference (runtime, dynamic batcher, HTTP app)."""

@@ -1,0 +1,149 @@
+"""Runtimes that serve one model: run a normalised batch, return its logits (or features).
+
+Both runtimes share one contract, so the batcher and the app never know which one runs:
+
+* ``info``: the preprocessing metadata that travels with the weights (classes, image_size,
+  mean, std) and what the model outputs;
+* ``preprocess(images)``: uint8 (3, H, W) arrays -> float32 (B, 3, S, S), normalised, via
+  :func:`vipr.data.augment.eval_transform` (the evaluation preprocessing of training);
+* ``predict(batch)``: float32 (B, 3, S, S) -> float32 (B, C) numpy.
+
+``predict`` is called from one thread at a time (the batcher's worker).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from vipr.data.augment import eval_transform
+from vipr.errors import ConfigError, ExportError
+
+RUNTIMES = ("onnx", "torch")
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What a client needs to prepare inputs and read outputs."""
+
+    image_size: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    classes: tuple[str, ...] = ()
+    output: str = "logits"  # "features" for a backbone without a head
+    output_dim: int = 0
+    platform: str = "pytorch_torchscript"  # the OIP metadata's platform string
+
+    @classmethod
+    def from_meta(cls, meta: dict, output_dim: int, platform: str) -> ModelInfo:
+        num_classes = int(meta.get("num_classes") or 0)
+        return cls(image_size=int(meta["image_size"]), mean=tuple(meta["mean"]), std=tuple(meta["std"]),
+                   classes=tuple(meta.get("classes") or ()) if num_classes else (),
+                   output="logits" if num_classes else "features", output_dim=output_dim, platform=platform)
+
+
+def preprocess(images: list[np.ndarray], info: ModelInfo) -> np.ndarray:
+    """uint8 (3, H, W) images of any sizes -> float32 (B, 3, S, S), resized and normalised."""
+    if not images:
+        raise ValueError("no images to preprocess")
+    rows = []
+    for image in images:
+        pixels = torch.from_numpy(np.ascontiguousarray(image, dtype=np.uint8))[None]  # (1, 3, H, W)
+        rows.append(eval_transform(pixels, info.image_size, info.mean, info.std))
+    return torch.cat(rows).contiguous().numpy()  # (B, 3, S, S) NCHW, as the OIP input declares
+
+
+class TorchRuntime:
+    """The checkpoint's model in eval mode, channels-last, bf16 autocast where the CPU runs it fast."""
+
+    def __init__(self, model: torch.nn.Module, meta: dict, precision: str = "auto"):
+        from vipr.engine.device import resolve_precision
+
+        self.model = model.eval().to(memory_format=torch.channels_last)
+        self.precision = resolve_precision(precision, torch.device("cpu"))
+        output_dim = int(meta.get("num_classes") or 0) or int(model.feature_dim)
+        self.info = ModelInfo.from_meta(meta, output_dim, platform="pytorch_torchscript")
+
+    @classmethod
+    def from_checkpoint(cls, path: str | os.PathLike, precision: str = "auto") -> TorchRuntime:
+        from vipr.serve.export import load_for_export
+
+        model, meta = load_for_export(path)  # ExportError when the preprocessing metadata is missing
+        return cls(model, meta, precision)
+
+    def preprocess(self, images: list[np.ndarray]) -> np.ndarray:
+        return preprocess(images, self.info)
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))
+        x = x.contiguous(memory_format=torch.channels_last)  # (B, 3, S, S)
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.precision == "bf16"):
+            return self.model(x).float().numpy()  # (B, C)
+
+
+class OnnxRuntime:
+    """An onnxruntime session on an exported file; a checkpoint is exported once into the cache."""
+
+    def __init__(self, onnx_path: str | os.PathLike, threads: int = 0):
+        import onnxruntime
+
+        from vipr.serve.export import INPUT_NAME, read_onnx_metadata
+
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = threads  # 0: onnxruntime's default (one per core)
+        self.session = onnxruntime.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+        self.path = Path(onnx_path)
+        self.input_name = INPUT_NAME
+        meta = read_onnx_metadata(onnx_path)
+        self.info = ModelInfo.from_meta(meta, int(meta["output_dim"]), platform="onnxruntime_onnx")
+
+    @classmethod
+    def from_checkpoint(cls, path: str | os.PathLike, cache_dir: str | os.PathLike | None = None,
+                        threads: int = 0) -> OnnxRuntime:
+        from vipr.engine.checkpoint import resolve_path
+        from vipr.serve.export import export_model
+
+        path = resolve_path(path)
+        out = onnx_cache_path(path, cache_dir)
+        if not out.exists():
+            tmp = out.with_name(f"{out.stem}.{os.getpid()}.tmp.onnx")
+            export_model(path, "onnx", tmp)
+            os.replace(tmp, out)  # concurrent servers never see a half-written file
+            os.replace(f"{tmp}.json", f"{out}.json")
+        return cls(out, threads)
+
+    def preprocess(self, images: list[np.ndarray]) -> np.ndarray:
+        return preprocess(images, self.info)
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        x = np.ascontiguousarray(batch, dtype=np.float32)  # (B, 3, S, S)
+        return self.session.run(None, {self.input_name: x})[0]  # (B, C)
+
+
+def onnx_cache_path(checkpoint_path: Path, cache_dir: str | os.PathLike | None = None) -> Path:
+    """Keyed by the checkpoint's bytes: a retrained file at the same path gets a fresh export."""
+    from vipr.data.store import cache_root
+
+    digest = hashlib.sha256(checkpoint_path.read_bytes()).hexdigest()[:16]
+    folder = Path(cache_dir) if cache_dir else cache_root() / "serve"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / f"{digest}.onnx"
+
+
+def load_runtime(path: str | os.PathLike, kind: str = "onnx", *, cache_dir: str | os.PathLike | None = None):
+    """A runtime of ``kind`` for a checkpoint file, or for an exported ``.onnx`` file."""
+    if kind not in RUNTIMES:
+        raise ConfigError(f"unknown runtime '{kind}'; use one of {', '.join(RUNTIMES)}")
+    path = Path(path)
+    if path.suffix == ".onnx":
+        if kind != "onnx":
+            raise ExportError(f"{path} is an exported ONNX file; serve it with --runtime onnx, or pass the checkpoint")
+        return OnnxRuntime(path)
+    if kind == "onnx":
+        return OnnxRuntime.from_checkpoint(path, cache_dir)
+    return TorchRuntime.from_checkpoint(path)
