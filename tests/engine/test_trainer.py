@@ -105,3 +105,12 @@ def test_compiled_run_trains_and_saves_plain_keys(tmp_path):
     assert not any("_orig_mod" in key for key in saved["state"]["model"])
     backbone, _ = ckpt.load_backbone(tmp_path)
     assert backbone.forward_features(torch.randn(1, 3, 16, 16)).shape[1] == backbone.feature_dim
+
+
+def test_parent_record_is_absolute_with_hash(tmp_path, monkeypatch):
+    run_pretrain(small_config("train.epochs=1"), tmp_path / "run")
+    monkeypatch.chdir(tmp_path)
+    record = ckpt.parent_record("run")
+    assert record["parent_checkpoint"] == str((tmp_path / "run" / "checkpoint.pt").resolve())
+    assert record["parent_checkpoint_sha256"] == ckpt.file_sha256(tmp_path / "run" / "checkpoint.pt")
+    assert ckpt.parent_record("random") == {"parent_checkpoint": "random"}

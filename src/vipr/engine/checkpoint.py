@@ -12,6 +12,7 @@ A checkpoint is one ``torch.save`` dict::
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from pathlib import Path
@@ -82,3 +83,20 @@ def load_backbone(path: str | os.PathLike) -> tuple[Backbone, dict]:
     except RuntimeError as err:
         raise CheckpointError(f"checkpoint {path} does not match backbone '{meta['backbone']}': {err}") from None
     return model, meta
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file's bytes (read in 1 MiB blocks): a checkpoint's identity for lineage."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def parent_record(checkpoint: str) -> dict:
+    """Where a derived model came from: the absolute checkpoint path and its sha256 ("random": none)."""
+    if checkpoint == "random":
+        return {"parent_checkpoint": "random"}
+    path = resolve_path(checkpoint).resolve()
+    return {"parent_checkpoint": str(path), "parent_checkpoint_sha256": file_sha256(path)}

@@ -24,7 +24,7 @@ import vipr
 from vipr.data.sources import open_dataset
 from vipr.data.splits import load_label_split
 from vipr.data.types import Dataset, ImageSplit
-from vipr.engine.checkpoint import FORMAT, save_atomic
+from vipr.engine.checkpoint import FORMAT, parent_record, save_atomic
 from vipr.engine.device import resolve_device, resolve_precision
 from vipr.engine.rundir import environment, write_metrics
 from vipr.errors import ConfigError, DataError
@@ -188,7 +188,7 @@ def save_classifier(path: Path, model: Backbone, meta: dict, dataset: Dataset, a
     """The backbone with its classification head, in the checkpoint format (no resume state)."""
     state = {name: t.detach().cpu().contiguous() for name, t in model.state_dict().items()}
     classifier_meta = {**meta, "num_classes": model.num_classes, "classes": list(dataset.classes),
-                       "parent_checkpoint": args["checkpoint"], "label_split": args.get("label_split"),
+                       **parent_record(args["checkpoint"]), "label_split": args.get("label_split"),
                        "dataset": dataset.name, "dataset_digest": dataset.digest,
                        "parent_dataset": meta.get("dataset"), "parent_dataset_digest": meta.get("dataset_digest"),
                        "eval": {"kind": metrics["kind"], "top1": metrics["top1"], "top5": metrics["top5"]},

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from vipr.engine import checkpoint
 from vipr.errors import CheckpointError
-from vipr.platform.tracking import file_sha256
+from vipr.engine.checkpoint import file_sha256
 
 
 def lineage_tags(meta: dict, client) -> dict:
@@ -21,13 +21,15 @@ def lineage_tags(meta: dict, client) -> dict:
     if not parent or parent == "random":
         return {}
     tags = {"parent_checkpoint": parent}
-    try:
-        path = checkpoint.resolve_path(Path(parent))
-    except CheckpointError:  # moved or deleted since the evaluation: the path stays as the record
-        return tags
-    tags["parent_checkpoint"] = str(path.resolve())
-    tags["parent_checkpoint_sha256"] = file_sha256(path)
-    tags["parent_model"] = find_by_sha256(client, tags["parent_checkpoint_sha256"])
+    sha = meta.get("parent_checkpoint_sha256")  # recorded at evaluation time, survives moves
+    if sha is None:
+        try:
+            path = checkpoint.resolve_path(Path(parent))
+        except CheckpointError:  # moved or deleted, and an older classifier without the hash
+            return tags
+        tags["parent_checkpoint"], sha = str(path.resolve()), file_sha256(path)
+    tags["parent_checkpoint_sha256"] = sha
+    tags["parent_model"] = find_by_sha256(client, sha)
     return tags
 
 

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from vipr.data.store import cache_root
 from vipr.engine import checkpoint
+from vipr.engine.checkpoint import file_sha256
 from vipr.errors import CheckpointError, RegistryError
 from vipr.platform import tracking, workspace
 from vipr.platform.lineage import find_by_sha256, lineage_tags
@@ -52,7 +53,7 @@ def register(target: str | os.PathLike, name: str, alias: str | None = None, mlf
     client = mlflow_client or workspace.client()
     ckpt_path, run_dir = _locate(Path(target))
     ckpt = checkpoint.load(ckpt_path)
-    sha = tracking.file_sha256(ckpt_path)
+    sha = file_sha256(ckpt_path)
     run_id = tracking.ensure_logged(run_dir, client) if run_dir else tracking.log_checkpoint(ckpt_path, sha, client)
     with tempfile.TemporaryDirectory() as tmp:
         client.log_artifact(run_id, str(_artifact_file(ckpt, ckpt_path, Path(tmp))), artifact_path=ARTIFACT_PATH)

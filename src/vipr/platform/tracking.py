@@ -16,7 +16,6 @@ reuses the run instead of logging the folder twice.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import sys
@@ -26,6 +25,7 @@ from pathlib import Path
 import torch
 import yaml
 
+from vipr.engine.checkpoint import file_sha256
 from vipr.errors import ViprError
 from vipr.platform import workspace
 
@@ -151,14 +151,6 @@ def checkpoint_meta(path: Path | None) -> dict:
     except Exception:  # tracking tolerates a damaged checkpoint; registering one fails on its own load
         return {}
     return ckpt.get("meta", {}) if isinstance(ckpt, dict) else {}
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _folder_metrics(folder: Path) -> list:
