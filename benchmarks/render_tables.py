@@ -64,3 +64,24 @@ def augment_section(r: dict, load) -> str:
         lines.append(f"\nvipr's batched pipeline: **{rates['speedup_vs_dataloader']:.1f}x** torchvision's "
                      "per-image pipeline in 2 DataLoader workers.")
     return "\n".join(lines)
+
+
+def serve_section(r: dict, load) -> str:
+    lines = [
+        "## Online serving: `vipr serve` under load\n",
+        f"{r['model']}, {r['runtime']} runtime (bf16 where the CPU runs it fast); {r['clients']} concurrent "
+        "closed-loop clients on loopback posting pre-encoded JPEGs to `/v1/models/{name}/classify` "
+        f"(decode, resize, batch, model, top-k); max delay {r['max_delay_ms']} ms.\n",
+        _row("case", "images/s", "p50 ms", "p95 ms", "p99 ms", "5xx", "model calls by batch size"),
+        _row("---", "---:", "---:", "---:", "---:", "---:", "---"),
+    ]
+    for key, label in (("dynamic_batching", f"dynamic batching (max {r['dynamic_batching']['max_batch_size']})"),
+                       ("no_batching", "no batching (max 1)")):
+        c = r[key]
+        hist = ", ".join(f"{k}: {v}" for k, v in c["batch_size_histogram"].items())
+        lines.append(_row(label, f"{c['images_per_s']:.1f}", f"{c['p50_ms']:.0f}", f"{c['p95_ms']:.0f}",
+                          f"{c['p99_ms']:.0f}", c["errors_5xx"], hist))
+    raw = ", ".join(f"batch {k}: {v:.1f}" for k, v in r["raw_images_per_s_by_batch"].items())
+    lines += [f"\nThe model called directly (images/s): {raw}. The service reaches "
+              f"**{100 * r['fraction_of_raw']:.0f}%** of the best direct rate (target: at least 70%, zero 5xx)."]
+    return "\n".join(lines)
