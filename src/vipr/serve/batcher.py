@@ -44,14 +44,13 @@ class DynamicBatcher:
         self.on_batch = on_batch
         self.batch_sizes: collections.deque[int] = collections.deque(maxlen=10_000)  # rows per model call
         self._queue: queue.Queue = queue.Queue(maxsize=max_queue)
-        self._accepting = False
+        self._accepting = True  # requests queued before start() run once the worker starts
         self._accept_lock = threading.Lock()  # no request slips in after drain() has closed the door
         self._stop = threading.Event()
         self._worker: threading.Thread | None = None
         self._carry = None  # a request taken from the queue that did not fit in the last batch
 
     def start(self) -> DynamicBatcher:
-        self._accepting = True
         self._worker = threading.Thread(target=self._loop, name="vipr-batcher", daemon=True)
         self._worker.start()
         return self

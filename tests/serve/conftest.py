@@ -1,0 +1,62 @@
+"""Serving fixtures: runtimes on the tiny linear classifier of tests/conftest.py, a blocking fake runtime."""
+
+import threading
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from vipr.serve.app import create_app
+from vipr.serve.runtime import ModelInfo, OnnxRuntime, TorchRuntime, preprocess
+
+MODEL = "linear-tiny"
+
+
+@pytest.fixture(scope="session")
+def classifier_path(linear_run):
+    return linear_run / "classifier.pt"
+
+
+@pytest.fixture(scope="session")
+def torch_runtime(classifier_path):
+    return TorchRuntime.from_checkpoint(classifier_path)
+
+
+@pytest.fixture(scope="session")
+def onnx_runtime(classifier_path, tmp_path_factory):
+    return OnnxRuntime.from_checkpoint(classifier_path, tmp_path_factory.mktemp("onnx-cache"), threads=1)
+
+
+@pytest.fixture
+def serve(torch_runtime):
+    """``serve(**create_app_kwargs) -> TestClient`` with the app started (warmed up); all closed at the end."""
+    clients = []
+
+    def start(runtime=torch_runtime, **kwargs):
+        client = TestClient(create_app(runtime, MODEL, model_version=1, **kwargs))
+        client.__enter__()
+        clients.append(client)
+        return client
+
+    yield start
+    for client in clients:
+        client.__exit__(None, None, None)
+
+
+class GatedRuntime:
+    """A fake model whose ``predict`` waits until ``gate`` is open: fills the queue on demand."""
+
+    info = ModelInfo(image_size=4, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), classes=("a", "b"), output_dim=2)
+
+    def __init__(self):
+        self.gate = threading.Event()
+        self.gate.set()
+        self.entered = threading.Event()
+
+    def preprocess(self, images):
+        return preprocess(images, self.info)
+
+    def predict(self, batch):
+        self.entered.set()
+        self.gate.wait(10)
+        return np.zeros((len(batch), 2), np.float32)
