@@ -71,7 +71,8 @@ def serve_section(r: dict, load) -> str:
         "## Online serving: `vipr serve` under load\n",
         f"{r['model']}, {r['runtime']} runtime (bf16 where the CPU runs it fast); {r['clients']} concurrent "
         "closed-loop clients on loopback posting pre-encoded JPEGs to `/v1/models/{name}/classify` "
-        f"(decode, resize, batch, model, top-k); max delay {r['max_delay_ms']} ms.\n",
+        f"(decode, resize, batch, model, top-k); max delay {r['max_delay_ms']} ms. The client process "
+        "shares the machine's two cores with the server.\n",
         _row("case", "images/s", "p50 ms", "p95 ms", "p99 ms", "5xx", "model calls by batch size"),
         _row("---", "---:", "---:", "---:", "---:", "---:", "---"),
     ]
