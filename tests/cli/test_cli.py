@@ -72,3 +72,13 @@ def test_pretrain_help_names_every_method(capsys):
         main(["pretrain", "--help"])
     help_text = capsys.readouterr().out
     assert all(name in help_text for name in list_methods())
+
+
+def test_quickstart_runs_end_to_end(capsys, tmp_path):
+    code = main(["quickstart", "--data", "builtin:shapes?train=256&test=40&size=16", "--epochs", "1", "--out", str(tmp_path), "--no-progress", "--json"])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "random init" in out and "pre-trained" in out
+    record = json.loads(out.strip().splitlines()[-1])
+    assert {"random_knn_top1", "pre-trained_knn_top1", "random_linear_top1", "pre-trained_linear_top1"} <= record.keys()
+    assert (tmp_path / "eval-linear-pre-trained" / "classifier.pt").is_file()
