@@ -124,13 +124,15 @@ async def closed_loop(base: str, clients: int, requests: int, payloads: list[byt
                 latencies.append(time.perf_counter() - start)
                 statuses.append(response.status_code)
 
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         await asyncio.gather(*(worker(i) for i in range(clients)))
-        elapsed = time.perf_counter() - start
+        elapsed, client_cpu = time.perf_counter() - start, time.process_time() - cpu_start
         metrics = (await client.get(f"{base}/metrics")).text
     q = statistics.quantiles(latencies, n=100)
     return {"images_per_s": len(latencies) / elapsed, "p50_ms": 1000 * q[49], "p95_ms": 1000 * q[94],
-            "p99_ms": 1000 * q[98], "requests": len(latencies), "errors_5xx": sum(s >= 500 for s in statuses),
+            "p99_ms": 1000 * q[98], "requests": len(latencies),
+            "errors_5xx": sum(s >= 500 for s in statuses),
+            "client_cores_used": client_cpu / elapsed,  # the load generator's share of the 2 cores
             "errors_4xx": sum(400 <= s < 500 for s in statuses), "batch_size_histogram": batch_histogram(metrics)}
 
 
