@@ -33,7 +33,7 @@ from torch import nn
 from benchmarks_common import machine_info, matmul_tflops
 from vipr.config import apply_overrides
 from vipr.data.sources import open_dataset
-from vipr.pretrain import _build_trainer, build_config
+from vipr.pretrain import build_config, build_trainer
 
 DATA = "builtin:shapes"
 
@@ -43,7 +43,7 @@ def vipr_trainer(precision: str, batch_size: int, image_size: int):
         f"data.source={DATA}", f"data.image_size={image_size}", "model.backbone=resnet18", "method.name=moco_v2",
         "method.symmetric=false", "method.queue_size=4096", f"train.batch_size={batch_size}",
         f"train.precision={precision}", "train.progress=false"]))
-    return _build_trainer(config, open_dataset(DATA), torch.device("cpu"), Path("unused"))
+    return build_trainer(config, open_dataset(DATA), torch.device("cpu"), Path("unused"))
 
 
 def time_vipr(precision: str, batch_size: int, image_size: int, warmup: int, steps: int) -> float:
@@ -53,11 +53,11 @@ def time_vipr(precision: str, batch_size: int, image_size: int, warmup: int, ste
     batches = iter(trainer.loader.iter_from(0))
     for _ in range(warmup):
         _, images, labels = next(batches)
-        trainer._train_step(images, labels)
+        trainer.train_step(images, labels)
     start = time.perf_counter()
     for _ in range(steps):
         _, images, labels = next(batches)
-        trainer._train_step(images, labels)
+        trainer.train_step(images, labels)
     return steps * batch_size / (time.perf_counter() - start)
 
 
@@ -68,7 +68,7 @@ def flops_per_image(batch_size: int = 16, image_size: int = 32) -> float:
     trainer = vipr_trainer("fp32", batch_size, image_size)
     _, images, labels = next(iter(trainer.loader.iter_from(0)))
     with FlopCounterMode(display=False) as counter:
-        trainer._train_step(images, labels)
+        trainer.train_step(images, labels)
     return counter.get_total_flops() / batch_size
 
 

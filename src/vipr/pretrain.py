@@ -101,7 +101,7 @@ def run_pretrain(config: PretrainConfig, out_dir: str | Path, resume: bool = Fal
     dataset = open_dataset(config.data.source, store_size=config.data.store_size)
     if dist.is_main() and dataset.skipped:
         (out / "skipped.txt").write_text("".join(f"{p}\t{r}\n" for p, r in dataset.skipped))
-    trainer = _build_trainer(config, dataset, device, out)
+    trainer = build_trainer(config, dataset, device, out)
     if resume:
         trainer.restore(out / CHECKPOINT_NAME)
     log = MetricsLog(out / "metrics.jsonl", enabled=dist.is_main())
@@ -113,7 +113,7 @@ def run_pretrain(config: PretrainConfig, out_dir: str | Path, resume: bool = Fal
     return metrics
 
 
-def _build_trainer(config: PretrainConfig, dataset, device: torch.device, out: Path) -> Trainer:
+def build_trainer(config: PretrainConfig, dataset, device: torch.device, out: Path) -> Trainer:
     world = dist.world_size()
     if config.train.batch_size % world:
         raise ConfigError(f"train.batch_size {config.train.batch_size} must divide evenly over {world} processes")

@@ -50,17 +50,17 @@ def test_resume_is_exact(tmp_path, monkeypatch):
     run_pretrain(small_config(), tmp_path / "full")
     full = _final_state(tmp_path / "full")
 
-    original = Trainer._train_step
+    original = Trainer.train_step
 
     def interrupt_at_step_4(self, images, labels):
         if self.step == 4:
             raise KeyboardInterrupt
         return original(self, images, labels)
 
-    monkeypatch.setattr(Trainer, "_train_step", interrupt_at_step_4)
+    monkeypatch.setattr(Trainer, "train_step", interrupt_at_step_4)
     with pytest.raises(Interrupted, match="step 4"):
         run_pretrain(small_config(), tmp_path / "cut")
-    monkeypatch.setattr(Trainer, "_train_step", original)
+    monkeypatch.setattr(Trainer, "train_step", original)
     assert ckpt.load(tmp_path / "cut" / "checkpoint.pt")["state"]["step"] == 4
     run_pretrain(small_config(), tmp_path / "cut", resume=True)
     resumed = _final_state(tmp_path / "cut")

@@ -11,7 +11,6 @@ import random
 import signal
 import threading
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -22,6 +21,7 @@ from torch import nn
 
 from vipr.engine import checkpoint as ckpt
 from vipr.engine import distributed as dist
+from vipr.engine.device import precision_autocast
 from vipr.engine.optim import warmup_cosine
 from vipr.engine.progress import Progress
 from vipr.errors import CheckpointError
@@ -104,7 +104,7 @@ class Trainer:
             torch.cuda.set_rng_state_all(rng["cuda"])
 
     # ---- the loop ---------------------------------------------------------------------
-    def fit(self, progress_log) -> dict:
+    def fit(self, progress_log) -> None:
         steps_per_epoch = len(self.loader)
         start_epoch, start_in_epoch = divmod(self.step, steps_per_epoch)
         bar = Progress(self.total_steps, initial=self.step, enabled=self.settings.progress and dist.is_main())
@@ -122,13 +122,12 @@ class Trainer:
             bar.close()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
-        return {"steps": self.step}
 
     def _run_epoch(self, epoch: int, start: int, bar: Progress, progress_log) -> dict:
         self.model.train()
         totals, count, t0, images = {}, 0, time.perf_counter(), 0
         for _, uint8_images, labels in self.loader.iter_from(start):
-            losses = self._train_step(uint8_images, labels)
+            losses = self.train_step(uint8_images, labels)
             for key, value in losses.items():
                 totals[key] = totals.get(key, 0.0) + value.detach()
             count, images = count + 1, images + len(uint8_images)
@@ -148,10 +147,10 @@ class Trainer:
         means = {f"{k}_mean": float(v) / max(count, 1) for k, v in totals.items()}
         return {**means, "epoch_seconds": elapsed, "images_per_s": images * dist.world_size() / max(elapsed, 1e-9)}
 
-    def _train_step(self, uint8_images: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+    def train_step(self, uint8_images: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
         views = self.make_views(uint8_images.to(self.device, non_blocking=True), self.generator)
         batch = {"labels": labels.to(self.device)}
-        with self._autocast():
+        with precision_autocast(self.device, self.settings.precision):
             losses = self.wrapped(views, batch)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(losses["loss"]).backward()
@@ -161,12 +160,6 @@ class Trainer:
         self.step += 1
         self.model.on_step_end(self.step / self.total_steps)
         return losses
-
-    def _autocast(self):
-        if self.settings.precision == "fp32":
-            return nullcontext()
-        dtype = torch.bfloat16 if self.settings.precision == "bf16" else torch.float16
-        return torch.autocast(self.device.type, dtype=dtype)
 
     def _on_signal(self, signum, frame) -> None:
         self._stop_signal = signum  # saved and stopped after the current step

@@ -7,7 +7,6 @@ linear probe then never touch images again.
 from __future__ import annotations
 
 import sys
-from contextlib import nullcontext
 
 import numpy as np
 import torch
@@ -15,7 +14,7 @@ from tqdm import tqdm
 
 from vipr.data.augment import IMAGENET_MEAN, IMAGENET_STD, eval_transform
 from vipr.engine.checkpoint import load_backbone
-from vipr.engine.device import resolve_device, resolve_precision
+from vipr.engine.device import precision_autocast, resolve_device, resolve_precision
 from vipr.errors import ConfigError
 from vipr.models import Backbone, create_backbone
 
@@ -112,9 +111,3 @@ def _read_rows(images: np.ndarray, rows: np.ndarray, contiguous: bool) -> np.nda
         return np.array(images[rows[0]:rows[-1] + 1], copy=True)
     return np.ascontiguousarray(images[rows])
 
-
-def precision_autocast(device: torch.device, precision: str):
-    """Autocast to bf16 / fp16 for a resolved ``precision``; no-op for fp32."""
-    if precision == "fp32":
-        return nullcontext()
-    return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)

@@ -40,7 +40,7 @@ from vipr.engine.device import resolve_precision
 from vipr.engine.optim import param_groups, warmup_cosine
 from vipr.engine.progress import Progress
 from vipr.errors import ConfigError
-from vipr.eval.features import precision_autocast
+from vipr.engine.device import precision_autocast
 from vipr.eval.knn import topk_accuracy
 from vipr.eval.runner import count_classes, labelled_test_rows, labelled_train_rows, prepare, write_run
 from vipr.models import Backbone

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from vipr.data.augment import eval_transform
+from vipr.engine.device import precision_autocast
 from vipr.errors import ConfigError, ExportError
 
 RUNTIMES = ("onnx", "torch")
@@ -93,7 +94,7 @@ class TorchRuntime:
     def predict(self, batch: np.ndarray) -> np.ndarray:
         x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))
         x = x.contiguous(memory_format=torch.channels_last)  # (B, 3, S, S)
-        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.precision == "bf16"):
+        with torch.inference_mode(), precision_autocast(torch.device("cpu"), self.precision):
             return self.model(x).float().numpy()  # (B, C)
 
 
