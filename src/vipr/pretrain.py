@@ -7,6 +7,7 @@ import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import numpy as np
 import torch
 
 import vipr
@@ -15,13 +16,15 @@ from vipr.config import from_dict, to_dict
 from vipr.data.augment import IMAGENET_MEAN, IMAGENET_STD, augment_views, get_recipe
 from vipr.data.loader import BatchIterator
 from vipr.data.sources import open_dataset
+from vipr.data.splits import load_label_split
+from vipr.data.types import ImageSplit
 from vipr.engine import distributed as dist
 from vipr.engine.checkpoint import CHECKPOINT_NAME
 from vipr.engine.device import resolve_device, resolve_precision
 from vipr.engine.optim import create_optimizer
 from vipr.engine.progress import MetricsLog
 from vipr.engine.rundir import prepare_run_dir, write_metrics
-from vipr.engine.trainer import LoopSettings, Trainer
+from vipr.engine.trainer import LoopSettings, TrainData, Trainer
 from vipr.errors import ConfigError
 from vipr.models import create_backbone
 
@@ -122,19 +125,26 @@ def build_trainer(config: PretrainConfig, dataset, device: torch.device, out: Pa
         raise ConfigError(f"batch size {per_rank} per process exceeds the {len(dataset.train)} training images; lower --batch-size")
     backbone_kwargs = {"small_stem": bool(config.model.small_stem)}
     backbone = create_backbone(config.model.backbone, **backbone_kwargs)
-    model = ssl.create_method(config.method, backbone).to(device)
+    method_config = config.method
+    if getattr(method_config, "num_classes", None) == 0:  # supervised: the dataset's classes
+        method_config = replace(method_config, num_classes=dataset.num_classes)
+    model = ssl.create_method(method_config, backbone).to(device)
     if config.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
     if config.train.compile:
         model.online.compile()  # in place, so state_dict keys stay; online = backbone + projection
     lr = config.optim.lr * config.train.batch_size / 256
     optimizer = create_optimizer(config.optim.optimizer, model, lr, config.optim.momentum, config.optim.weight_decay)
-    loader = BatchIterator(dataset.train, per_rank, shuffle=True, seed=config.train.seed, drop_last=True,
+    train = ImageSplit(dataset.train.images, train_labels(config, dataset))
+    loader = BatchIterator(train, per_rank, shuffle=True, seed=config.train.seed, drop_last=True,
                            rank=dist.rank(), world_size=world)
     views = get_recipe(config.method.recipe or model.default_recipe, config.data.image_size)
+    if hasattr(model, "expand_views"):
+        views = model.expand_views(views)  # e.g. CLIM's extra low-resolution crops
 
-    def make_views(images: torch.Tensor, generator: torch.Generator) -> list[torch.Tensor]:
-        return augment_views(images, views, mean=IMAGENET_MEAN, std=IMAGENET_STD, generator=generator)
+    def make_views(images: torch.Tensor, generator: torch.Generator, which: list[int] | None) -> list[torch.Tensor]:
+        chosen = views if which is None else [views[i] for i in which]
+        return augment_views(images, chosen, mean=IMAGENET_MEAN, std=IMAGENET_STD, generator=generator)
 
     settings = LoopSettings(
         epochs=config.train.epochs, precision=resolve_precision(config.train.precision, device),
@@ -146,7 +156,21 @@ def build_trainer(config: PretrainConfig, dataset, device: torch.device, out: Pa
             "method": config.method.name, "classes": dataset.classes, "dataset": dataset.name,
             "dataset_digest": dataset.digest, "config_hash": config_hash(config), "config": to_dict(config),
             "vipr_version": vipr.__version__}
-    return Trainer(model, optimizer, loader, make_views, settings, out, meta, device)
+    data = TrainData(train.images, train.labels, config.data.image_size, device, settings.precision,
+                     progress=config.train.progress)
+    return Trainer(model, optimizer, loader, make_views, settings, out, meta, device, data)
+
+
+def train_labels(config: PretrainConfig, dataset) -> np.ndarray:
+    """Train labels the method may see: all of them, or only a label split's (-1 elsewhere)."""
+    labels = np.asarray(dataset.train.labels, dtype=np.int64)
+    split_path = getattr(config.method, "label_split", "")
+    if not split_path:
+        return labels
+    keep = load_label_split(split_path, dataset)
+    masked = np.full_like(labels, -1)
+    masked[keep] = labels[keep]
+    return masked
 
 
 def _last_epoch(path: Path) -> dict:

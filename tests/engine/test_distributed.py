@@ -10,14 +10,17 @@ import pytest
 from vipr.engine import checkpoint as ckpt
 
 
-@pytest.mark.parametrize("method", ["moco_v2", "simclr", "nnclr"])  # nnclr: its own gathers and queue
+# nnclr: its own gathers and queue; hsa: the feature bank sharded and gathered, drawn neighbours, stage queues
+@pytest.mark.parametrize("method", ["moco_v2", "simclr", "nnclr", "hsa"])
 def test_two_process_pretrain(method, tmp_path):
     cmd = [sys.executable, "-m", "vipr.cli.main", "pretrain", "--data", "builtin:shapes?train=128&test=32&size=16",
            "--method", method, "--backbone", "tiny", "--image-size", "16", "--epochs", "1", "--batch-size", "32",
            "--precision", "fp32", "--out", str(tmp_path), "--nproc-per-node", "2", "--no-progress", "--json",
            "--set", "method.proj_hidden_dim=32", "method.proj_dim=16"]
-    if method in ("moco_v2", "nnclr"):
+    if method in ("moco_v2", "nnclr", "hsa"):
         cmd.append("method.queue_size=64")
+    if method == "hsa":
+        cmd += ["method.warmup_epochs=0", "method.neighbours=3"]
     if method == "nnclr":
         cmd.append("method.pred_hidden_dim=32")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "OMP_NUM_THREADS": "1"}
@@ -29,3 +32,6 @@ def test_two_process_pretrain(method, tmp_path):
     assert env_info["world_size"] == 2
     saved = ckpt.load(tmp_path / "checkpoint.pt")
     assert len(saved["state"]["rng"]) == 2  # every rank's RNG state, for exact resume
+    if method == "hsa":  # every rank drew from the same full-split table
+        table = saved["state"]["model"]["table._extra_state"]
+        assert table["indices"].shape == (128, 3) and table["bank_epoch"] == 0

@@ -18,14 +18,17 @@ from vipr.pretrain import build_config, run_pretrain
 from vipr.ssl import list_methods
 
 SMALL_DATA = "builtin:shapes?train=96&test=32&size=16"
+NEIGHBOUR_METHODS = ("clim", "hsa", "scan")
 
 
 def small_config(*overrides, method="moco_v2"):
     base = [f"data.source={SMALL_DATA}", "data.image_size=16", "model.backbone=tiny", f"method.name={method}",
             "train.epochs=2", "train.batch_size=32", "train.progress=false", "train.precision=fp32",
             "method.proj_hidden_dim=32", "method.proj_dim=16"]
-    if method == "moco_v2":
+    if method in ("moco_v2", *NEIGHBOUR_METHODS):
         base.append("method.queue_size=64")
+    if method in NEIGHBOUR_METHODS:  # the first feature bank at epoch 1 of 2, so the neighbour step runs
+        base += ["method.warmup_epochs=1", "method.refresh_every=1", "method.neighbours=4"]
     return build_config(apply_overrides({}, base + list(overrides)))
 
 
@@ -46,23 +49,24 @@ def _final_state(path):
     return ckpt.load(path / "checkpoint.pt")["state"]["model"]
 
 
-def test_resume_is_exact(tmp_path, monkeypatch):
-    run_pretrain(small_config(), tmp_path / "full")
+@pytest.mark.parametrize("method", ["moco_v2", "clim"])  # clim: feature bank, clusters and neighbour table
+def test_resume_is_exact(method, tmp_path, monkeypatch):
+    run_pretrain(small_config(method=method), tmp_path / "full")
     full = _final_state(tmp_path / "full")
 
     original = Trainer.train_step
 
-    def interrupt_at_step_4(self, images, labels):
+    def interrupt_at_step_4(self, images, labels, indices=None):
         if self.step == 4:
             raise KeyboardInterrupt
-        return original(self, images, labels)
+        return original(self, images, labels, indices)
 
     monkeypatch.setattr(Trainer, "train_step", interrupt_at_step_4)
     with pytest.raises(Interrupted, match="step 4"):
-        run_pretrain(small_config(), tmp_path / "cut")
+        run_pretrain(small_config(method=method), tmp_path / "cut")
     monkeypatch.setattr(Trainer, "train_step", original)
     assert ckpt.load(tmp_path / "cut" / "checkpoint.pt")["state"]["step"] == 4
-    run_pretrain(small_config(), tmp_path / "cut", resume=True)
+    run_pretrain(small_config(method=method), tmp_path / "cut", resume=True)
     resumed = _final_state(tmp_path / "cut")
     assert resumed.keys() == full.keys()
     for key in full:

@@ -19,6 +19,10 @@ class Progress:
     def update_stats(self, epoch: int, loss: float, rate: float) -> None:
         self.bar.set_postfix_str(f"epoch {epoch} loss {loss:.4f} {rate:,.0f} img/s", refresh=False)
 
+    def note(self, text: str) -> None:
+        """A short status before the bar, e.g. the last feature-bank refresh time."""
+        self.bar.set_description_str(text, refresh=False)
+
     def advance(self, n: int = 1) -> None:
         self.bar.update(n)
 

@@ -26,7 +26,32 @@ from vipr.engine.optim import warmup_cosine
 from vipr.engine.progress import Progress
 from vipr.errors import CheckpointError
 
-ViewFn = Callable[[torch.Tensor, torch.Generator], list[torch.Tensor]]
+# (uint8 images on the device, generator, indices of the recipe's views to draw or None for all) -> views
+ViewFn = Callable[[torch.Tensor, torch.Generator, "list[int] | None"], list[torch.Tensor]]
+
+
+@dataclass
+class TrainData:
+    """What a method may look at beyond its batch: the whole train split (for feature banks).
+
+    Methods that define ``on_epoch_start(epoch, data) -> dict`` get it before every epoch
+    (also the epoch a run resumes in); each batch dict carries it as ``batch["data"]``.
+    """
+
+    images: np.ndarray  # (N, 3, H, W) uint8 train split, possibly a memory map
+    labels: np.ndarray  # (N,) int64, -1 where unknown (or outside the label split)
+    image_size: int  # side of the training crops, px (bank features use centre views of this side)
+    device: torch.device
+    precision: str = "fp32"  # resolved training precision, for bank passes too
+    progress: bool = True
+
+    def fetch(self, indices: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) uint8 images ``indices`` on the device, read from the store in ascending order."""
+        idx = indices.cpu().numpy()
+        order = np.argsort(idx, kind="stable")
+        images = np.empty((len(idx), *self.images.shape[1:]), np.uint8)
+        images[order] = self.images[idx[order]]
+        return torch.from_numpy(images).to(self.device, non_blocking=True)
 
 
 @dataclass
@@ -47,8 +72,9 @@ class Interrupted(Exception):
 
 class Trainer:
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, loader, make_views: ViewFn,
-                 settings: LoopSettings, run_dir: Path, meta: dict, device: torch.device):
-        self.model, self.optimizer, self.loader = model, optimizer, loader
+                 settings: LoopSettings, run_dir: Path, meta: dict, device: torch.device,
+                 data: TrainData | None = None):
+        self.model, self.optimizer, self.loader, self.data = model, optimizer, loader, data
         self.make_views, self.settings, self.run_dir, self.meta = make_views, settings, Path(run_dir), meta
         self.device = device
         self.total_steps = settings.epochs * len(loader)
@@ -125,13 +151,16 @@ class Trainer:
 
     def _run_epoch(self, epoch: int, start: int, bar: Progress, progress_log) -> dict:
         self.model.train()
-        totals, count, t0, images = {}, 0, time.perf_counter(), 0
-        for _, uint8_images, labels in self.loader.iter_from(start):
-            losses = self.train_step(uint8_images, labels)
+        t0 = time.perf_counter()
+        epoch_stats = self._epoch_start_hook(epoch, bar, progress_log)
+        totals, count, images = {}, 0, 0
+        t_steps = time.perf_counter()
+        for indices, uint8_images, labels in self.loader.iter_from(start):
+            losses = self.train_step(uint8_images, labels, indices)
             for key, value in losses.items():
                 totals[key] = totals.get(key, 0.0) + value.detach()
             count, images = count + 1, images + len(uint8_images)
-            rate = images * dist.world_size() / (time.perf_counter() - t0)
+            rate = images * dist.world_size() / (time.perf_counter() - t_steps)
             if self.step % self.settings.log_every == 0 or count == 1:
                 loss = float(losses["loss"].detach())
                 bar.update_stats(epoch=epoch + 1, loss=loss, rate=rate)
@@ -145,11 +174,32 @@ class Trainer:
                 raise Interrupted(f"stopped by signal {self._stop_signal} at step {self.step}; checkpoint saved, continue with --resume")
         elapsed = time.perf_counter() - t0
         means = {f"{k}_mean": float(v) / max(count, 1) for k, v in totals.items()}
-        return {**means, "epoch_seconds": elapsed, "images_per_s": images * dist.world_size() / max(elapsed, 1e-9)}
+        # epoch_seconds includes the epoch-start hook (a feature-bank refresh is part of the cost)
+        return {**means, **epoch_stats, "epoch_seconds": elapsed,
+                "images_per_s": images * dist.world_size() / max(elapsed, 1e-9)}
 
-    def train_step(self, uint8_images: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
-        views = self.make_views(uint8_images.to(self.device, non_blocking=True), self.generator)
-        batch = {"labels": labels.to(self.device)}
+    def _epoch_start_hook(self, epoch: int, bar: Progress, progress_log) -> dict:
+        """Run the method's ``on_epoch_start`` (feature banks, neighbour tables); show and log its stats."""
+        hook = getattr(self.model, "on_epoch_start", None)
+        if hook is None:
+            return {}
+        self.model.eval()  # banks are computed from centre views with frozen BN statistics
+        stats = hook(epoch, self.data) or {}
+        self.model.train()
+        if stats:
+            bar.note(" ".join(f"{k} {v:.3g}" for k, v in stats.items()))
+            progress_log({"epoch": epoch + 1, "step": self.step, **stats})
+        return stats
+
+    def augment(self, uint8_images: torch.Tensor, which: list[int] | None = None) -> list[torch.Tensor]:
+        """Views of other images (a method's neighbours), drawn with the training generator."""
+        return self.make_views(uint8_images.to(self.device, non_blocking=True), self.generator, which)
+
+    def train_step(self, uint8_images: torch.Tensor, labels: torch.Tensor,
+                   indices: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        views = self.make_views(uint8_images.to(self.device, non_blocking=True), self.generator, None)
+        batch = {"labels": labels.to(self.device), "indices": indices, "data": self.data, "augment": self.augment,
+                 "generator": self.generator}
         with precision_autocast(self.device, self.settings.precision):
             losses = self.wrapped(views, batch)
         self.optimizer.zero_grad(set_to_none=True)

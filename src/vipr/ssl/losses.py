@@ -96,3 +96,62 @@ def nnclr_loss(neighbours: torch.Tensor, p: torch.Tensor, temperature: float) ->
     """
     logits = F.normalize(neighbours.detach(), dim=1) @ F.normalize(p, dim=1).T / temperature  # (N, N)
     return F.cross_entropy(logits, torch.arange(len(p), device=p.device))
+
+
+def weighted_info_nce(query: torch.Tensor, key_a: torch.Tensor, key_b: torch.Tensor, weight_a: torch.Tensor,
+                      queue: torch.Tensor, temperature: float) -> torch.Tensor:
+    """InfoNCE against two positives, weighted per sample (CLIM arXiv 2011.02697; CsMl arXiv 2012.02733).
+
+    ``L_i = w_i * l(q_i, a_i) + (1 - w_i) * l(q_i, b_i)`` with ``l`` MoCo's InfoNCE term: each
+    positive in its own softmax against the shared queue of negatives. With CutMix, ``w_i`` is
+    the anchor's share of the mixed image; CsMl weighs an anchor's own and its neighbour's key
+    0.5 / 0.5. ``w = 1`` gives plain MoCo. Averaged over N.
+
+    Args:
+        query: (N, D) L2-normalised queries.
+        key_a, key_b: (N, D) L2-normalised positive keys (no gradient expected).
+        weight_a: (N,) or scalar weight of ``key_a``, in [0, 1].
+        queue: (K, D) L2-normalised negatives.
+        temperature: T.
+
+    Returns:
+        Scalar loss.
+    """
+    negative = query @ queue.t()  # (N, K), shared by both terms
+    zeros = torch.zeros(len(query), dtype=torch.long, device=query.device)
+
+    def term(key: torch.Tensor) -> torch.Tensor:
+        logits = torch.cat([(query * key).sum(1, keepdim=True), negative], dim=1) / temperature  # (N, 1 + K)
+        return F.cross_entropy(logits, zeros, reduction="none")  # (N,)
+
+    weight_a = torch.as_tensor(weight_a, dtype=query.dtype, device=query.device)
+    return (weight_a * term(key_a) + (1 - weight_a) * term(key_b)).mean()
+
+
+def supcon_loss(z: torch.Tensor, labels: torch.Tensor, temperature: float, views: int = 2) -> torch.Tensor:
+    """Supervised contrastive loss, L^sup_out (Khosla et al., arXiv 2004.11362, eq. 2).
+
+    ``L = sum_i -1/|P(i)| sum_{p in P(i)} log exp(z_i.z_p/T) / sum_{a != i} exp(z_i.z_a/T)``, averaged
+    over anchors i. ``z`` stacks ``views`` views of M images (row ``v * M + m``); P(i) holds the
+    other views of the same image and every view of an image with the same label. Label -1
+    means unlabelled: such an anchor's positives are its own other views only (SimCLR's loss),
+    and it is nobody else's positive.
+
+    Args:
+        z: (views * M, D) projections (normalised here).
+        labels: (views * M,) int64 labels of the rows, -1 for unlabelled.
+        temperature: T.
+        views: V >= 2, views per image.
+
+    Returns:
+        Scalar loss.
+    """
+    z = F.normalize(z.float(), dim=1)
+    n = len(z)
+    eye = torch.eye(n, dtype=torch.bool, device=z.device)
+    image = torch.arange(n, device=z.device) % (n // views)  # (N,) which image a row shows
+    same_label = (labels[:, None] == labels[None, :]) & (labels[:, None] >= 0)
+    positives = ((image[:, None] == image[None, :]) | same_label) & ~eye  # (N, N)
+    logits = (z @ z.t() / temperature).masked_fill(eye, float("-inf"))  # self excluded from the denominator
+    log_prob = (logits - torch.logsumexp(logits, dim=1, keepdim=True)).masked_fill(eye, 0)
+    return -((log_prob * positives).sum(1) / positives.sum(1)).mean()

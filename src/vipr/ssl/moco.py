@@ -69,26 +69,35 @@ class Encoder(nn.Module):
 
 
 @torch.no_grad()
-def shuffled_keys(encoder: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """Encode ``x`` with the batch shuffled across ranks (shuffle-BN), then unshuffle."""
+def shuffled_keys(encoder: nn.Module, x: torch.Tensor):
+    """Encode ``x`` with the batch shuffled across ranks (shuffle-BN), then unshuffle.
+
+    ``encoder`` returns one (N, D) tensor or a list of them (one per feature level).
+    """
     if not dist.is_distributed():
         return encoder(x)
     x_all = dist.gather(x)
     perm = dist.broadcast(torch.randperm(len(x_all), device=x.device))
     local = perm.view(dist.world_size(), -1)[dist.rank()]
-    keys_all = dist.gather(encoder(x_all[local]))
-    return keys_all[torch.argsort(perm)].view(dist.world_size(), len(x), -1)[dist.rank()]
+    encoded = encoder(x_all[local])
+
+    def unshuffle(keys: torch.Tensor) -> torch.Tensor:
+        keys_all = dist.gather(keys)
+        return keys_all[torch.argsort(perm)].view(dist.world_size(), len(x), -1)[dist.rank()]
+
+    return [unshuffle(k) for k in encoded] if isinstance(encoded, list) else unshuffle(encoded)
 
 
 @register_method("moco_v2", MoCoConfig)
 class MoCoV2(nn.Module):
     default_recipe = "moco_v2"
 
-    def __init__(self, backbone: nn.Module, config: MoCoConfig):
+    def __init__(self, backbone: nn.Module, config: MoCoConfig, online: nn.Module | None = None):
         super().__init__()
         self.config = config
-        head = projection_head(backbone.feature_dim, config.proj_hidden_dim, config.proj_dim)
-        self.online = Encoder(backbone, head)
+        if online is None:
+            online = Encoder(backbone, projection_head(backbone.feature_dim, config.proj_hidden_dim, config.proj_dim))
+        self.online = online
         self.target = MomentumEncoder(self.online)
         self.momentum = config.momentum
         self.register_buffer("queue", F.normalize(torch.randn(config.queue_size, config.proj_dim), dim=1))
@@ -96,9 +105,16 @@ class MoCoV2(nn.Module):
 
     def contrast(self, query_view: torch.Tensor, key_view: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(loss, keys) for one query/key pairing of the two views."""
-        q = F.normalize(self.online(query_view).float(), dim=1)
-        k = F.normalize(shuffled_keys(self.target, key_view).float(), dim=1)
-        return info_nce(q, k, self.queue.clone().detach(), self.config.temperature), k
+        k = self.keys(key_view)
+        return info_nce(self.queries(query_view), k, self.queue.clone().detach(), self.config.temperature), k
+
+    def queries(self, view: torch.Tensor) -> torch.Tensor:
+        """(N, proj_dim) L2-normalised float32 projections of the online encoder."""
+        return F.normalize(self.online(view).float(), dim=1)
+
+    def keys(self, view: torch.Tensor) -> torch.Tensor:
+        """(N, proj_dim) L2-normalised float32 projections of the momentum encoder (shuffle-BN under DDP)."""
+        return F.normalize(shuffled_keys(self.target, view).float(), dim=1)
 
     def forward(self, views: list[torch.Tensor], batch: dict) -> dict[str, torch.Tensor]:
         loss, keys = self.contrast(views[0], views[1])

@@ -1,0 +1,157 @@
+"""HSA / CsMl: Hierarchical Semantic Aggregation (Xu et al., arXiv 2012.02733), on MoCo v2.
+
+Several positives per anchor, taken from its semantic neighbourhood, and aligned at several
+depths. Following the authors' release (haohang96/CSML):
+
+- every ``refresh_every`` epochs (from ``warmup_epochs`` on; plain MoCo before), a bank of the
+  momentum encoder's pooled features of centre views of every train image gives each image its
+  top-``neighbours`` exact kNN; each step one of them is drawn per anchor and augmented twice;
+- three InfoNCE terms share the queue: the anchor's query against {own key, neighbour key}
+  weighted ``(1 - w, w)``; the neighbour's query against both, the same way; a CutMix query
+  (a box of the neighbour's query view pasted into the anchor's, ``lambda ~ Beta(2, 2)``)
+  against both, weighted by area ``(lambda, 1 - lambda)``; the loss is their mean. Only the
+  anchor's key is enqueued. Cost: 3 query and 2 key passes per step (MoCo: 1 + 1).
+
+The hierarchical part, which the release lacks, is built from the paper's description:
+the outputs of the backbone stages in ``stages`` (via ``forward_intermediates``) are pooled
+and get their own projection heads, momentum copies and queues, and the same multi-positive
+loss is applied there with weights ``stage_weights`` (the final embedding has weight 1), so
+similar images are pulled together at earlier layers too. ``stages=()`` gives CsMl as released.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vipr.errors import ConfigError
+from vipr.ssl.losses import info_nce, weighted_info_nce
+from vipr.ssl.mixing import cutmix, cutmix_boxes, draw_beta
+from vipr.ssl.moco import MoCoConfig, MoCoV2, shuffled_keys
+from vipr.ssl.neighbours import NeighbourTable, SelectFn, refresh_if_due, ring_enqueue
+from vipr.ssl.registry import projection_head, register_method
+from vipr.engine import distributed as dist
+
+
+@dataclass(frozen=True)
+class HSAConfig(MoCoConfig):
+    name: str = "hsa"
+    symmetric: bool = False
+    neighbours: int = 5  # top-k kNN positives kept per image
+    warmup_epochs: int = 10  # plain MoCo before the first feature bank
+    refresh_every: int = 5  # epochs between feature-bank refreshes
+    neighbour_weight: float = 0.5  # w: weight of the neighbour's key against the own key
+    mix: bool = True  # the CutMix query term
+    mix_alpha: float = 2.0  # lambda ~ Beta(a, a)
+    stages: tuple[int, ...] = (1, 2)  # backbone stages (0-based) with their own heads and losses
+    stage_weights: tuple[float, ...] = (0.5, 0.5)  # loss weight of each of those stages
+    use_faiss: str = "auto"  # auto | yes | no
+
+    def __post_init__(self) -> None:
+        if len(self.stages) != len(self.stage_weights):
+            raise ConfigError(f"method.stages {list(self.stages)} and method.stage_weights {list(self.stage_weights)} "
+                              "need the same length")
+        if not 0 <= self.neighbour_weight <= 1 or self.mix_alpha <= 0:
+            raise ConfigError(f"method.neighbour_weight must be in [0, 1] and method.mix_alpha > 0; got "
+                              f"{self.neighbour_weight}, {self.mix_alpha}")
+
+
+class LevelEncoder(nn.Module):
+    """Backbone with a projection head on the final features and one on each chosen stage.
+
+    ``forward(x)`` is the final projection (as :class:`vipr.ssl.moco.Encoder`);
+    ``forward_levels(x)`` returns the projections of every level, stages first, final last.
+    """
+
+    def __init__(self, backbone: nn.Module, config: HSAConfig):
+        super().__init__()
+        dims = getattr(backbone, "stage_dims", None)
+        if config.stages and dims is None:
+            raise ConfigError(f"{type(backbone).__name__} has no stage_dims; use method.stages=[] with it")
+        if any(not -len(dims) <= s < len(dims) for s in config.stages):
+            raise ConfigError(f"method.stages {list(config.stages)} out of range for a backbone with {len(dims)} stages")
+        self.backbone, self.stages = backbone, tuple(config.stages)
+        self.head = projection_head(backbone.feature_dim, config.proj_hidden_dim, config.proj_dim)
+        self.stage_heads = nn.ModuleList(projection_head(dims[s], config.proj_hidden_dim, config.proj_dim)
+                                         for s in self.stages)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone.forward_features(x))
+
+    def forward_levels(self, x: torch.Tensor) -> list[torch.Tensor]:
+        if not self.stages:
+            return [self(x)]
+        outputs = self.backbone.forward_intermediates(x, [*self.stages, -1])  # one pass, stage maps
+        pooled = [torch.flatten(F.adaptive_avg_pool2d(o, 1), 1) for o in outputs]  # last = forward_features
+        return [head(p) for head, p in zip([*self.stage_heads, self.head], pooled)]
+
+
+@register_method("hsa", HSAConfig)
+class HSA(MoCoV2):
+    default_recipe = "moco_v2"
+
+    def __init__(self, backbone: nn.Module, config: HSAConfig, select: SelectFn | None = None):
+        super().__init__(backbone, config, online=LevelEncoder(backbone, config))
+        self.table = NeighbourTable(config.neighbours, config.refresh_every, config.warmup_epochs, select=select,
+                                    use_faiss=config.use_faiss)
+        levels = len(config.stages)
+        self.level_weights = [*config.stage_weights, 1.0]
+        self.register_buffer("stage_queue", F.normalize(torch.randn(levels, config.queue_size, config.proj_dim), dim=2))
+        self.register_buffer("stage_queue_ptr", torch.zeros((), dtype=torch.long))
+
+    def on_epoch_start(self, epoch: int, data) -> dict:
+        return refresh_if_due(self.table, epoch, self.target.encoder.backbone, data)
+
+    def level_queries(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return [F.normalize(z.float(), dim=1) for z in self.online.forward_levels(x)]
+
+    def level_keys(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return [F.normalize(z.float(), dim=1) for z in shuffled_keys(self.target.encoder.forward_levels, x)]
+
+    def queues(self) -> list[torch.Tensor]:
+        return [q.clone().detach() for q in self.stage_queue] + [self.queue.clone().detach()]
+
+    def forward(self, views: list[torch.Tensor], batch: dict) -> dict[str, torch.Tensor]:
+        anchor_q, anchor_k = views[0], views[1]
+        if not self.table.ready:  # warm-up: plain MoCo at every level
+            keys = self.level_keys(anchor_k)
+            terms = [info_nce(q, k, queue, self.config.temperature)
+                     for q, k, queue in zip(self.level_queries(anchor_q), keys, self.queues())]
+        else:
+            keys, terms = self.neighbour_terms(anchor_q, anchor_k, batch)
+        loss = sum(w * t for w, t in zip(self.level_weights, terms))
+        self.enqueue_levels(keys)
+        return {"loss": loss, "final_loss": terms[-1].detach()}
+
+    def neighbour_terms(self, anchor_q, anchor_k, batch) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """(anchor keys per level, loss per level) of the multi-positive step."""
+        generator, b, w = batch["generator"], len(anchor_q), self.config.neighbour_weight
+        positives, _ = self.table.draw(batch["indices"], generator)
+        neighbour_q, neighbour_k = batch["augment"](batch["data"].fetch(positives), [0, 1])
+        keys = self.level_keys(torch.cat([anchor_k, neighbour_k]))  # one key pass over both
+        k_anchor, k_neighbour = [k[:b] for k in keys], [k[b:] for k in keys]
+        queries, shares = [anchor_q, neighbour_q], [1 - w, 1 - w]
+        if self.config.mix:
+            lam = draw_beta(b, self.config.mix_alpha, generator)
+            mixed, anchor_share = cutmix(anchor_q, neighbour_q, cutmix_boxes(lam, *anchor_q.shape[-2:], generator))
+            queries.append(mixed)
+            shares.append(anchor_share)
+        levels = self.level_queries(torch.cat(queries))  # one query pass over all of them
+        terms = []
+        for z, ka, kn, queue in zip(levels, k_anchor, k_neighbour, self.queues()):
+            parts = [weighted_info_nce(zq, ka, kn, share, queue, self.config.temperature)
+                     for zq, share in zip(z.split(b), shares)]
+            terms.append(sum(parts) / len(parts))
+        return k_anchor, terms
+
+    @torch.no_grad()
+    def enqueue_levels(self, keys: list[torch.Tensor]) -> None:
+        """Enqueue the anchor keys of every level (the stage queues advance together)."""
+        for queue, k in zip(self.stage_queue, keys[:-1]):
+            ring_enqueue(queue, self.stage_queue_ptr.clone(), dist.gather(k))
+        if len(keys) > 1:
+            self.stage_queue_ptr.fill_((int(self.stage_queue_ptr) + len(dist.gather(keys[0]))) % self.config.queue_size)
+        self.enqueue(keys[-1])
