@@ -31,7 +31,7 @@ def add_parser(sub) -> None:
     p = sub.add_parser("pretrain", help="self-supervised pre-training", description=HELP,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", metavar="SRC", help="data source (default builtin:shapes)")
-    p.add_argument("--method", help="moco_v2 | simclr | byol | nnclr (default moco_v2)")
+    p.add_argument("--method", help="moco_v2 | simclr | byol | nnclr | clim | hsa | scan | supcon | supervised (default moco_v2)")
     p.add_argument("--backbone", help="resnet18 | resnet34 | resnet50 | tiny (default resnet18)")
     p.add_argument("--image-size", type=int, metavar="PX", help="crop side in pixels (default 32)")
     p.add_argument("--epochs", type=int, metavar="N", help="passes over the data (default 100)")

@@ -71,7 +71,7 @@ def create_app(runtime, model_name: str, *, model_version: str | int | None = No
     app.state.serve = state
     for path, endpoint, methods in ROUTES:
         app.add_api_route(path, endpoint, methods=methods)
-    app.middleware("http")(_auth_and_metrics)
+    app.add_middleware(AuthAndMetrics)
     app.add_exception_handler(BadInput, lambda _, err: _error(str(err), err.status))
     app.add_exception_handler(Overloaded, lambda _, err: _error(f"{err}; retry in {RETRY_AFTER_S} s", 503,
                                                                 {"Retry-After": str(RETRY_AFTER_S)}))
@@ -106,16 +106,35 @@ def _validation_message(err: RequestValidationError) -> str:
     return "invalid request: " + "; ".join(parts)
 
 
-async def _auth_and_metrics(request: Request, call_next):
-    state: ServeState = request.app.state.serve
-    start = time.perf_counter()
-    if state.token and not request.url.path.startswith(OPEN_PREFIX) and not _authorised(request, state.token):
-        response = _error("missing or wrong token: send the header 'Authorization: Bearer <token>'", 401,
-                          {"WWW-Authenticate": "Bearer"})
-    else:
-        response = await call_next(request)
-    state.metrics.observe_request(_endpoint(request), response.status_code, time.perf_counter() - start)
-    return response
+class AuthAndMetrics:
+    """Pure ASGI middleware: the bearer token check and the request metrics.
+
+    Plain ASGI rather than ``@app.middleware("http")``: Starlette's BaseHTTPMiddleware wraps
+    every response body in an extra stream and task, a cost paid on each of hundreds of
+    requests per second.
+    """
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        state: ServeState = scope["app"].state.serve
+        start, status = time.perf_counter(), [500]
+
+        async def send_and_record(message):
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        request = Request(scope)
+        if state.token and not scope["path"].startswith(OPEN_PREFIX) and not _authorised(request, state.token):
+            await _error("missing or wrong token: send the header 'Authorization: Bearer <token>'", 401,
+                         {"WWW-Authenticate": "Bearer"})(scope, receive, send_and_record)
+        else:
+            await self.app(scope, receive, send_and_record)
+        state.metrics.observe_request(_endpoint(request), status[0], time.perf_counter() - start)
 
 
 def _authorised(request: Request, token: str) -> bool:

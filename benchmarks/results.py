@@ -1,0 +1,179 @@
+"""The methods table: every pre-training method at the same budget, five evaluations, three seeds.
+
+    python benchmarks/results.py                  # everything (~1 h on 2 cores), then docs/results.md
+    python benchmarks/results.py --render-only    # re-render docs/results.md from the JSON
+    python benchmarks/results.py --datasets shapes --methods moco_v2 hsa --seeds 0   # a slice
+
+For each dataset, seed and method: pre-train the `tiny` conv net (random init skips this),
+then kNN (k 200, T 0.07), a linear probe, whole-network fine-tuning with 1% and 10% of the
+labels (splits drawn per seed with `make_label_split`) and 5-way 5-shot prototype episodes on
+the frozen features. Jobs run in ``--workers`` processes of one thread each (a tiny net keeps one
+core busy; two threads on a busy 2-core machine wait on each other). Each job's result is kept in
+``--work-dir``, so an interrupted run continues where it stopped. Every job prints one JSON
+line; the summary (mean and std over seeds, time per epoch relative to MoCo v2) goes to
+benchmarks/results/results.json and docs/results.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results" / "results.json"
+DOCS = HERE.parent / "docs" / "results.md"
+METHODS = ("random", "supervised", "simclr", "moco_v2", "byol", "nnclr", "clim", "hsa", "scan")
+NEIGHBOUR_METHODS = ("clim", "hsa", "scan")
+# source, pre-training epochs: about 150k images seen per run on either dataset
+DATASETS = {"shapes": ("builtin:shapes", 30), "digits": ("builtin:digits", 100)}
+EVALS = ("knn", "linear", "finetune_1", "finetune_10", "fewshot_5w5s")
+BATCH_SIZE = 128
+
+
+def pretrain_overrides(method: str, source: str, epochs: int, seed: int) -> list[str]:
+    """The one recipe every method shares; neighbour methods get a schedule scaled to the budget."""
+    settings = [f"data.source={source}", "data.image_size=32", "model.backbone=tiny", f"method.name={method}",
+                f"train.epochs={epochs}", f"train.batch_size={BATCH_SIZE}", f"train.seed={seed}",
+                "train.progress=false", "train.checkpoint_every=0"]
+    if method in NEIGHBOUR_METHODS:
+        # first bank after a third of the run, refreshed every sixth (CsMl at 200 epochs: 10 and 5)
+        settings += [f"method.warmup_epochs={epochs // 3}", f"method.refresh_every={max(1, epochs // 6)}"]
+    return settings
+
+
+def run_job(dataset: str, method: str, seed: int, work_dir: str) -> dict:
+    """Pre-train (unless random) and evaluate one cell; cached in WORK/dataset/method/seedN/result.json."""
+    import torch
+
+    torch.set_num_threads(1)
+    folder = Path(work_dir) / dataset / method / f"seed{seed}"
+    done = folder / "result.json"
+    if done.is_file():
+        return json.loads(done.read_text())
+    source, epochs = DATASETS[dataset]
+    record = {"dataset": dataset, "method": method, "seed": seed, "epochs": epochs}
+    checkpoint = "random"
+    if method != "random":
+        record.update(pretrain(folder / "pretrain", pretrain_overrides(method, source, epochs, seed)))
+        checkpoint = str(folder / "pretrain")
+    record.update(evaluate(checkpoint, source, seed, folder))
+    done.write_text(json.dumps(record))
+    return record
+
+
+def pretrain(out: Path, overrides: list[str]) -> dict:
+    import shutil
+
+    from vipr.config import apply_overrides
+    from vipr.pretrain import build_config, run_pretrain
+
+    shutil.rmtree(out, ignore_errors=True)  # an unfinished job starts again
+    run_pretrain(build_config(apply_overrides({}, overrides)), out)
+    epochs = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if "epoch_seconds" in line]
+    seconds = [e["epoch_seconds"] for e in epochs]
+    return {"epoch_seconds": statistics.median(seconds), "pretrain_seconds": sum(seconds)}
+
+
+def evaluate(checkpoint: str, source: str, seed: int, folder: Path) -> dict:
+    from vipr.data.sources import open_dataset
+    from vipr.data.splits import make_label_split, save_label_split
+    from vipr.eval.fewshot import run_fewshot
+    from vipr.eval.finetune import run_finetune
+    from vipr.eval.runner import run_eval
+
+    common = {"checkpoint": checkpoint, "data": source, "backbone": "tiny", "image_size": 32, "progress": False}
+    out = {"knn": run_eval("knn", **common)["top1"], "linear": run_eval("linear", **common)["top1"]}
+    dataset = open_dataset(source)
+    for percent in (1, 10):
+        split = folder / f"labels-{percent}pct.json"
+        save_label_split(split, make_label_split(dataset.train.labels, label_fraction=percent / 100, seed=seed), dataset)
+        out[f"finetune_{percent}"] = run_finetune(**common, label_split=str(split), seed=seed)["top1"]
+    out["fewshot_5w5s"] = run_fewshot(**common, ways=5, shots=5, seed=seed)["accuracy"]
+    return out
+
+
+def summarise(records: list[dict]) -> dict:
+    """Mean and std over seeds per (dataset, method), and time per epoch relative to MoCo v2."""
+    table: dict = {}
+    for r in records:
+        table.setdefault(r["dataset"], {}).setdefault(r["method"], []).append(r)
+    summary = {}
+    for dataset, methods in table.items():
+        moco = methods.get("moco_v2")
+        moco_epoch = statistics.mean(r["epoch_seconds"] for r in moco) if moco else None
+        for method, runs in methods.items():
+            row = {"seeds": sorted(r["seed"] for r in runs)}
+            for metric in EVALS:
+                values = [r[metric] for r in runs]
+                row[metric] = {"mean": statistics.mean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0}
+            if method != "random" and moco_epoch:
+                row["time_vs_moco"] = statistics.mean(r["epoch_seconds"] for r in runs) / moco_epoch
+            summary.setdefault(dataset, {})[method] = row
+    return summary
+
+
+def render(result: dict) -> str:
+    names = {"knn": "kNN", "linear": "linear", "finetune_1": "fine-tune 1%", "finetune_10": "fine-tune 10%",
+             "fewshot_5w5s": "5-way 5-shot"}
+    lines = ["# Results: pre-training methods side by side\n",
+             "Generated by `python benchmarks/results.py` (raw records in `benchmarks/results/results.json`). "
+             "Top-1 accuracy in % on the test split, mean ± std over seeds "
+             f"{', '.join(map(str, result['seeds']))}; `tiny` conv net, 32 px, batch {BATCH_SIZE}, the same "
+             "augmentation recipe per method as its default. *time/epoch* is the method's median epoch time, "
+             "feature-bank refreshes included, over MoCo v2's in the same run.\n"]
+    for dataset, methods in result["summary"].items():
+        source, epochs = DATASETS[dataset]
+        lines += [f"## {source}, {epochs} pre-training epochs\n",
+                  "| method | " + " | ".join(names[m] for m in EVALS) + " | time/epoch |",
+                  "|---|" + "---:|" * (len(EVALS) + 1)]
+        for method in METHODS:
+            row = methods.get(method)
+            if row is None:
+                continue
+            cells = [f"{row[m]['mean']:.1f} ± {row[m]['std']:.1f}" for m in EVALS]
+            ratio = f"{row['time_vs_moco']:.2f}x" if "time_vs_moco" in row else "–"
+            lines.append(f"| {method} | " + " | ".join(cells) + f" | {ratio} |")
+        lines.append("")
+    m = result["machine"]
+    lines.append(f"*Measured {m['date']} on {m['cpu']} ({m['cores']} cores), torch {m['torch']}, "
+                 f"{result['workers']} single-thread worker processes.*\n")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--workers", type=int, default=2, help="parallel single-thread jobs (default 2)")
+    parser.add_argument("--work-dir", default="runs/results", help="per-job runs and cached results")
+    parser.add_argument("--render-only", action="store_true", help="re-render docs/results.md from the JSON")
+    args = parser.parse_args()
+    if args.render_only:
+        DOCS.write_text(render(json.loads(RESULTS.read_text())))
+        return
+    jobs = [(d, m, s) for s in args.seeds for d in args.datasets for m in args.methods]
+    records = []
+    with ProcessPoolExecutor(args.workers) as pool:
+        futures = [pool.submit(run_job, *job, args.work_dir) for job in jobs]
+        for future in as_completed(futures):
+            record = future.result()
+            records.append(record)
+            print(json.dumps(record), flush=True)
+    sys.path.insert(0, str(HERE))
+    from benchmarks_common import machine_info
+
+    result = {"benchmark": "results", "machine": machine_info(), "workers": args.workers, "seeds": args.seeds,
+              "records": records, "summary": summarise(records)}
+    RESULTS.parent.mkdir(exist_ok=True)
+    RESULTS.write_text(json.dumps(result, indent=1) + "\n")
+    DOCS.write_text(render(result))
+    print(json.dumps({"benchmark": "results", "summary": result["summary"]}))
+
+
+if __name__ == "__main__":
+    main()
