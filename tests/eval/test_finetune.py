@@ -34,11 +34,11 @@ def test_finetune_classifier_round_trips_and_reproduces_top1(dataset, tmp_path, 
     split = tmp_path / "split.json"
     save_label_split(split, make_label_split(dataset.train.labels, per_class=8), dataset, per_class=8)
     metrics = run_finetune(checkpoint="random", backbone="tiny", image_size=SIZE, data="synthetic:colours",
-                           label_split=str(split), epochs=5, batch_size=8, precision="fp32", progress=False,
-                           out=tmp_path / "ft")
+                           label_split=str(split), epochs=5, min_steps=0, batch_size=8, precision="fp32",
+                           progress=False, out=tmp_path / "ft")
     assert metrics["kind"] == "finetune" and metrics["num_train"] == 24 and metrics["steps"] == 15
     assert metrics["train_loss"] < math.log(3)  # a zero-initialised head starts at exactly ln(3)
-    assert metrics["backbone_lr"] == pytest.approx(0.001) and metrics["label_split"] == str(split)
+    assert metrics["backbone_lr"] == pytest.approx(0.01) and metrics["label_split"] == str(split)
     model, meta, top1 = reload_classifier(tmp_path / "ft" / "classifier.pt", dataset)
     assert meta["num_classes"] == 3 and meta["classes"] == dataset.classes and meta["eval"]["kind"] == "finetune"
     assert meta["parent_checkpoint"] == "random" and meta["label_split"] == str(split)
@@ -51,8 +51,9 @@ def test_finetune_classifier_round_trips_and_reproduces_top1(dataset, tmp_path, 
 def test_finetune_runs_under_bf16_autocast(colour_split):
     model = create_backbone("tiny")
     result = finetune(model, colour_split(16, 0), 3, image_size=SIZE, mean=[0.5] * 3, std=[0.25] * 3, epochs=1,
-                      batch_size=8, precision="bf16", progress=False)
-    assert result["steps"] == 2 and math.isfinite(result["train_loss"])
+                      batch_size=8, precision="bf16", progress=False, min_steps=5)
+    assert result["steps"] == 6 and result["epochs"] == 3  # 2 steps an epoch; epochs added to reach min_steps
+    assert math.isfinite(result["train_loss"])
     assert model.head.weight.dtype == torch.float32  # autocast computes in bf16, keeps fp32 weights
 
 
@@ -65,7 +66,7 @@ def test_finetune_settings_are_checked(dataset):
 
 def test_finetune_cli_json_last_line_with_all_train_labels(dataset, capsys, tmp_path):
     assert main(["eval", "finetune", "--checkpoint", "random", "--backbone", "tiny", "--image-size", str(SIZE),
-                 "--data", "synthetic:colours", "--epochs", "5", "--batch-size", "8", "--out", str(tmp_path / "ft"),
+                 "--data", "synthetic:colours", "--epochs", "5", "--min-steps", "0", "--batch-size", "8", "--out", str(tmp_path / "ft"),
                  "--no-progress", "--json"]) == 0
     out = capsys.readouterr().out.strip().splitlines()
     assert out[0].startswith("finetune: top-1")

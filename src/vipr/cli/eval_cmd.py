@@ -67,7 +67,9 @@ def _add_common(p, classifier: bool) -> None:
 def _add_finetune(p) -> None:
     p.add_argument("--epochs", type=int, default=30, metavar="N", help="passes over the labelled images (default 30)")
     p.add_argument("--batch-size", type=int, default=64, metavar="B", help="images per step (default 64)")
-    p.add_argument("--lr", type=float, default=0.01, help="head learning rate; the backbone gets lr/10 (default 0.01)")
+    p.add_argument("--min-steps", type=int, default=500, metavar="S",
+                   help="train at least this many steps, adding epochs for small label sets (default 500)")
+    p.add_argument("--lr", type=float, default=0.1, help="head learning rate per batch of 64; the backbone gets lr/10 (default 0.1)")
     p.add_argument("--seed", type=int, default=0, help="batch order and augmentation seed (default 0)")
 
 
@@ -93,7 +95,8 @@ def run(args) -> int:
         if args.kind == "finetune":
             from vipr.eval.finetune import run_finetune
 
-            metrics = run_finetune(label_split=args.label_split, epochs=args.epochs, batch_size=args.batch_size,
+            metrics = run_finetune(label_split=args.label_split, epochs=args.epochs, min_steps=args.min_steps,
+                                   batch_size=args.batch_size,
                                    lr=args.lr, seed=args.seed, **common)
         else:
             from vipr.eval.runner import run_eval

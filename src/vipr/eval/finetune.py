@@ -10,10 +10,14 @@ tuned on any test split):
   move the head before they move the features), cross-entropy;
 * SGD with Nesterov momentum 0.9, weight decay 5e-4 on weights (not on biases or
   BatchNorm, as pre-training), a per-step cosine from ``lr`` to 0 without warm-up;
-* ``lr`` (0.01 per batch of 64) for the head and ``lr / 10`` for the backbone, so the
+* ``lr`` (0.1 per batch of 64) for the head and ``lr / 10`` for the backbone, so the
   pre-trained features move slowly while the head, starting from zero, catches up;
-* 30 epochs of shuffled batches of 64, the last partial batch dropped; BatchNorm in
-  train mode (its statistics adapt to the labelled images);
+* 30 epochs of shuffled batches of 64, the last partial batch dropped, but at least
+  ``min_steps`` (500) optimizer steps: a 1% split of a small dataset is one batch, and 30
+  steps leave a zero-initialised head untrained. BatchNorm in train mode (its statistics
+  adapt to the labelled images). Measured before fixing these defaults (10% labels, 500
+  steps): head lr 0.01 / 0.05 / 0.1 gave 59 / 90 / 93% on builtin:digits from random init;
+  on builtin:shapes from a MoCo v2 checkpoint, 30 epochs at 0.01 gave 17% and 100 at 0.1 37%;
 * light augmentation on the device, in batches: random resized crop of scale (0.5, 1),
   aspect (3/4, 4/3), horizontal flip with p 0.5 (``vipr.data.augment``); the test split
   gets the evaluation transform (resize) as every evaluation does;
@@ -61,8 +65,8 @@ def finetune_optimizer(model: Backbone, lr: float, weight_decay: float = WEIGHT_
 
 
 def finetune(model: Backbone, split: ImageSplit, num_classes: int, *, image_size: int, mean, std, epochs: int = 30,
-             batch_size: int = 64, lr: float = 0.01, seed: int = 0, device: torch.device | str = "cpu",
-             precision: str = "fp32", progress: bool = True) -> dict:
+             batch_size: int = 64, lr: float = 0.1, seed: int = 0, device: torch.device | str = "cpu",
+             precision: str = "fp32", progress: bool = True, min_steps: int = 500) -> dict:
     """Train ``model`` with a new ``num_classes`` head on every image of ``split`` (see the module doc).
 
     Args:
@@ -70,7 +74,7 @@ def finetune(model: Backbone, split: ImageSplit, num_classes: int, *, image_size
         image_size, mean, std: the checkpoint's preprocessing (crop side in px, normalisation).
 
     Returns:
-        ``{"train_loss": mean loss of the last epoch, "steps": optimizer steps}``.
+        ``{"train_loss": mean loss of the last epoch, "steps": optimizer steps, "epochs": epochs run}``.
     """
     _check_settings(epochs=epochs, batch_size=batch_size, lr=lr)
     device = torch.device(device)
@@ -79,6 +83,7 @@ def finetune(model: Backbone, split: ImageSplit, num_classes: int, *, image_size
     nn.init.zeros_(model.head.bias)
     model.to(device=device, memory_format=torch.channels_last).train()
     loader = BatchIterator(split, min(batch_size, len(split)), shuffle=True, seed=seed, drop_last=True, device=device)
+    epochs = max(epochs, -(-min_steps // len(loader)))  # at least min_steps optimizer steps
     step = _training_step(model, lr, epochs * len(loader), device, resolve_precision(precision, device))
     views = [ViewSpec(image_size, scale=CROP_SCALE, jitter=(0.0, 0.0, 0.0, 0.0), jitter_p=0.0, gray_p=0.0)]
     generator = torch.Generator().manual_seed(seed)  # crops and flips, the same on any device
@@ -93,7 +98,7 @@ def finetune(model: Backbone, split: ImageSplit, num_classes: int, *, image_size
             bar.update_stats(epoch + 1, float(losses[-1]), rate)
             bar.advance()
     bar.close()
-    return {"train_loss": float(torch.stack(losses).mean()), "steps": epochs * len(loader)}
+    return {"train_loss": float(torch.stack(losses).mean()), "steps": epochs * len(loader), "epochs": epochs}
 
 
 def _training_step(model: Backbone, lr: float, total_steps: int, device: torch.device, precision: str):
@@ -130,7 +135,7 @@ def labelled_split(split: ImageSplit, rows: np.ndarray) -> ImageSplit:
 
 
 def run_finetune(*, checkpoint: str, data: str, label_split: str | None = None, epochs: int = 30,
-                 batch_size: int = 64, lr: float = 0.01, seed: int = 0, backbone: str | None = None,
+                 min_steps: int = 500, batch_size: int = 64, lr: float = 0.1, seed: int = 0, backbone: str | None = None,
                  image_size: int | None = None, out: str | Path | None = None, device: str = "auto",
                  precision: str = "auto", progress: bool = True) -> dict:
     """``vipr eval finetune``: fine-tune on the train split (or its ``label_split``), score the test split.
@@ -140,7 +145,7 @@ def run_finetune(*, checkpoint: str, data: str, label_split: str | None = None, 
     """
     args = {"kind": "finetune", "checkpoint": str(checkpoint), "data": data, "backbone": backbone,
             "image_size": image_size, "label_split": None if label_split is None else str(label_split),
-            "epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed, "device": device,
+            "epochs": epochs, "min_steps": min_steps, "batch_size": batch_size, "lr": lr, "seed": seed, "device": device,
             "precision": precision}
     _check_settings(epochs=epochs, batch_size=batch_size, lr=lr)
     setup = prepare(checkpoint, data, backbone, image_size, device, precision)
@@ -151,13 +156,13 @@ def run_finetune(*, checkpoint: str, data: str, label_split: str | None = None, 
     num_classes = count_classes(dataset, torch.from_numpy(train.labels), test_labels)
     trained = finetune(setup.model, train, num_classes, image_size=meta["image_size"], mean=meta["mean"],
                        std=meta["std"], epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=setup.device,
-                       precision=precision, progress=progress)
+                       precision=precision, progress=progress, min_steps=min_steps)
     features = setup.features(dataset.test, test_rows, progress=progress, desc="test features")  # (N_test, D)
     with torch.no_grad():
         scores = setup.model.head(features.to(setup.device)).cpu()  # (N_test, C), the saved model's logits
     metrics = {**setup.metrics("finetune", args), **topk_accuracy(scores, test_labels), "num_classes": num_classes,
                "num_train": len(train), "num_test": len(test_rows), "label_split": args["label_split"],
-               "epochs": epochs, "batch_size": batch_size, "lr": lr, "backbone_lr": lr * BACKBONE_LR_SCALE,
+               "batch_size": batch_size, "lr": lr, "backbone_lr": lr * BACKBONE_LR_SCALE,
                "seed": seed, **trained, "precision": setup.resolved_precision, "seconds": setup.seconds()}
     if out is not None:
         write_run(out, args, metrics, classifier=setup)
