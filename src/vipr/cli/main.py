@@ -6,11 +6,11 @@ import argparse
 import sys
 
 from vipr import __version__
-from vipr.cli import data_cmd, eval_cmd, model_cmd, pretrain_cmd, quickstart_cmd, serve_cmd, ui_cmd
+from vipr.cli import data_cmd, eval_cmd, model_cmd, nas_cmd, pretrain_cmd, quickstart_cmd, serve_cmd, ui_cmd
 from vipr.cli.parser import Parser
 from vipr.errors import ViprError
 
-COMMANDS = (pretrain_cmd, eval_cmd, data_cmd, model_cmd, serve_cmd, ui_cmd, quickstart_cmd)
+COMMANDS = (pretrain_cmd, eval_cmd, data_cmd, model_cmd, serve_cmd, ui_cmd, quickstart_cmd, nas_cmd)
 
 
 def build_parser() -> Parser:

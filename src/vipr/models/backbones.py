@@ -125,3 +125,13 @@ def tiny(small_stem: bool = True, num_classes: int = 0, width: int = 16) -> Back
     model.stage_dims = dims
     model.reset_head(num_classes)
     return model
+
+
+@register_backbone
+def darts_net(genotype: dict | None = None, channels: int = 16, layers: int = 8, small_stem: bool = True,
+              num_classes: int = 0, auxiliary: bool = False, drop_path_prob: float = 0.0) -> nn.Module:
+    """The evaluation network of a NAS genotype (``Genotype.to_dict()``; None: DARTS_V2), vipr.nas.network."""
+    from vipr.nas.network import build_darts_net  # vipr.nas imports this module: import on use
+
+    return build_darts_net(genotype, channels=channels, layers=layers, small_stem=small_stem,
+                           num_classes=num_classes, auxiliary=auxiliary, drop_path_prob=drop_path_prob)

@@ -1,0 +1,98 @@
+"""``vipr nas``: differentiable architecture search (``search``; ``train`` from nas_train_cmd)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from vipr.cli.parser import Parser, add_json_flag
+from vipr.config import apply_overrides, load_yaml
+
+SEARCH_HELP = """Search a cell architecture with a differentiable NAS strategy.
+
+Strategies: darts (arXiv 1806.09055; --order 2 for the unrolled second-order gradient),
+pdarts (arXiv 1904.12760: stages of 5/11/17 cells, ops per edge 8 -> 5 -> 3 -> 1, at most 2
+skip-connects), pcdarts (arXiv 1907.05737: 1/K of the channels per edge, edge normalisation),
+goldnas (arXiv 2007.03331, one-level, a series of genotypes) when installed.
+
+SRC is any data source (builtin:shapes, an image folder, CIFAR, .npz); half of its train
+images train the weights and half train the architecture (--set data.train_portion=0.5).
+Options map onto the typed config (see config.yaml in the run folder); --set changes any
+other key, e.g. --set strategy.partial_channels=2 strategy.warmup_epochs=5 train.precision=bf16.
+--epochs counts per stage for pdarts. Defaults follow each paper (DARTS: 50 epochs, C=16,
+8 cells, batch 64, 32 px).
+
+The run folder gets genotype.json (the final architecture, with provenance), metrics.jsonl
+(loss, val acc and the genotype of every epoch), config.yaml, env.json, metrics.json and
+checkpoint.pt; Ctrl-C or SIGTERM saves a checkpoint and --resume continues exactly.
+Train the found cell with `vipr nas train --genotype DIR/genotype.json`."""
+
+# option -> dotted config key
+FLAG_KEYS = {"strategy": "strategy.name", "data": "data.source", "epochs": "strategy.epochs",
+             "warmup_epochs": "strategy.warmup_epochs", "order": "strategy.order", "layers": "network.layers",
+             "channels": "network.channels", "batch_size": "train.batch_size", "image_size": "data.image_size",
+             "precision": "train.precision", "seed": "train.seed"}
+
+
+def add_parser(sub) -> None:
+    nas = sub.add_parser("nas", help="differentiable architecture search (search, train)",
+                         description="Differentiable architecture search: DARTS, P-DARTS, PC-DARTS, GOLD-NAS.")
+    nas.set_defaults(run=lambda args: nas.print_help() or 0)
+    nas_sub = nas.add_subparsers(dest="nas_command", metavar="COMMAND", parser_class=Parser)
+    add_search_parser(nas_sub)
+    try:
+        from vipr.cli import nas_train_cmd
+    except ImportError:  # the training command ships separately
+        nas_train_cmd = None
+    if nas_train_cmd is not None:
+        nas_train_cmd.add_parser(nas_sub)
+
+
+def add_search_parser(sub) -> None:
+    p = sub.add_parser("search", help="search a cell architecture", description=SEARCH_HELP,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--strategy", help="darts | pdarts | pcdarts | goldnas (default darts)")
+    p.add_argument("--data", metavar="SRC", help="data source (default builtin:shapes)")
+    p.add_argument("--out", metavar="DIR", default="runs/nas-search", help="run folder (default runs/nas-search)")
+    p.add_argument("--epochs", type=int, metavar="N", help="search epochs (pdarts: per stage)")
+    p.add_argument("--warmup-epochs", type=int, metavar="N", help="leading epochs that train weights only")
+    p.add_argument("--order", type=int, choices=(1, 2), help="darts alpha gradient: 1 first order, 2 unrolled")
+    p.add_argument("--layers", type=int, metavar="L", help="cells in the supernet (default 8)")
+    p.add_argument("--channels", type=int, metavar="C", help="initial channels (default 16)")
+    p.add_argument("--batch-size", type=int, metavar="B", help="images per weight step and per alpha step (default 64)")
+    p.add_argument("--image-size", type=int, metavar="PX", help="crop side in pixels (default 32)")
+    p.add_argument("--precision", help="auto | bf16 | fp16 | fp32 (auto: fp32 on CPU)")
+    p.add_argument("--seed", type=int, help="random seed (default 0)")
+    p.add_argument("--config", metavar="FILE", help="YAML config; flags and --set override it")
+    p.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
+                   help="override any config key (repeatable)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_json_flag(p)
+    p.set_defaults(run=run_search_command)
+
+
+def config_from_args(args) -> dict:
+    data = load_yaml(args.config) if args.config else {}
+    flags = [f"{key}={getattr(args, name)}" for name, key in FLAG_KEYS.items() if getattr(args, name) is not None]
+    if args.no_progress:
+        flags.append("train.progress=false")
+    return apply_overrides(data, flags + list(args.set))
+
+
+def run_search_command(args) -> int:
+    from vipr.engine.trainer import Interrupted
+    from vipr.nas.search import build_config, run_search
+
+    config = build_config(config_from_args(args))  # every config error before any data is read
+    try:
+        metrics = run_search(config, args.out, resume=args.resume)
+    except Interrupted as stop:
+        print(f"vipr nas search: {stop}", file=sys.stderr)
+        return 130
+    print(f"searched with {config.strategy.name}: genotype {Path(args.out) / 'genotype.json'}")
+    if args.json:
+        print(json.dumps(metrics))
+    return 0

@@ -1,0 +1,86 @@
+"""``vipr nas train``: train the evaluation network of a searched genotype (added to the ``nas`` group)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import replace
+
+from vipr.cli.parser import add_json_flag
+from vipr.config import apply_overrides, from_dict, load_yaml
+from vipr.errors import ConfigError
+
+HELP = """Train the network a genotype defines (DARTS' evaluation network), supervised, from scratch.
+
+GENOTYPE is a genotype JSON written by `vipr nas search` (genotype.json, or one of a GOLD-NAS
+series in genotypes/). The recipe is DARTS' CIFAR-10 evaluation: SGD momentum 0.9, weight
+decay 3e-4, lr 0.025 cosine, gradient clipping 5, auxiliary tower 0.4, drop-path 0.2, Cutout
+16 px at 32 px; 36 channels, 20 cells (a per-cell GOLD-NAS genotype fixes the cell count).
+Prints parameters and FLOPs first. The run folder gets config.yaml, env.json, metrics.jsonl,
+metrics.json (test accuracy) and checkpoint.pt, a vipr checkpoint that `vipr eval knn|linear|
+finetune --checkpoint DIR` read. Ctrl-C or SIGTERM saves; --resume continues exactly.
+--set changes any other setting, e.g. --set grad_clip=0 weight_decay=5e-4."""
+
+# option -> config key
+FLAGS = ("data", "epochs", "channels", "layers", "batch_size", "lr", "auxiliary_weight", "drop_path", "cutout",
+         "image_size", "precision", "seed")
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("train", help="train the network of a genotype (supervised)", description=HELP,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("genotype", nargs="?", metavar="GENOTYPE.json", help="genotype file from `vipr nas search`")
+    p.add_argument("--genotype", dest="genotype_option", metavar="FILE", help="the same, as an option")
+    p.add_argument("--data", metavar="SRC", help="labelled data source with a test split (default builtin:shapes)")
+    p.add_argument("--out", metavar="DIR", default="runs/nas-train", help="run folder (default runs/nas-train)")
+    p.add_argument("--epochs", type=int, metavar="N", help="passes over the data (default 600)")
+    p.add_argument("--channels", type=int, metavar="C", help="channels of the first cells (default 36)")
+    p.add_argument("--layers", type=int, metavar="L", help="cells (default 20, or the genotype's per-cell count)")
+    p.add_argument("--batch-size", type=int, metavar="B", help="global batch size (default 96)")
+    p.add_argument("--lr", type=float, help="peak learning rate at --batch-size (default 0.025)")
+    p.add_argument("--auxiliary-weight", type=float, metavar="W", help="auxiliary loss weight; 0 = no tower (0.4)")
+    p.add_argument("--drop-path", type=float, metavar="P", help="final drop-path probability (default 0.2)")
+    p.add_argument("--cutout", type=int, metavar="PX", help="Cutout square side; 0 = off (default 16 at 32 px)")
+    p.add_argument("--image-size", type=int, metavar="PX", help="input side (default: the data's)")
+    p.add_argument("--precision", help="auto | bf16 | fp16 | fp32 (default auto)")
+    p.add_argument("--seed", type=int, help="random seed (default 0)")
+    p.add_argument("--config", metavar="FILE", help="YAML settings; flags and --set override it")
+    p.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="override any setting")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_json_flag(p)
+    p.set_defaults(run=run)
+
+
+def config_from_args(args):
+    from vipr.nas.train import NasTrainConfig
+
+    data = load_yaml(args.config) if args.config else {}
+    flags = [f"{name}={getattr(args, name)}" for name in FLAGS if getattr(args, name) is not None]
+    if args.no_progress:
+        flags.append("progress=false")
+    if args.genotype and args.genotype_option and args.genotype != args.genotype_option:
+        raise ConfigError(f"two genotypes given ({args.genotype} and --genotype {args.genotype_option}); pass one")
+    config = from_dict(NasTrainConfig, apply_overrides(data, flags + list(args.set)))
+    path = args.genotype or args.genotype_option  # not through YAML parsing: a path is a string as given
+    return replace(config, genotype=path) if path else config
+
+
+def run(args) -> int:
+    from vipr.engine import distributed as dist
+    from vipr.engine.trainer import Interrupted
+    from vipr.nas.train import run_nas_train
+
+    config = config_from_args(args)
+    try:
+        metrics = run_nas_train(config, args.out, resume=args.resume)
+    except Interrupted as stop:
+        print(f"vipr nas train: {stop}", file=sys.stderr)
+        return 130
+    if dist.is_main():
+        print(f"trained darts_net ({metrics['params'] / 1e6:.3f} M params, {metrics['flops'] / 1e6:.1f} M FLOPs): "
+              f"test top-1 {metrics['test_top1']:.2f}%, checkpoint {metrics['checkpoint']}")
+        if args.json:
+            print(json.dumps(metrics))
+    return 0

@@ -1,0 +1,82 @@
+"""The search's data: the weight / alpha split of the train images and batched augmentation.
+
+DARTS (arXiv 1806.09055) learns weights on one half of the CIFAR train split and alpha on the
+other half; the split here is a seeded permutation, so it is the same on resume. Images stay
+uint8 until the batch is on the device (DESIGN.md, principle 1), then: resize to the search
+size if the store differs, random crop with 4 px zero padding and horizontal flip (the DARTS
+CIFAR recipe), normalise.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from vipr.data.augment import IMAGENET_MEAN, IMAGENET_STD
+from vipr.data.augment_ops import as_float_image, normalize
+from vipr.data.loader import BatchIterator
+from vipr.data.types import ImageSplit
+from vipr.errors import DataError
+
+PAD = 4  # px of zero padding before the random crop (DARTS' CIFAR recipe)
+
+
+def split_train(split: ImageSplit, portion: float, seed: int, bilevel: bool) -> tuple[ImageSplit, ImageSplit | None]:
+    """(weight split, alpha split): ``portion`` of the images for weights, the rest for alpha.
+
+    A one-level strategy (``bilevel=False``) gets every image for weights and no alpha split.
+    """
+    labelled = np.flatnonzero(np.asarray(split.labels) >= 0)
+    if len(labelled) < len(split):
+        raise DataError(f"{len(split) - len(labelled)} of {len(split)} train images have no label; architecture "
+                        f"search trains a classifier, so use a labelled source (class folders, CIFAR, npz)")
+    if not bilevel:
+        return split, None
+    order = np.random.default_rng(seed).permutation(len(split))
+    n_weights = int(round(portion * len(split)))
+    if n_weights < 1 or n_weights >= len(split):
+        raise DataError(f"train_portion {portion} of {len(split)} images leaves an empty weight or alpha split; "
+                        f"use a portion strictly between 0 and 1 (DARTS: 0.5) or more images")
+    pick = lambda idx: ImageSplit(np.ascontiguousarray(split.images[np.sort(idx)]), split.labels[np.sort(idx)])
+    return pick(order[:n_weights]), pick(order[n_weights:])
+
+
+def make_loaders(weights: ImageSplit, alpha: ImageSplit | None, batch_size: int, seed: int,
+                 device: torch.device) -> tuple[BatchIterator, BatchIterator | None, int]:
+    """Loaders of both splits and the steps per epoch (the shorter of the two)."""
+    for name, part in (("weight", weights), ("alpha", alpha)):
+        if part is not None and len(part) < batch_size:
+            raise DataError(f"the {name} split has {len(part)} images, fewer than one batch of {batch_size}; "
+                            f"lower --batch-size or use more images")
+    w_loader = BatchIterator(weights, batch_size, seed=seed, device=device)
+    a_loader = BatchIterator(alpha, batch_size, seed=seed + 1, device=device) if alpha is not None else None
+    steps = min(len(w_loader), len(a_loader)) if a_loader is not None else len(w_loader)
+    return w_loader, a_loader, steps
+
+
+def augment(images: Tensor, size: int, generator: torch.Generator) -> Tensor:
+    """uint8 (B, 3, H, W) -> normalised float (B, 3, size, size): pad-crop + flip, per sample."""
+    x = _resized(as_float_image(images), size)
+    b = x.shape[0]
+    x = F.pad(x, (PAD, PAD, PAD, PAD))
+    oy, ox = (torch.randint(0, 2 * PAD + 1, (2, b), generator=generator)).to(x.device)
+    flip = (torch.rand(b, generator=generator) < 0.5).to(x.device)
+    grid = torch.arange(size, device=x.device)
+    rows = (oy[:, None] + grid)[:, :, None]  # (B, S, 1)
+    cols = ox[:, None] + torch.where(flip[:, None], grid.flip(0), grid)  # (B, S): flipped columns read backwards
+    x = x[torch.arange(b, device=x.device)[:, None, None], :, rows, cols[:, None, :]]  # (B, S, S, 3)
+    return normalize(x.permute(0, 3, 1, 2).contiguous(), IMAGENET_MEAN, IMAGENET_STD)
+
+
+def evaluation(images: Tensor, size: int) -> Tensor:
+    """uint8 -> normalised float at ``size``, no randomness (for the held-out accuracy)."""
+    return normalize(_resized(as_float_image(images), size), IMAGENET_MEAN, IMAGENET_STD)
+
+
+def _resized(x: Tensor, size: int) -> Tensor:
+    if x.shape[-2:] == (size, size):
+        return x
+    shrink = size < x.shape[-2] or size < x.shape[-1]
+    return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=shrink)

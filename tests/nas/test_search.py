@@ -1,0 +1,110 @@
+"""End-to-end searches on CPU at tiny size: every strategy through the CLI, exact resume, bad input."""
+
+import json
+import os
+import signal
+
+import pytest
+import torch
+
+from vipr.cli.main import main
+from vipr.engine.trainer import Interrupted
+from vipr.nas import genotype as gt
+from vipr.nas import search
+
+DATA = "builtin:shapes?classes=3&train=16&test=4&size=16"  # 8 weight + 8 alpha images: 1 step an epoch
+TINY = ["--data", DATA, "--channels", "4", "--layers", "3", "--batch-size", "8", "--image-size", "16",
+        "--epochs", "2", "--warmup-epochs", "0", "--precision", "fp32", "--no-progress", "--json",
+        "--set", "train.num_threads=1", "train.eval_batches=1"]
+PDARTS = ["strategy.stage_layers=[3,4]", "strategy.stage_ops=[8,4]", "strategy.skip_dropout=[0.1,0.2]"]
+
+
+@pytest.mark.parametrize("strategy, extra", [
+    ("darts", ["--order", "1"]),
+    ("darts", ["--order", "2"]),
+    ("pdarts", ["--epochs", "1", "--set", *PDARTS]),
+    ("pcdarts", ["--channels", "8", "--set", "strategy.partial_channels=4"]),
+])
+def test_two_step_search_writes_a_valid_genotype(tmp_path, capsys, strategy, extra):
+    out = tmp_path / strategy
+    assert main(["nas", "search", "--strategy", strategy, "--out", str(out), *TINY, *extra]) == 0
+    metrics = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert metrics["steps"] == 2 and metrics["strategy"] == strategy
+    genotype = gt.load(out / "genotype.json")
+    assert len(genotype.normal.edges) == 8 and len(genotype.reduce.edges) == 8
+    prov = genotype.provenance
+    assert prov["strategy"] == strategy and prov["dataset"] == DATA and len(prov["data_digest"]) > 8
+    assert prov["seed"] == 0 and prov["epochs"] == 2
+    lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in lines] == [1, 2] and all("genotype" in r and "arch_loss_mean" in r for r in lines)
+    if strategy == "pdarts":
+        assert [r["layers"] for r in lines] == [3, 4]
+        state = torch.load(out / "checkpoint.pt", weights_only=False)["strategy"]
+        assert state["stage"] == 1 and all(len(c) == 4 for c in state["candidates"][0])
+        assert sum(e.op == "skip_connect" for e in genotype.normal.edges) <= 2
+
+
+def tiny_config(**train):
+    return search.build_config({
+        "data": {"source": "builtin:shapes?classes=3&train=32&test=4&size=16", "image_size": 16},
+        "network": {"channels": 4, "layers": 3},
+        "train": {"batch_size": 8, "precision": "fp32", "progress": False, "num_threads": 1, "eval_batches": 1,
+                  **train},
+        "strategy": {"name": "pdarts", "epochs": 1, "warmup_epochs": 0, "stage_layers": [3, 4],
+                     "stage_ops": [8, 4], "skip_dropout": [0.3, 0.3]}})
+
+
+def test_resume_after_sigterm_equals_an_uninterrupted_run(tmp_path, monkeypatch):
+    config = tiny_config()  # 2 stages x 1 epoch x 2 steps; stopped mid-epoch in the second stage
+    search.run_search(config, tmp_path / "straight")
+
+    real_create, calls = search.create_strategy, []
+
+    def create_with_sigterm(context):
+        strategy = real_create(context)
+        weight_step = strategy.weight_step
+
+        def step(train):
+            stats = weight_step(train)
+            calls.append(1)
+            if len(calls) == 3:
+                os.kill(os.getpid(), signal.SIGTERM)  # the handler saves after this step
+            return stats
+
+        strategy.weight_step = step
+        return strategy
+
+    monkeypatch.setattr(search, "create_strategy", create_with_sigterm)
+    with pytest.raises(Interrupted, match="signal"):
+        search.run_search(config, tmp_path / "resumed")
+    monkeypatch.setattr(search, "create_strategy", real_create)
+    assert torch.load(tmp_path / "resumed" / "checkpoint.pt", weights_only=False)["step"] == 3
+    search.run_search(config, tmp_path / "resumed", resume=True)
+
+    a, b = (torch.load(tmp_path / name / "checkpoint.pt", weights_only=False) for name in ("straight", "resumed"))
+    assert a["step"] == b["step"] == 4
+    for key, value in a["strategy"]["search"]["model"].items():
+        assert torch.equal(value, b["strategy"]["search"]["model"][key]), key
+    assert (tmp_path / "straight" / "genotype.json").read_text() == (tmp_path / "resumed" / "genotype.json").read_text()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--strategy", "dart"], "unknown strategy 'dart' (did you mean 'darts'?)"),
+    (["--strategy", "pcdarts", "--channels", "6"], "divisible by partial_channels K=4"),
+    (["--layers", "2"], "network.layers must be >= 3"),
+    (["--set", "strategy.oder=2"], "unknown config key 'strategy.oder' (did you mean 'strategy.order'?)"),
+    (["--set", "strategy.name=pdarts", "strategy.stage_ops=[8,9,3]"], "never grow"),
+    (["--warmup-epochs", "80"], "warmup_epochs <= epochs"),
+    (["--set", "data.train_portion=1.5"], "train_portion must be in (0, 1]"),
+])
+def test_bad_input_is_a_clear_error_before_any_work(tmp_path, capsys, args, message):
+    out = tmp_path / "run"
+    assert main(["nas", "search", "--out", str(out), "--data", DATA, *args]) == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_resume_without_checkpoint_and_rerun_into_a_used_folder(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["nas", "search", "--out", str(out), *TINY, "--resume"]) == 2
+    assert "no checkpoint.pt" in capsys.readouterr().err
