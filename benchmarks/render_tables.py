@@ -89,3 +89,26 @@ def serve_section(r: dict, load) -> str:
     lines += [f"\nThe model called directly (images/s): {raw}. The service reaches "
               f"**{100 * r['fraction_of_raw']:.0f}%** of the best direct rate (target: at least 70%, zero 5xx)."]
     return "\n".join(lines)
+
+
+def nas_section(r: dict, load) -> str:
+    setting = r["setting"]
+    lines = ["## Architecture search: seconds per step and peak memory\n",
+             f"`python benchmarks/nas.py`: C = {setting['channels']}, {setting['layers']} cells, batch {setting['batch']}, "
+             f"{setting['image_size']} px, random data; median of {setting['steps']} steps after {setting['warmup']} "
+             "warm-up; peak RSS of a fresh process per strategy. *Authors' code* was measured on this machine "
+             "(fp32, `.cuda()` calls stubbed). P-DARTS is timed in its first stage (5 cells); GOLD-NAS updates "
+             "alpha and weights in one step.\n",
+             _row("strategy", "arch step (s)", "weight step (s)", "peak RSS (GB)", "authors' code (s, s, GB)",
+                  "ratio (arch, weight, memory)"),
+             "|---|---:|---:|---:|---|---|"]
+    for name, res in r["results"].items():
+        ref = r["reference"].get(name)
+        arch = "–" if res["arch_s"] is None else f"{res['arch_s']:.2f}"
+        authors = f"{ref['arch_s']}, {ref['weight_s']}, {ref['peak_rss_gb']}" if ref else "–"
+        ratio = res.get("vs_reference")
+        ratios = f"{ratio['arch_s']:.2f}x, {ratio['weight_s']:.2f}x, {ratio['peak_rss_gb']:.2f}x" if ratio else "–"
+        lines.append(_row(name, arch, f"{res['weight_s']:.2f}", f"{res['peak_rss_gb']:.2f}", authors, ratios))
+    lines.append(f"\nPC-DARTS (K = 4) peak memory / DARTS': {r['pcdarts_over_darts_peak_rss']:.3f} (target <= 0.4). "
+                 f"Importing torch alone takes {r['torch_import_rss_gb']:.2f} GB of the RSS.")
+    return "\n".join(lines)

@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from vipr.cli import nas_train_cmd
 from vipr.cli.parser import Parser, add_json_flag
 from vipr.config import apply_overrides, load_yaml
 
@@ -15,7 +16,7 @@ SEARCH_HELP = """Search a cell architecture with a differentiable NAS strategy.
 Strategies: darts (arXiv 1806.09055; --order 2 for the unrolled second-order gradient),
 pdarts (arXiv 1904.12760: stages of 5/11/17 cells, ops per edge 8 -> 5 -> 3 -> 1, at most 2
 skip-connects), pcdarts (arXiv 1907.05737: 1/K of the channels per edge, edge normalisation),
-goldnas (arXiv 2007.03331, one-level, a series of genotypes) when installed.
+goldnas (arXiv 2007.03331: one-level, sigmoid gates, pruning; a series of genotypes).
 
 SRC is any data source (builtin:shapes, an image folder, CIFAR, .npz); half of its train
 images train the weights and half train the architecture (--set data.train_portion=0.5).
@@ -42,12 +43,7 @@ def add_parser(sub) -> None:
     nas.set_defaults(run=lambda args: nas.print_help() or 0)
     nas_sub = nas.add_subparsers(dest="nas_command", metavar="COMMAND", parser_class=Parser)
     add_search_parser(nas_sub)
-    try:
-        from vipr.cli import nas_train_cmd
-    except ImportError:  # the training command ships separately
-        nas_train_cmd = None
-    if nas_train_cmd is not None:
-        nas_train_cmd.add_parser(nas_sub)
+    nas_train_cmd.add_parser(nas_sub)
 
 
 def add_search_parser(sub) -> None:
