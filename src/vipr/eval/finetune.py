@@ -7,7 +7,15 @@ Nesterov momentum, crop and flip only), at small-data scale. The weight decay an
 tuned on any test split):
 
 * the backbone plus a new, zero-initialised linear head (no RNG, and the first steps
-  move the head before they move the features), cross-entropy;
+  move the head before they move the features) on *standardised* features, cross-entropy:
+  as in the linear probe, the features are standardised with their mean and std on the
+  labelled images at the start (a fixed, non-affine BatchNorm), so one head lr suits any
+  feature scale. Without it, pre-trained `tiny` features (norm ~3) against random-init ones
+  (~0.16) change the head's effective step 350-fold, and fine-tuning from a MoCo checkpoint
+  on 10% of builtin:digits scored below random init (81% vs 88%). The standardisation is a
+  BatchNorm1d without affine (MAE's probe), its running statistics started from those of the
+  labelled images, so it follows the features as they change; it is folded into the head at
+  the end, so ``classifier.pt`` keeps a plain linear head;
 * SGD with Nesterov momentum 0.9, weight decay 5e-4 on weights (not on biases or
   BatchNorm, as pre-training), a per-step cosine from ``lr`` to 0 without warm-up;
 * ``lr`` (0.1 per batch of 64) for the head and ``lr / 10`` for the backbone, so the
@@ -37,7 +45,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vipr.data.augment import ViewSpec, augment_views
+from vipr.data.augment import ViewSpec, augment_views, eval_transform
 from vipr.data.loader import BatchIterator
 from vipr.data.types import ImageSplit
 from vipr.engine.device import resolve_precision
@@ -46,6 +54,7 @@ from vipr.engine.progress import Progress
 from vipr.errors import ConfigError
 from vipr.engine.device import precision_autocast
 from vipr.eval.knn import topk_accuracy
+from vipr.eval.linear import fold_standardization, standardization
 from vipr.eval.runner import count_classes, labelled_test_rows, labelled_train_rows, prepare, write_run
 from vipr.models import Backbone
 
@@ -78,10 +87,18 @@ def finetune(model: Backbone, split: ImageSplit, num_classes: int, *, image_size
     """
     _check_settings(epochs=epochs, batch_size=batch_size, lr=lr)
     device = torch.device(device)
+    model.to(device=device, memory_format=torch.channels_last)
+    feature_mean, feature_std = standardization(_features(model, split, image_size, mean_rgb=mean, std_rgb=std,
+                                                          device=device))  # (D,) each
     model.reset_head(num_classes)
-    nn.init.zeros_(model.head.weight)
-    nn.init.zeros_(model.head.bias)
-    model.to(device=device, memory_format=torch.channels_last).train()
+    linear = model.head.to(device)
+    nn.init.zeros_(linear.weight)
+    nn.init.zeros_(linear.bias)
+    norm = nn.BatchNorm1d(len(feature_mean), affine=False).to(device)  # batch statistics follow the features
+    norm.running_mean.copy_(feature_mean)
+    norm.running_var.copy_(feature_std.square())
+    model.head = nn.Sequential(norm, linear)
+    model.train()
     loader = BatchIterator(split, min(batch_size, len(split)), shuffle=True, seed=seed, drop_last=True, device=device)
     epochs = max(epochs, -(-min_steps // len(loader)))  # at least min_steps optimizer steps
     step = _training_step(model, lr, epochs * len(loader), device, resolve_precision(precision, device))
@@ -98,7 +115,18 @@ def finetune(model: Backbone, split: ImageSplit, num_classes: int, *, image_size
             bar.update_stats(epoch + 1, float(losses[-1]), rate)
             bar.advance()
     bar.close()
+    model.head = fold_standardization(linear, norm.running_mean, (norm.running_var + norm.eps).sqrt()).requires_grad_(True)
     return {"train_loss": float(torch.stack(losses).mean()), "steps": epochs * len(loader), "epochs": epochs}
+
+
+@torch.no_grad()
+def _features(model: Backbone, split: ImageSplit, image_size: int, *, mean_rgb, std_rgb, device) -> torch.Tensor:
+    """(N, D) float32 features of the evaluation view of every labelled image, in eval mode."""
+    model.eval()
+    parts = [model.forward_features(eval_transform(torch.from_numpy(np.array(split.images[i:i + 256])).to(device),
+                                                   image_size, mean_rgb, std_rgb)).float()
+             for i in range(0, len(split), 256)]
+    return torch.cat(parts)
 
 
 def _training_step(model: Backbone, lr: float, total_steps: int, device: torch.device, precision: str):
