@@ -118,3 +118,25 @@ def test_parent_record_is_absolute_with_hash(tmp_path, monkeypatch):
     assert record["parent_checkpoint"] == str((tmp_path / "run" / "checkpoint.pt").resolve())
     assert record["parent_checkpoint_sha256"] == ckpt.file_sha256(tmp_path / "run" / "checkpoint.pt")
     assert ckpt.parent_record("random") == {"parent_checkpoint": "random"}
+
+
+@pytest.mark.parametrize("method", ["scan", "supcon"])
+def test_label_split_hides_the_other_labels(method, tmp_path):
+    """With method.label_split only the split's images keep a label: the rest train as unlabelled."""
+    from vipr.data.sources import open_dataset
+    from vipr.data.splits import make_label_split, save_label_split
+    from vipr.pretrain import train_labels
+
+    dataset = open_dataset(SMALL_DATA)
+    split = tmp_path / "split.json"
+    keep = make_label_split(dataset.train.labels, per_class=2)
+    save_label_split(split, keep, dataset, per_class=2)
+    config = small_config(f"method.label_split={split}", method=method)
+    labels = train_labels(config, dataset)
+    assert (labels[keep] == dataset.train.labels[keep]).all() and (labels >= 0).sum() == len(keep) == 20
+    metrics = run_pretrain(config, tmp_path / "run")
+    assert metrics["steps"] == 6 and torch.isfinite(torch.tensor(metrics["loss_mean"]))
+    if method == "scan":  # positives only among the 20 labelled anchors' same-label neighbours
+        table = ckpt.load(tmp_path / "run")["state"]["model"]["table._extra_state"]
+        anchors_with_positives = table["candidates"].any(1).nonzero().flatten()
+        assert set(anchors_with_positives.tolist()) <= set(keep.tolist())
