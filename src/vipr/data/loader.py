@@ -119,12 +119,20 @@ class BatchIterator:
             _put(ready, e, stop)
 
     def _read(self, idx: np.ndarray) -> Batch:
-        """One batch in drawn order: sorted read from the store, then scattered back."""
-        order = np.argsort(idx, kind="stable")
-        images = np.empty((len(idx), *self.split.images.shape[1:]), np.uint8)
-        images[order] = self.split.images[idx[order]]  # ascending indices: sequential memmap reads
+        """One batch in drawn order (see :func:`read_rows`)."""
         labels = self.labels[idx]  # fancy indexing copies: contiguous and owned
-        return torch.from_numpy(idx.copy()), torch.from_numpy(images), torch.from_numpy(labels)
+        return torch.from_numpy(idx.copy()), torch.from_numpy(read_rows(self.split.images, idx)), torch.from_numpy(labels)
+
+
+def read_rows(images: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """``images[idx]`` as an owned array in ``idx`` order, read from the store in ascending order.
+
+    Ascending indices make memory-map reads sequential; the rows are scattered back afterwards.
+    """
+    order = np.argsort(idx, kind="stable")
+    out = np.empty((len(idx), *images.shape[1:]), images.dtype)
+    out[order] = images[idx[order]]
+    return out
 
 
 def _put(ready: queue.Queue, item: object, stop: threading.Event) -> bool:

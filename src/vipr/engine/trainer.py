@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from vipr.data.loader import read_rows
 from vipr.engine import checkpoint as ckpt
 from vipr.engine import distributed as dist
 from vipr.engine.device import precision_autocast
@@ -47,11 +48,7 @@ class TrainData:
 
     def fetch(self, indices: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) uint8 images ``indices`` on the device, read from the store in ascending order."""
-        idx = indices.cpu().numpy()
-        order = np.argsort(idx, kind="stable")
-        images = np.empty((len(idx), *self.images.shape[1:]), np.uint8)
-        images[order] = self.images[idx[order]]
-        return torch.from_numpy(images).to(self.device, non_blocking=True)
+        return torch.from_numpy(read_rows(self.images, indices.cpu().numpy())).to(self.device, non_blocking=True)
 
 
 @dataclass
