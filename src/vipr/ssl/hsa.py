@@ -151,7 +151,8 @@ class HSA(MoCoV2):
     def enqueue_levels(self, keys: list[torch.Tensor]) -> None:
         """Enqueue the anchor keys of every level (the stage queues advance together)."""
         for queue, k in zip(self.stage_queue, keys[:-1]):
-            ring_enqueue(queue, self.stage_queue_ptr.clone(), dist.gather(k))
+            advanced = self.stage_queue_ptr.clone()  # each queue starts at the shared pointer
+            ring_enqueue(queue, advanced, dist.gather(k))
         if len(keys) > 1:
-            self.stage_queue_ptr.fill_((int(self.stage_queue_ptr) + len(dist.gather(keys[0]))) % self.config.queue_size)
+            self.stage_queue_ptr.copy_(advanced)
         self.enqueue(keys[-1])
