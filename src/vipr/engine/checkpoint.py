@@ -56,14 +56,15 @@ def resolve_path(path: str | os.PathLike) -> Path:
     return path
 
 
-def load(path: str | os.PathLike) -> dict:
+def load(path: str | os.PathLike, expected_format: str = FORMAT) -> dict:
+    """A checkpoint dict whose ``format`` is ``expected_format`` (e.g. a NAS search's), or a CheckpointError."""
     path = resolve_path(path)
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as err:  # torch raises many types for truncated or foreign files
         raise CheckpointError(f"cannot read checkpoint {path}: {err}; it may be truncated, re-run or pick another") from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
-        raise CheckpointError(f"{path} is not a vipr checkpoint (expected format {FORMAT})")
+    if not isinstance(ckpt, dict) or ckpt.get("format") != expected_format:
+        raise CheckpointError(f"{path} is not a vipr checkpoint of format {expected_format}")
     return ckpt
 
 

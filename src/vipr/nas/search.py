@@ -20,7 +20,7 @@ import torch
 
 from vipr.config import from_dict, to_dict
 from vipr.data.sources import open_dataset
-from vipr.engine.checkpoint import save_atomic
+from vipr.engine.checkpoint import load, save_atomic
 from vipr.engine.device import resolve_device, resolve_precision
 from vipr.engine.progress import MetricsLog, Progress
 from vipr.engine.rundir import prepare_run_dir, write_metrics
@@ -101,12 +101,7 @@ class SearchLoop:
 
     def restore(self) -> None:
         path = self.out / CHECKPOINT_NAME
-        try:
-            saved = torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as err:  # torch raises many types for truncated or foreign files
-            raise CheckpointError(f"cannot read {path}: {err}; start a new --out folder") from None
-        if not isinstance(saved, dict) or saved.get("format") != FORMAT:
-            raise CheckpointError(f"{path} is not a vipr architecture-search checkpoint (format {FORMAT})")
+        saved = load(path, expected_format=FORMAT)
         if saved["config"] != _compared(self.config):
             raise CheckpointError(f"{path} was written with another configuration; resume with the same options")
         self.strategy.load_state_dict(saved["strategy"])

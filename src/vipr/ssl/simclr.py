@@ -32,7 +32,11 @@ class SimCLR(nn.Module):
         # Negatives come from every rank's batch; gradients flow back to each rank's share.
         z1 = dist.gather_with_grad(self.online(views[0]).float())
         z2 = dist.gather_with_grad(self.online(views[1]).float())
-        return {"loss": nt_xent(z1, z2, self.config.temperature)}
+        return {"loss": self.loss(z1, z2, batch)}
+
+    def loss(self, z1: torch.Tensor, z2: torch.Tensor, batch: dict) -> torch.Tensor:
+        """NT-Xent of the global batch's projections, (M, D) each."""
+        return nt_xent(z1, z2, self.config.temperature)
 
     def on_step_end(self, progress: float) -> None:
         pass

@@ -11,12 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from torch import nn
 
 from vipr.engine import distributed as dist
 from vipr.ssl.losses import supcon_loss
-from vipr.ssl.moco import Encoder
-from vipr.ssl.registry import MethodConfig, projection_head, register_method
+from vipr.ssl.registry import MethodConfig, register_method
+from vipr.ssl.simclr import SimCLR
 
 
 @dataclass(frozen=True)
@@ -27,19 +26,9 @@ class SupConConfig(MethodConfig):
 
 
 @register_method("supcon", SupConConfig)
-class SupCon(nn.Module):
-    default_recipe = "simclr"
+class SupCon(SimCLR):
+    """SimCLR's encoder and gathers; only the loss differs."""
 
-    def __init__(self, backbone: nn.Module, config: SupConConfig):
-        super().__init__()
-        self.config = config
-        self.online = Encoder(backbone, projection_head(backbone.feature_dim, config.proj_hidden_dim, config.proj_dim))
-
-    def forward(self, views: list[torch.Tensor], batch: dict) -> dict[str, torch.Tensor]:
-        z1 = dist.gather_with_grad(self.online(views[0]).float())  # (M, D) global batch
-        z2 = dist.gather_with_grad(self.online(views[1]).float())
-        labels = dist.gather(batch["labels"])
-        return {"loss": supcon_loss(torch.cat([z1, z2]), torch.cat([labels, labels]), self.config.temperature)}
-
-    def on_step_end(self, progress: float) -> None:
-        pass
+    def loss(self, z1: torch.Tensor, z2: torch.Tensor, batch: dict) -> torch.Tensor:
+        labels = dist.gather(batch["labels"])  # (M,) global batch, in the order of z1 and z2
+        return supcon_loss(torch.cat([z1, z2]), torch.cat([labels, labels]), self.config.temperature)
