@@ -8,8 +8,7 @@ import sys
 from pathlib import Path
 
 from vipr.cli import nas_train_cmd
-from vipr.cli.parser import Parser, add_json_flag
-from vipr.config import apply_overrides, load_yaml
+from vipr.cli.parser import Parser, add_json_flag, config_overrides
 
 SEARCH_HELP = """Search a cell architecture with a differentiable NAS strategy.
 
@@ -71,11 +70,7 @@ def add_search_parser(sub) -> None:
 
 
 def config_from_args(args) -> dict:
-    data = load_yaml(args.config) if args.config else {}
-    flags = [f"{key}={getattr(args, name)}" for name, key in FLAG_KEYS.items() if getattr(args, name) is not None]
-    if args.no_progress:
-        flags.append("train.progress=false")
-    return apply_overrides(data, flags + list(args.set))
+    return config_overrides(args, FLAG_KEYS)
 
 
 def run_search_command(args) -> int:

@@ -7,8 +7,8 @@ import json
 import sys
 from dataclasses import replace
 
-from vipr.cli.parser import add_json_flag
-from vipr.config import apply_overrides, from_dict, load_yaml
+from vipr.cli.parser import add_json_flag, config_overrides
+from vipr.config import from_dict
 from vipr.errors import ConfigError
 
 HELP = """Train the network a genotype defines (DARTS' evaluation network), supervised, from scratch.
@@ -56,13 +56,9 @@ def add_parser(sub) -> None:
 def config_from_args(args):
     from vipr.nas.train import NasTrainConfig
 
-    data = load_yaml(args.config) if args.config else {}
-    flags = [f"{name}={getattr(args, name)}" for name in FLAGS if getattr(args, name) is not None]
-    if args.no_progress:
-        flags.append("progress=false")
     if args.genotype and args.genotype_option and args.genotype != args.genotype_option:
         raise ConfigError(f"two genotypes given ({args.genotype} and --genotype {args.genotype_option}); pass one")
-    config = from_dict(NasTrainConfig, apply_overrides(data, flags + list(args.set)))
+    config = from_dict(NasTrainConfig, config_overrides(args, {name: name for name in FLAGS}, progress_key="progress"))
     path = args.genotype or args.genotype_option  # not through YAML parsing: a path is a string as given
     return replace(config, genotype=path) if path else config
 

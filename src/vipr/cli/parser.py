@@ -6,6 +6,8 @@ import argparse
 import difflib
 import sys
 
+from vipr.config import apply_overrides, load_yaml
+
 
 class Parser(argparse.ArgumentParser):
     """An ArgumentParser whose unknown-option errors suggest the closest known option.
@@ -52,3 +54,12 @@ def add_json_flag(parser: argparse.ArgumentParser) -> None:
 def add_track_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-track", action="store_true",
                         help="do not log this run to the workspace's MLflow store (also: VIPR_TRACKING=0)")
+
+
+def config_overrides(args, flag_keys: dict[str, str], progress_key: str = "train.progress") -> dict:
+    """One nested config dict: the --config YAML, then the flags (option name -> dotted key), then --set."""
+    data = load_yaml(args.config) if args.config else {}
+    flags = [f"{key}={getattr(args, name)}" for name, key in flag_keys.items() if getattr(args, name) is not None]
+    if args.no_progress:
+        flags.append(f"{progress_key}=false")
+    return apply_overrides(data, flags + list(args.set))

@@ -9,8 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from vipr.cli.parser import add_json_flag, add_track_flag
-from vipr.config import apply_overrides, load_yaml
+from vipr.cli.parser import add_json_flag, add_track_flag, config_overrides
 
 HELP = """Pre-train a backbone on unlabeled images with a self-supervised method.
 
@@ -51,11 +50,7 @@ def add_parser(sub) -> None:
 
 
 def config_from_args(args) -> dict:
-    data = load_yaml(args.config) if args.config else {}
-    flags = [f"{key}={getattr(args, name)}" for name, key in FLAG_KEYS.items() if getattr(args, name) is not None]
-    if args.no_progress:
-        flags.append("train.progress=false")
-    return apply_overrides(data, flags + list(args.set))
+    return config_overrides(args, FLAG_KEYS)
 
 
 def run(args) -> int:
