@@ -4,7 +4,7 @@ The search setting of the papers: C = 16, 8 cells, batch 64, 32 px images (rando
 classes), through the strategies' own ``arch_step`` / ``weight_step`` (vipr.nas.strategy) with
 the runner's defaults (``precision: auto`` = fp32 on CPU, channels-last). P-DARTS is timed in
 its first stage (5 cells, 8 ops); PC-DARTS with K = 4 and edge normalisation; GOLD-NAS (one
-level: alpha and weights in ``weight_step``) when ``vipr.nas.goldnas`` is importable.
+level: alpha and weights in ``weight_step``).
 
 Seconds per step: the median of ``--steps`` steps after ``--warmup`` steps. Peak memory: the
 peak resident set size (``ru_maxrss``) of a fresh subprocess per strategy, so peaks never mix
@@ -94,14 +94,6 @@ def run_case(case: str, args) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def goldnas_available() -> bool:
-    try:
-        import vipr.nas.goldnas  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--case", choices=sorted(CASES), help="measure one strategy in this process (internal)")
@@ -112,7 +104,7 @@ def main() -> None:
     if args.case:
         print(json.dumps(measure(args.case, args.batch, args.warmup, args.steps)))
         return
-    cases = [c for c in CASES if c != "goldnas" or goldnas_available()]
+    cases = list(CASES)
     baseline_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     results = {case: run_case(case, args) for case in cases}
     for case, ref in REFERENCE.items():

@@ -53,7 +53,7 @@ from vipr.nas.genotype import Genotype
 
 Batch = tuple[Tensor, Tensor]  # images (B, 3, S, S) float normalised on the device, labels (B,) int64
 
-# Modules that register the built-in strategies when imported (a missing optional one is skipped).
+# Modules that register the built-in strategies when imported.
 BUILTIN_MODULES = ("vipr.nas.darts", "vipr.nas.pdarts", "vipr.nas.pcdarts", "vipr.nas.goldnas")
 
 
@@ -111,11 +111,7 @@ def register_strategy(name: str, settings: type[StrategySettings]):
 def load_builtin() -> None:
     """Import the modules that register the built-in strategies (idempotent)."""
     for module in BUILTIN_MODULES:
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as err:
-            if err.name != module:  # a broken import inside an existing module is a real error
-                raise
+        importlib.import_module(module)
 
 
 def list_strategies() -> list[str]:
