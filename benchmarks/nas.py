@@ -104,9 +104,8 @@ def main() -> None:
     if args.case:
         print(json.dumps(measure(args.case, args.batch, args.warmup, args.steps)))
         return
-    cases = list(CASES)
     baseline_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    results = {case: run_case(case, args) for case in cases}
+    results = {case: run_case(case, args) for case in CASES}
     for case, ref in REFERENCE.items():
         got = results.get(case, {})
         if "error" not in got:
