@@ -45,7 +45,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vipr.data.augment import ViewSpec, augment_views, eval_transform
+from vipr.data.augment import ViewSpec, augment_views
 from vipr.data.loader import BatchIterator
 from vipr.data.types import ImageSplit
 from vipr.engine.device import resolve_precision
@@ -53,6 +53,7 @@ from vipr.engine.optim import param_groups, warmup_cosine
 from vipr.engine.progress import Progress
 from vipr.errors import ConfigError
 from vipr.engine.device import precision_autocast
+from vipr.eval.features import extract_features
 from vipr.eval.knn import topk_accuracy
 from vipr.eval.linear import fold_standardization, standardization
 from vipr.eval.runner import count_classes, labelled_test_rows, labelled_train_rows, prepare, write_run
@@ -88,8 +89,9 @@ def finetune(model: Backbone, split: ImageSplit, num_classes: int, *, image_size
     _check_settings(epochs=epochs, batch_size=batch_size, lr=lr)
     device = torch.device(device)
     model.to(device=device, memory_format=torch.channels_last)
-    feature_mean, feature_std = standardization(_features(model, split, image_size, mean_rgb=mean, std_rgb=std,
-                                                          device=device))  # (D,) each
+    features = extract_features(model, split.images, image_size=image_size, mean=mean, std=std, device=device,
+                                precision="fp32", progress=False)  # (N, D) of the labelled images, eval mode
+    feature_mean, feature_std = standardization(features.to(device))  # (D,) each
     model.reset_head(num_classes)
     linear = model.head.to(device)
     nn.init.zeros_(linear.weight)
@@ -117,16 +119,6 @@ def finetune(model: Backbone, split: ImageSplit, num_classes: int, *, image_size
     bar.close()
     model.head = fold_standardization(linear, norm.running_mean, (norm.running_var + norm.eps).sqrt()).requires_grad_(True)
     return {"train_loss": float(torch.stack(losses).mean()), "steps": epochs * len(loader), "epochs": epochs}
-
-
-@torch.no_grad()
-def _features(model: Backbone, split: ImageSplit, image_size: int, *, mean_rgb, std_rgb, device) -> torch.Tensor:
-    """(N, D) float32 features of the evaluation view of every labelled image, in eval mode."""
-    model.eval()
-    parts = [model.forward_features(eval_transform(torch.from_numpy(np.array(split.images[i:i + 256])).to(device),
-                                                   image_size, mean_rgb, std_rgb)).float()
-             for i in range(0, len(split), 256)]
-    return torch.cat(parts)
 
 
 def _training_step(model: Backbone, lr: float, total_steps: int, device: torch.device, precision: str):
