@@ -83,8 +83,7 @@ def test_cell_output_with_edge_normalisation_matches_explicit_sum():
             node = node + ew[e] * cell.edges[e](h, list(w[e]))
             e += 1
         states.append(node)
-    rows = [list(r.unbind()) for r in w * ew[:, None]]  # as Supernet.forward passes them
-    assert torch.allclose(cell(s, s, rows, list(ew)), torch.cat(states[2:], 1), atol=1e-5)
+    assert torch.allclose(cell(s, s, w * ew[:, None], ew), torch.cat(states[2:], 1), atol=1e-5)  # as Supernet.forward passes them
 
 
 def test_arch_parameters_are_registered_and_split_from_weights():

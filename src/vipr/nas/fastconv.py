@@ -10,7 +10,8 @@ dil_conv), where PyTorch's CPU kernels are slow, most of all for dilated ones. M
 * weight gradient = aten.convolution_backward asked for the weight only;
 * dilation 2 on even H, W = an undilated conv on the four polyphase sub-images stacked in the
   batch (space-to-batch; DeepLab's trick for atrous convolution, arXiv 1606.00915), so the
-  slow dilated kernels are never called.
+  slow dilated kernels are never called; at stride 2 only the even sub-image is read
+  ((64, 64, 32, 32), 5x5, forward + backward: 52 -> 10 ms).
 
 ``speed_up_depthwise(module)`` swaps every eligible ``nn.Conv2d`` in place (the parameter
 object and its state_dict key stay the same); anything else keeps the native op.
@@ -59,28 +60,39 @@ def _from_phases(y: Tensor, n: int) -> Tensor:
 
 
 class FastDepthwiseConv2d(nn.Module):
-    """Drop-in for a bias-free, stride-1, 'same'-padded depthwise nn.Conv2d (dilation 1 or 2)."""
+    """Drop-in for a bias-free, 'same'-padded depthwise nn.Conv2d: stride 1 with dilation 1 or 2,
+    or stride 2 with dilation 2."""
 
     def __init__(self, conv: nn.Conv2d):
         super().__init__()
         self.weight = conv.weight  # the same Parameter: optimizers and checkpoints see no change
-        self.dilation = conv.dilation[0]
+        self.stride, self.dilation = conv.stride[0], conv.dilation[0]
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.dilation == 1:
-            return _DepthwiseSame.apply(x, self.weight)
-        if x.shape[-1] % 2 or x.shape[-2] % 2:  # odd side: no exact polyphase split
-            k = self.weight.shape[-1]
-            return F.conv2d(x, self.weight, None, 1, 2 * (k // 2), 2, self.weight.shape[0])
-        return _from_phases(_DepthwiseSame.apply(_to_phases(x), self.weight), x.shape[0])
+        return depthwise_conv(x, self.weight, self.stride, self.dilation)
+
+
+def depthwise_conv(x: Tensor, weight: Tensor, stride: int = 1, dilation: int = 1) -> Tensor:
+    """Depthwise conv, 'same' padding dilation * (k // 2), no bias; weight (C, 1, k, k), k odd.
+
+    Stride 1 with dilation 1 or 2, and stride 2 with dilation 2, take the fast path; anything else
+    is the native conv."""
+    k, c = weight.shape[-1], weight.shape[0]
+    if stride == 1 and dilation == 1:
+        return _DepthwiseSame.apply(x, weight)
+    if stride == 2 and dilation == 2:  # reads only the even rows and columns: an undilated conv of those
+        return _DepthwiseSame.apply(x[:, :, ::2, ::2], weight)
+    if stride == 1 and dilation == 2 and x.shape[-1] % 2 == 0 and x.shape[-2] % 2 == 0:
+        return _from_phases(_DepthwiseSame.apply(_to_phases(x), weight), x.shape[0])
+    return F.conv2d(x, weight, None, stride, dilation * (k // 2), dilation, c)  # odd side: no exact polyphase split
 
 
 def eligible(m: nn.Module) -> bool:
     if type(m) is not nn.Conv2d or m.bias is not None:
         return False
     k, d = m.kernel_size[0], m.dilation[0]
-    return (m.groups == m.in_channels == m.out_channels and m.stride == (1, 1) and m.kernel_size == (k, k)
-            and k % 2 == 1 and m.dilation == (d, d) and d in (1, 2) and m.padding == (d * (k // 2),) * 2
+    return (m.groups == m.in_channels == m.out_channels and m.kernel_size == (k, k) and k % 2 == 1
+            and m.dilation == (d, d) and d in (1, 2) and m.stride in ((1, 1), (d, d)) and m.padding == (d * (k // 2),) * 2
             and m.padding_mode == "zeros")
 
 

@@ -23,10 +23,12 @@ The architecture weights (alphas_*, betas_*) are registered parameters, so they 
 state_dict and in every checkpoint (DESIGN.md, principle 6). ``none`` contributes zeros: it is
 never computed (its alpha still takes part in the softmax, so alpha's gradient is unchanged).
 
-Speed on CPU (same function, checked in tests/nas/test_supernet.py): each edge computes ReLU(x)
-once for its four conv ops instead of once per op; stride-1 depthwise convs use
-vipr.nas.fastconv (``fast_depthwise``); weights are unbound into 0-d tensors once per forward;
-the weighted sum accumulates in place (addcmul_). Channels-last is the runner's default.
+Speed on CPU (same function, checked in tests/nas/test_supernet.py and test_wide.py): in
+training, cells with narrow ops (PC-DARTS) run the edges that leave the same states as one batch
+of wide ops (vipr.nas.wide); otherwise each edge computes ReLU(x) once for its four conv ops
+instead of once per op; depthwise convs use vipr.nas.fastconv (``fast_depthwise``); the
+weighted sum accumulates in place (addcmul_). Channels-last is the runner's default, and
+``channel_shuffle`` keeps it.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from vipr.errors import ConfigError
 from vipr.nas.fastconv import speed_up_depthwise
 from vipr.nas.genotype import reduction_layers
 from vipr.nas.ops import PRIMITIVES, DilConv, FactorizedReduce, ReLUConvBN, SepConv, create_op
+from vipr.nas.wide import WIDE_MAX_CHANNELS, plan_groups, run_group
 
 Candidates = tuple[tuple[str, ...], ...]  # one op-name tuple per edge
 ARCH_NAMES = ("alphas_normal", "alphas_reduce", "betas_normal", "betas_reduce")
@@ -87,6 +90,9 @@ class SupernetSpec:
 def channel_shuffle(x: Tensor, groups: int) -> Tensor:
     """(N, C, H, W) -> (N, C, H, W) with channel c*groups+g taken from g*(C/groups)+c (ShuffleNet)."""
     n, c, h, w = x.shape
+    if x.is_contiguous(memory_format=torch.channels_last):  # keep the layout: mixed layouts take slow kernels
+        nhwc = x.permute(0, 2, 3, 1).view(n, h, w, groups, c // groups).transpose(3, 4).reshape(n, h, w, c)
+        return nhwc.permute(0, 3, 1, 2)
     return x.view(n, groups, c // groups, h, w).transpose(1, 2).reshape(n, c, h, w)
 
 
@@ -96,7 +102,7 @@ class MixedOp(nn.Module):
     def __init__(self, channels: int, stride: int, names: tuple[str, ...], k: int, skip_dropout: float):
         super().__init__()
         c = channels // k
-        self.k, self.c, self.stride = k, c, stride
+        self.k, self.c, self.stride, self.names = k, c, stride, names
         self.index = [i for i, name in enumerate(names) if name != "none"]  # alpha column of each op
         self.ops = nn.ModuleList(self._build(names[i], c, stride, skip_dropout) for i in self.index)
         self.takes_relu = [names[i].startswith(("sep_conv", "dil_conv")) for i in self.index]
@@ -136,7 +142,7 @@ class MixedOp(nn.Module):
 class SearchCell(nn.Module):
     def __init__(self, spec: SupernetSpec, c_pp: int, c_p: int, c: int, reduction: bool, reduction_prev: bool):
         super().__init__()
-        self.reduction, self.steps = reduction, spec.steps
+        self.reduction, self.steps, self.k, self.c = reduction, spec.steps, spec.partial_channels, c // spec.partial_channels
         self.pre0 = FactorizedReduce(c_pp, c, affine=False) if reduction_prev else ReLUConvBN(c_pp, c, 1, 1, 0, False)
         self.pre1 = ReLUConvBN(c_p, c, 1, 1, 0, affine=False)
         cands = spec.candidates(reduction)
@@ -144,19 +150,49 @@ class SearchCell(nn.Module):
         self.edges = nn.ModuleList(
             MixedOp(c, 2 if reduction and j < 2 else 1, cands[e], spec.partial_channels, spec.skip_dropout)
             for e, j in enumerate(sources))
+        self.groups = plan_groups(self.edges, spec.steps)  # module references, not registered twice
+        self.wide = self.c <= WIDE_MAX_CHANNELS  # batched edges in training (vipr.nas.wide); else per edge
 
-    def forward(self, s0: Tensor, s1: Tensor, weights: list[list[Tensor]], edge_weights: list[Tensor] | None) -> Tensor:
+    def forward(self, s0: Tensor, s1: Tensor, weights: Tensor, edge_weights: Tensor | None) -> Tensor:
+        """weights (E, n_ops): softmax(alpha), times softmax(beta) with edge normalisation;
+        edge_weights (E,): softmax(beta) per node's inputs, or None. Beta is folded into the op
+        weights (and the bypass): the edge output is never rescaled, so no full-size edge output
+        is kept for backward (PC-DARTS memory)."""
         states = [self.pre0(s0), self.pre1(s1)]
+        if self.training and self.wide:
+            return self._forward_wide(states, weights, edge_weights)
+        rows = [row.unbind() for row in weights.unbind()]
+        edge_w = [None] * len(rows) if edge_weights is None else edge_weights.unbind()
         e = 0
         for _ in range(self.steps):
             node = None
             for h in states:
-                # beta folded into the op weights (and the bypass): the edge output is never rescaled,
-                # so no full-size edge output is kept for backward (PC-DARTS memory)
-                y = self.edges[e](h, weights[e], None if edge_weights is None else edge_weights[e])
+                y = self.edges[e](h, rows[e], edge_w[e])
                 node = y if node is None else node + y
                 e += 1
             states.append(node)
+        return torch.cat(states[2:], dim=1)
+
+    def _forward_wide(self, states: list[Tensor], weights: Tensor, edge_weights: Tensor | None) -> Tensor:
+        """The same sums with the edges of each group batched (vipr.nas.wide), in training mode."""
+        c, k = self.c, self.k
+        op_sums: list[Tensor | None] = [None] * self.steps
+        rest_sums: list[Tensor | None] = [None] * self.steps
+        rest: dict[int, Tensor] = {}  # the bypassed channels of each source state
+        for node, group in enumerate(self.groups):
+            stride = 2 if self.reduction and group.sources[0] < 2 else 1
+            out = run_group(group, states, weights, c, stride)
+            for p, (e, s, t) in enumerate(zip(group.edges, group.sources, group.targets)):
+                part = out[:, p * c:(p + 1) * c]
+                op_sums[t] = part if op_sums[t] is None else op_sums[t] + part
+                if k == 1:
+                    continue
+                if s not in rest:
+                    rest[s] = F.max_pool2d(states[s][:, c:], 2, 2) if stride == 2 else states[s][:, c:]
+                r = rest[s] if edge_weights is None else rest[s] * edge_weights[e]
+                rest_sums[t] = r if rest_sums[t] is None else rest_sums[t] + r
+            # the group leaving node - 1 (or the cell inputs) completes node
+            states.append(op_sums[node] if k == 1 else channel_shuffle(torch.cat([op_sums[node], rest_sums[node]], 1), k))
         return torch.cat(states[2:], dim=1)
 
 
@@ -211,13 +247,10 @@ class Supernet(nn.Module):
                 m.p = p
 
     def forward(self, x: Tensor) -> Tensor:
-        # unbind once per forward: 0-d weights per op, shared by all cells of a type (less dispatch)
-        weights, edge_w = {}, {}
+        weights, edge_w = {}, {}  # once per forward, shared by all cells of a type
         for r in (False, True):
-            w, ew = self.op_weights(r), self.edge_weights(r)
-            w = w if ew is None else w * ew[:, None]  # (E, n): softmax(alpha) * softmax(beta) per edge
-            weights[r] = [row.unbind() for row in w.unbind()]
-            edge_w[r] = None if ew is None else ew.unbind()
+            w, edge_w[r] = self.op_weights(r), self.edge_weights(r)
+            weights[r] = w if edge_w[r] is None else w * edge_w[r][:, None]  # softmax(alpha) * softmax(beta)
         s0 = s1 = self.stem(x)
         for cell in self.cells:
             s0, s1 = s1, cell(s0, s1, weights[cell.reduction], edge_w[cell.reduction])
