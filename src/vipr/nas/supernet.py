@@ -43,7 +43,7 @@ from vipr.errors import ConfigError
 from vipr.nas.fastconv import speed_up_depthwise
 from vipr.nas.genotype import reduction_layers
 from vipr.nas.ops import PRIMITIVES, DilConv, FactorizedReduce, ReLUConvBN, SepConv, create_op
-from vipr.nas.wide import WIDE_MAX_CHANNELS, plan_groups, run_group
+from vipr.nas.wide import WIDE_MAX_CHANNELS, channel_slice, plan_groups, run_group
 
 Candidates = tuple[tuple[str, ...], ...]  # one op-name tuple per edge
 ARCH_NAMES = ("alphas_normal", "alphas_reduce", "betas_normal", "betas_reduce")
@@ -91,9 +91,13 @@ def channel_shuffle(x: Tensor, groups: int) -> Tensor:
     """(N, C, H, W) -> (N, C, H, W) with channel c*groups+g taken from g*(C/groups)+c (ShuffleNet)."""
     n, c, h, w = x.shape
     if x.is_contiguous(memory_format=torch.channels_last):  # keep the layout: mixed layouts take slow kernels
-        nhwc = x.permute(0, 2, 3, 1).view(n, h, w, groups, c // groups).transpose(3, 4).reshape(n, h, w, c)
-        return nhwc.permute(0, 3, 1, 2)
+        return shuffle_last(x.permute(0, 2, 3, 1), groups).permute(0, 3, 1, 2)
     return x.view(n, groups, c // groups, h, w).transpose(1, 2).reshape(n, c, h, w)
+
+
+def shuffle_last(x: Tensor, groups: int) -> Tensor:
+    """``channel_shuffle`` on the last dim of an (N, H, W, C) tensor."""
+    return x.unflatten(-1, (groups, -1)).transpose(-1, -2).flatten(-2)
 
 
 class MixedOp(nn.Module):
@@ -123,7 +127,7 @@ class MixedOp(nn.Module):
     def forward(self, x: Tensor, weights: list[Tensor], scale: Tensor | None = None) -> Tensor:
         """x: (N, C, H, W); weights: one 0-d tensor per candidate (softmax(alpha) row, already times
         ``scale``); scale: the edge weight (PC-DARTS beta) or None, applied here to the bypass."""
-        xt = x[:, :self.c] if self.k > 1 else x
+        xt = channel_slice(x, 0, self.c) if self.k > 1 else x
         xr = F.relu(xt) if any(self.takes_relu) else None
         out = None
         for i, op, relu in zip(self.index, self.ops, self.takes_relu):
@@ -133,7 +137,7 @@ class MixedOp(nn.Module):
             out = xt[:, :, ::self.stride, ::self.stride] * 0.0
         if self.k == 1:
             return out
-        rest = x[:, self.c:]
+        rest = channel_slice(x, self.c, x.shape[1])
         rest = self.bypass_pool(rest) if self.bypass_pool is not None else rest
         rest = rest * scale if scale is not None else rest
         return channel_shuffle(torch.cat([out, rest], dim=1), self.k)
@@ -174,25 +178,31 @@ class SearchCell(nn.Module):
         return torch.cat(states[2:], dim=1)
 
     def _forward_wide(self, states: list[Tensor], weights: Tensor, edge_weights: Tensor | None) -> Tensor:
-        """The same sums with the edges of each group batched (vipr.nas.wide), in training mode."""
+        """The same sums with the edges of each group batched (vipr.nas.wide), in training mode.
+
+        Node sums are taken on (N, H, W, C) views: their gradients stay channels-last."""
         c, k = self.c, self.k
-        op_sums: list[Tensor | None] = [None] * self.steps
-        rest_sums: list[Tensor | None] = [None] * self.steps
+        op_sums: list[Tensor | None] = [None] * self.steps  # (N, H, W, c) per node
+        rest_sums: list[Tensor | None] = [None] * self.steps  # (N, H, W, C - c) per node, PC-DARTS' bypass
         rest: dict[int, Tensor] = {}  # the bypassed channels of each source state
         for node, group in enumerate(self.groups):
             stride = 2 if self.reduction and group.sources[0] < 2 else 1
-            out = run_group(group, states, weights, c, stride)
-            for p, (e, s, t) in enumerate(zip(group.edges, group.sources, group.targets)):
-                part = out[:, p * c:(p + 1) * c]
-                op_sums[t] = part if op_sums[t] is None else op_sums[t] + part
+            out = run_group(group, states, weights, c, stride).permute(0, 2, 3, 1)
+            targets = list(dict.fromkeys(group.targets))
+            per_target = out.unflatten(-1, (len(targets), -1, c)).sum(-2)  # a target's edges are adjacent
+            for i, t in enumerate(targets):
+                op_sums[t] = per_target[..., i, :] if op_sums[t] is None else op_sums[t] + per_target[..., i, :]
+            for e, s, t in zip(group.edges, group.sources, group.targets):
                 if k == 1:
-                    continue
+                    break
                 if s not in rest:
-                    rest[s] = F.max_pool2d(states[s][:, c:], 2, 2) if stride == 2 else states[s][:, c:]
+                    bypass = channel_slice(states[s], c, states[s].shape[1])
+                    rest[s] = (F.max_pool2d(bypass, 2, 2) if stride == 2 else bypass).permute(0, 2, 3, 1)
                 r = rest[s] if edge_weights is None else rest[s] * edge_weights[e]
                 rest_sums[t] = r if rest_sums[t] is None else rest_sums[t] + r
             # the group leaving node - 1 (or the cell inputs) completes node
-            states.append(op_sums[node] if k == 1 else channel_shuffle(torch.cat([op_sums[node], rest_sums[node]], 1), k))
+            done = op_sums[node] if k == 1 else shuffle_last(torch.cat([op_sums[node], rest_sums[node]], -1), k)
+            states.append(done.permute(0, 3, 1, 2))
         return torch.cat(states[2:], dim=1)
 
 

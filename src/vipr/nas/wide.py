@@ -11,7 +11,8 @@ once, then those leaving node 0, node 1, ... (``edge_groups``). For each group a
   BatchNorm. BatchNorm's statistics are per channel, so this is the per-edge function; each
   edge's running statistics follow its own channels;
 * max_pool / avg_pool: parameter free and followed by affine-free BatchNorm, so in training
-  every edge leaving one state computes the same tensor: once per state;
+  every edge leaving one state computes the same tensor: once per state, both pools of all
+  the group's states in one BatchNorm call;
 * skip_connect at stride 1: the edge's input (P-DARTS' dropout drawn per edge);
 * anything else (the stride-2 skip_connect, a FactorizedReduce): per edge, then side by side.
 
@@ -34,6 +35,7 @@ from torch import Tensor, nn
 from vipr.nas.fastconv import depthwise_conv
 
 WIDE_MAX_CHANNELS = 8  # channels through each op (C/K); wider cells run per edge
+POOLS = ("max_pool_3x3", "avg_pool_3x3")
 
 
 @dataclass
@@ -92,12 +94,16 @@ def run_group(group: EdgeGroup, states: list[Tensor], weights: Tensor, c: int, s
 
     ``weights`` (E, n_ops) holds softmax(alpha) (times the PC-DARTS edge weight); ``c`` channels
     of each input go through the ops (the first C/K)."""
-    inputs = {s: states[s][:, :c] for s in set(group.sources)}
+    inputs = {s: channel_slice(states[s], 0, c) for s in set(group.sources)}
     relu_cache: dict[tuple[int, ...], Tensor] = {}
+    pooled = _pools(group, inputs)
     out = None
     for op in group.ops:
         sources = [group.sources[p] for p in op.positions]
-        y = _op_output(op, sources, inputs, relu_cache, stride)
+        if op.name in POOLS:
+            y = torch.cat([pooled[op.name, s] for s in sources], 1)
+        else:
+            y = _op_output(op, sources, inputs, relu_cache, stride)
         w = weights[op.rows, op.cols].repeat_interleave(c).view(1, -1, 1, 1)  # per output channel
         if len(op.positions) == len(group.edges):
             out = y * w if out is None else out.addcmul_(y, w)  # in place: fewer allocations
@@ -114,8 +120,6 @@ def run_group(group: EdgeGroup, states: list[Tensor], weights: Tensor, c: int, s
 
 def _op_output(op: WideOp, sources: list[int], inputs: dict[int, Tensor], relu_cache: dict, stride: int) -> Tensor:
     name = op.name
-    if name in ("max_pool_3x3", "avg_pool_3x3"):
-        return _shared_pool(op, sources, inputs)
     if name == "skip_connect" and stride == 1:
         y = torch.cat([inputs[s] for s in sources], 1)
         p = op.modules[0][1].p if isinstance(op.modules[0], nn.Sequential) else 0.0  # P-DARTS' skip dropout
@@ -136,16 +140,32 @@ def _dil_block(x: Tensor, blocks: list[nn.Module], stride: int, dilation: int) -
     """Wide ``DilConv`` without its ReLU: depthwise, pointwise, BatchNorm (vipr.nas.ops)."""
     x = depthwise_conv(x, torch.cat([b[1].weight for b in blocks]), stride, dilation)
     x = pointwise(x, [b[2].weight for b in blocks])
-    return batch_norm(x, [b[3] for b in blocks])
+    return batch_norm(x, [[b[3]] for b in blocks])
 
 
-def _shared_pool(op: WideOp, sources: list[int], inputs: dict[int, Tensor]) -> Tensor:
-    """BatchNorm(pool(x)) once per source state; every edge's BatchNorm keeps the same statistics."""
-    pooled = {}
-    for s in dict.fromkeys(sources):
-        bns = [m[1] for m, src in zip(op.modules, sources) if src == s]
-        pooled[s] = batch_norm(op.modules[sources.index(s)][0](inputs[s]), bns, shared=True)
-    return torch.cat([pooled[s] for s in sources], 1)
+def _pools(group: EdgeGroup, inputs: dict[int, Tensor]) -> dict[tuple[str, int], Tensor]:
+    """BatchNorm(pool(x)) per (pool op, source state): computed once, with one BatchNorm call for all;
+    every edge's BatchNorm keeps the statistics of its (op, source) channels."""
+    ops = [op for op in group.ops if op.name in POOLS]
+    if not ops:
+        return {}
+    sources = list(dict.fromkeys(group.sources))
+    x = torch.cat([inputs[s] for s in sources], 1)
+    keys, slots = [], []
+    for op in ops:
+        op_sources = [group.sources[p] for p in op.positions]
+        for s in sources:
+            keys.append((op.name, s))
+            slots.append([m[1] for m, src in zip(op.modules, op_sources) if src == s])
+    y = batch_norm(torch.cat([op.modules[0][0](x) for op in ops], 1), slots)  # modules[0][0]: the pool
+    return dict(zip(keys, y.split(x.shape[1] // len(sources), 1)))
+
+
+def channel_slice(x: Tensor, start: int, stop: int) -> Tensor:
+    """``x[:, start:stop]``, sliced through the (N, H, W, C) view: the same tensor, but its gradient
+    is channels-last (slicing dim 1 directly back-propagates through a zero-filled NCHW tensor,
+    and BatchNorm's backward on mixed layouts is 3x slower)."""
+    return x.permute(0, 2, 3, 1)[..., start:stop].permute(0, 3, 1, 2)
 
 
 def pointwise(x: Tensor, weights: list[Tensor]) -> Tensor:
@@ -158,16 +178,17 @@ def pointwise(x: Tensor, weights: list[Tensor]) -> Tensor:
     return y.view(n, h, width, -1).permute(0, 3, 1, 2)
 
 
-def batch_norm(x: Tensor, bns: list[nn.BatchNorm2d], shared: bool = False) -> Tensor:
-    """Training-mode affine-free BatchNorm of x; bns[i]'s running statistics follow channels
-    [i * c, (i + 1) * c) of x, or all of x when ``shared`` (one tensor stands for every edge)."""
+def batch_norm(x: Tensor, slots: list[list[nn.BatchNorm2d]]) -> Tensor:
+    """Training-mode affine-free BatchNorm of x, whose channels are ``len(slots)`` equal slices;
+    the modules of slots[i] keep the running statistics of slice i (several when edges share it)."""
     mean, var = x.new_zeros(x.shape[1]), x.new_ones(x.shape[1])
-    y = F.batch_norm(x, mean, var, None, None, True, 1.0, bns[0].eps)  # momentum 1: mean, var := the batch's
-    c = bns[0].num_features
+    eps = next(bn.eps for bns in slots for bn in bns)
+    y = F.batch_norm(x, mean, var, None, None, True, 1.0, eps)  # momentum 1: mean, var := the batch's
+    c = x.shape[1] // len(slots)
     with torch.no_grad():
-        for i, bn in enumerate(bns):
-            part = slice(0, c) if shared else slice(i * c, (i + 1) * c)
-            bn.running_mean.lerp_(mean[part], bn.momentum)  # = (1 - m) * running + m * batch
-            bn.running_var.lerp_(var[part], bn.momentum)
-            bn.num_batches_tracked.add_(1)
+        for i, bns in enumerate(slots):
+            for bn in bns:
+                bn.running_mean.lerp_(mean[i * c:(i + 1) * c], bn.momentum)  # = (1 - m) * running + m * batch
+                bn.running_var.lerp_(var[i * c:(i + 1) * c], bn.momentum)
+                bn.num_batches_tracked.add_(1)
     return y
