@@ -69,6 +69,8 @@ def test_resume_is_exact(method, tmp_path, monkeypatch):
     run_pretrain(small_config(method=method), tmp_path / "cut", resume=True)
     resumed = _final_state(tmp_path / "cut")
     assert resumed.keys() == full.keys()
+    if method == "clim":  # the bank and the table were restored, not recomputed
+        assert len(full["table._extra_state"]["features"]) == 96  # one row per train image
     for key in full:
         torch.testing.assert_close(resumed[key], full[key], rtol=0, atol=0, msg=key)
 

@@ -97,9 +97,11 @@ def test_table_draws_only_candidates_and_falls_back_to_self():
 def test_table_state_round_trips_through_state_dict():
     table = NeighbourTable(k=2, refresh_every=1)
     table.indices, table.candidates, table.bank_epoch = torch.tensor([[1, 2]]), torch.tensor([[True, False]]), 7
+    table.features = torch.randn(3, 4).half()
     other = NeighbourTable(k=2, refresh_every=1)
     other.load_state_dict(table.state_dict())
     assert torch.equal(other.indices, table.indices) and torch.equal(other.candidates, table.candidates)
+    assert torch.equal(other.features, table.features)
     assert other.bank_epoch == 7 and not other.due(7)
 
 
@@ -117,6 +119,12 @@ def test_table_refresh_finds_true_neighbours():
     stats = table.refresh(0, encoder, images.numpy(), torch.arange(6), image_size=4, device="cpu", progress=False)
     assert stats["bank_seconds"] >= 0 and stats["positive_rate"] == 1.0
     assert [set(r) for r in table.indices.tolist()] == [{1, 2}, {0, 2}, {0, 1}, {4, 5}, {3, 5}, {3, 4}]
+    expected = torch.nn.functional.normalize(encoder(torch.tensor([-1.0] * 3 + [1.0] * 3)[:, None, None, None]
+                                                     .expand(6, 3, 4, 4)), dim=1)
+    assert table.features.dtype == torch.float16 and torch.allclose(table.features.float(), expected, atol=1e-3)
+    lean = NeighbourTable(k=2, refresh_every=1, keep_bank=False)
+    lean.refresh(0, encoder, images.numpy(), torch.arange(6), image_size=4, device="cpu", progress=False)
+    assert lean.features is None and torch.equal(lean.indices, table.indices)
 
 
 def test_scan_selects_same_label_neighbours_of_labelled_anchors():

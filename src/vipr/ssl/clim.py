@@ -51,6 +51,7 @@ class CLIMConfig(MoCoConfig):
     mix_alpha: float = 0.2  # lambda ~ Beta(a, a)
     low_res_ratio: float = 160 / 224  # side of the second query crop / training side
     use_faiss: str = "auto"  # auto | yes | no
+    keep_bank: bool = True  # the bank in checkpoints (float16, N x D); false at ImageNet scale
 
     def __post_init__(self) -> None:
         if self.rule not in ("anchor", "mean"):
@@ -72,7 +73,7 @@ class CLIM(MoCoV2):
     def __init__(self, backbone, config: CLIMConfig):
         super().__init__(backbone, config)
         self.table = NeighbourTable(config.neighbours, config.refresh_every, config.warmup_epochs,
-                                    select=self.center_wise, use_faiss=config.use_faiss)
+                                    select=self.center_wise, use_faiss=config.use_faiss, keep_bank=config.keep_bank)
 
     def expand_views(self, views: list) -> list:
         """The recipe's query and key views, plus the query view at the lower resolution."""

@@ -49,6 +49,7 @@ class HSAConfig(MoCoConfig):
     stages: tuple[int, ...] = (1, 2)  # backbone stages (0-based) with their own heads and losses
     stage_weights: tuple[float, ...] = (0.5, 0.5)  # loss weight of each of those stages
     use_faiss: str = "auto"  # auto | yes | no
+    keep_bank: bool = True  # the bank in checkpoints (float16, N x D); false at ImageNet scale
 
     def __post_init__(self) -> None:
         if len(self.stages) != len(self.stage_weights):
@@ -96,7 +97,7 @@ class HSA(MoCoV2):
     def __init__(self, backbone: nn.Module, config: HSAConfig, select: SelectFn | None = None):
         super().__init__(backbone, config, online=LevelEncoder(backbone, config))
         self.table = NeighbourTable(config.neighbours, config.refresh_every, config.warmup_epochs, select=select,
-                                    use_faiss=config.use_faiss)
+                                    use_faiss=config.use_faiss, keep_bank=config.keep_bank)
         levels = len(config.stages)
         self.level_weights = [*config.stage_weights, 1.0]
         self.register_buffer("stage_queue", F.normalize(torch.randn(levels, config.queue_size, config.proj_dim), dim=2))
