@@ -34,7 +34,8 @@ VARIANTS = {"moco_v2_asym": ("moco_v2", ["method.symmetric=false"])}
 NEIGHBOUR_METHODS = ("clim", "hsa", "scan")
 # source, pre-training epochs: about 40k images seen per run on either dataset (2 cores, 3 seeds, 9 methods)
 DATASETS = {"shapes": ("builtin:shapes?train=2000&test=500", 20), "digits": ("builtin:digits", 30),
-            "digits_long": ("builtin:digits", 150)}  # opt-in: --datasets digits_long --methods ...
+            # opt-in, five times the steps: --datasets digits_long shapes_long --methods ...
+            "digits_long": ("builtin:digits", 150), "shapes_long": ("builtin:shapes?train=2000&test=500", 100)}
 DEFAULT_DATASETS = ("shapes", "digits")
 FINETUNE_MIN_STEPS = 200  # `vipr eval finetune` defaults to 500; 200 keeps the table within an hour
 EVALS = ("knn", "linear", "finetune_1", "finetune_10", "fewshot_5w5s")
@@ -142,8 +143,8 @@ def render(result: dict) -> str:
              "from the label splits and fine-tuning order only.\n",
              "The two default tables give each run about 330 optimizer steps (40k images), what 2 CPU cores "
              "allow for 10 rows x 3 seeds x 2 datasets in about an hour: read them as a small-budget "
-             "comparison. The 150-epoch builtin:digits table, when present, repeats the MoCo family with five "
-             "times the steps.\n"]
+             "comparison. The 150-epoch builtin:digits and 100-epoch builtin:shapes tables, when present, repeat "
+             "the MoCo family with five times the steps.\n"]
     for dataset in (d for d in DATASETS if d in result["summary"]):
         methods = result["summary"][dataset]
         source, epochs = DATASETS[dataset]
@@ -157,11 +158,40 @@ def render(result: dict) -> str:
             cells = [f"{row[m]['mean']:.1f} ± {row[m]['std']:.1f}" for m in EVALS]
             lines.append(f"| {method} | " + " | ".join(cells) + " |")
         lines.append("")
+    lines += ordering_section(result["summary"], names)
     lines += cost_section()
     m = result["machine"]
     lines.append(f"*Measured {m['date']} on {m['cpu']} ({m['cores']} cores), torch {m['torch']}, "
                  f"{result['workers']} single-thread worker processes.*\n")
     return "\n".join(lines)
+
+
+def ordering_section(summary: dict, names: dict) -> list[str]:
+    """The claim under test: CLIM and CsMl/HSA above MoCo v2 in kNN and 10%-label fine-tuning at equal epochs."""
+    rows = []
+    for dataset in (d for d in DATASETS if d in summary):
+        methods = summary[dataset]
+        for method in ("clim", "hsa"):
+            if method not in methods:
+                continue
+            cells = []
+            for metric in ("knn", "finetune_10"):
+                for base in ("moco_v2", "moco_v2_asym"):
+                    if base not in methods:
+                        cells.append("–")
+                        continue
+                    a, b = methods[method][metric], methods[base][metric]
+                    diff = a["mean"] - b["mean"]
+                    clear = abs(diff) > max(a["std"], b["std"])
+                    cells.append(f"{diff:+.1f}" + (" (clear)" if clear else ""))
+            rows.append(f"| {DATASETS[dataset][1]}-epoch {dataset.split('_')[0]} | {method} | " + " | ".join(cells) + " |")
+    if not rows:
+        return []
+    header = " | ".join(f"{names[m]} vs {base}" for m in ("knn", "finetune_10") for base in ("moco_v2", "moco_v2_asym"))
+    return ["## Claimed ordering\n",
+            "CLIM and CsMl/HSA against MoCo v2 (vipr's symmetric default, and as published) at equal epochs: "
+            "difference of the means in points; *clear* when it exceeds the larger of the two standard deviations.\n",
+            f"| table | method | {header} |", "|---|---|" + "---:|" * 4, *rows, ""]
 
 
 def cost_section() -> list[str]:
