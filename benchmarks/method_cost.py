@@ -1,6 +1,6 @@
 """Time per epoch of every pre-training method relative to MoCo v2, on a quiet machine; one JSON line.
 
-    python benchmarks/method_cost.py [--data builtin:shapes?train=2000&test=500] [--steps 20]
+    python benchmarks/method_cost.py [--dataset shapes] [--steps 20]
 
 Same recipe as benchmarks/results.py (`tiny` net, 32 px, batch 128). For each method: the
 median time of ``--steps`` full training steps (batch read, augmentation, neighbour fetch,

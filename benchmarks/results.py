@@ -2,7 +2,7 @@
 
     python benchmarks/results.py                  # everything (about an hour on 2 cores), then docs/results.md
     python benchmarks/results.py --render-only    # re-render docs/results.md from the JSON
-    python benchmarks/results.py --datasets shapes --methods moco_v2 hsa --seeds 0   # a slice
+    python benchmarks/results.py --datasets shapes --methods moco_v2 hsa --seeds 0 --no-cost  # a slice
 
 For each dataset, seed and method: pre-train the `tiny` conv net (random init skips this),
 then kNN (k 200, T 0.07), a linear probe, whole-network fine-tuning with 1% and 10% of the
@@ -12,7 +12,8 @@ the frozen features. Jobs run in ``--workers`` processes of one thread each (a t
 core busy; two threads on a busy 2-core machine wait on each other). Each job's result is kept in
 ``--work-dir``, so an interrupted run continues where it stopped. Every job prints one JSON
 line; the summary (mean and std over seeds) goes to benchmarks/results/results.json and
-docs/results.md, with the cost table of benchmarks/method_cost.py when its JSON is there.
+docs/results.md, with the cost table of benchmarks/method_cost.py, run once the workers are done
+(``--no-cost`` keeps the last one).
 """
 
 from __future__ import annotations
@@ -213,6 +214,14 @@ def cost_section() -> list[str]:
     return lines
 
 
+def measure_cost() -> None:
+    """Run benchmarks/method_cost.py (sequential, 2 threads) and keep its JSON line for the cost table."""
+    import subprocess
+
+    done = subprocess.run([sys.executable, str(HERE / "method_cost.py")], capture_output=True, text=True, check=True)
+    (HERE / "results" / "method_cost.json").write_text(done.stdout.strip().splitlines()[-1] + "\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--datasets", nargs="+", default=list(DEFAULT_DATASETS), choices=list(DATASETS))
@@ -222,6 +231,8 @@ def main() -> None:
     parser.add_argument("--work-dir", default="runs/results", help="per-job runs and cached results")
     parser.add_argument("--render-only", action="store_true", help="re-render docs/results.md from the JSON")
     parser.add_argument("--reevaluate", action="store_true", help="evaluate cached checkpoints again, no pre-training")
+    parser.add_argument("--no-cost", action="store_true",
+                        help="keep benchmarks/results/method_cost.json instead of measuring the cost table again")
     args = parser.parse_args()
     if args.render_only:
         result = json.loads(RESULTS.read_text())
@@ -237,6 +248,8 @@ def main() -> None:
     sys.path.insert(0, str(HERE))
     from benchmarks_common import machine_info
 
+    if not args.no_cost:  # after the workers: the cost table needs a quiet machine
+        measure_cost()
     # the table covers every cached job, so slices run one after another add up
     records = [json.loads(p.read_text()) for p in sorted(Path(args.work_dir).glob("*/*/seed*/result.json"))]
     result = {"benchmark": "results", "machine": machine_info(), "workers": args.workers,
