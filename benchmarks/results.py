@@ -7,8 +7,7 @@
 For each dataset, seed and method: pre-train the `tiny` conv net (random init skips this),
 then kNN (k 200, T 0.07), a linear probe, whole-network fine-tuning with 1% and 10% of the
 labels (splits drawn per seed with `make_label_split`; the CLI's recipe with at least 200
-steps) and 5-way 5-shot prototype episodes on
-the frozen features. Jobs run in ``--workers`` processes of one thread each (a tiny net keeps one
+steps) and 5-way 5-shot prototype episodes on the frozen features. Jobs run in ``--workers`` processes of one thread each (a tiny net keeps one
 core busy; two threads on a busy 2-core machine wait on each other). Each job's result is kept in
 ``--work-dir``, so an interrupted run continues where it stopped. Every job prints one JSON
 line; the summary (mean and std over seeds) goes to benchmarks/results/results.json and
