@@ -34,11 +34,12 @@ VARIANTS = {"moco_v2_asym": ("moco_v2", ["method.symmetric=false"])}
 NEIGHBOUR_METHODS = ("clim", "hsa", "scan")
 # source, pre-training epochs: about 40k images seen per run on either dataset (2 cores, 3 seeds, 9 methods)
 DATASETS = {"shapes": ("builtin:shapes?train=2000&test=500", 20), "digits": ("builtin:digits", 30),
-            # opt-in, five times the steps: --datasets digits_long shapes_long --methods ...
+            # opt-in, five times the steps: --datasets digits_long shapes_long --methods moco_v2 moco_v2_asym clim hsa scan
             "digits_long": ("builtin:digits", 150), "shapes_long": ("builtin:shapes?train=2000&test=500", 100)}
 DEFAULT_DATASETS = ("shapes", "digits")
 FINETUNE_MIN_STEPS = 200  # `vipr eval finetune` defaults to 500; 200 keeps the table within an hour
 EVALS = ("knn", "linear", "finetune_1", "finetune_10", "fewshot_5w5s")
+NEIGHBOUR_STATS = ("positive_purity", "anchors_with_positive")  # neighbour methods' final table vs the labels
 BATCH_SIZE = 128
 
 
@@ -66,7 +67,9 @@ def run_job(dataset: str, method: str, seed: int, work_dir: str, reevaluate: boo
         if reevaluate:  # the same checkpoints, evaluated again (after an evaluation recipe changed)
             checkpoint = "random" if method == "random" else str(folder / "pretrain")
             record.update(evaluate(checkpoint, DATASETS[dataset][0], seed, folder))
-            done.write_text(json.dumps(record))
+        if method in NEIGHBOUR_METHODS and "positive_purity" not in record:  # added to cached runs
+            record.update(neighbour_purity(folder / "pretrain", DATASETS[dataset][0]))
+        done.write_text(json.dumps(record))
         return record
     folder.mkdir(parents=True, exist_ok=True)
     source, epochs = DATASETS[dataset]
@@ -76,8 +79,28 @@ def run_job(dataset: str, method: str, seed: int, work_dir: str, reevaluate: boo
         record.update(pretrain(folder / "pretrain", pretrain_overrides(method, source, epochs, seed)))
         checkpoint = str(folder / "pretrain")
     record.update(evaluate(checkpoint, source, seed, folder))
+    if method in NEIGHBOUR_METHODS:
+        record.update(neighbour_purity(folder / "pretrain", source))
     done.write_text(json.dumps(record))
     return record
+
+
+def neighbour_purity(run: Path, source: str) -> dict:
+    """The final neighbour table of a CLIM / HSA / SCAN run against the true labels (which the
+    self-supervised methods never see): the % of candidate positives of the anchor's class, and
+    the % of anchors with a candidate."""
+    import torch
+
+    from vipr.data.sources import open_dataset
+    from vipr.engine import checkpoint as ckpt
+
+    table = ckpt.load(run)["state"]["model"]["table._extra_state"]
+    labels = torch.as_tensor(open_dataset(source).train.labels, dtype=torch.long)
+    candidates = table["candidates"]
+    same = (labels[table["indices"]] == labels[:, None]) & candidates
+    has = candidates.any(1)
+    purity = same.sum(1)[has].float() / candidates.sum(1)[has].float()
+    return {"positive_purity": 100 * purity.mean().item(), "anchors_with_positive": 100 * has.float().mean().item()}
 
 
 def pretrain(out: Path, overrides: list[str]) -> dict:
@@ -122,7 +145,7 @@ def summarise(records: list[dict]) -> dict:
     for dataset, methods in table.items():
         for method, runs in methods.items():
             row = {"seeds": sorted(r["seed"] for r in runs)}
-            for metric in EVALS:
+            for metric in (m for m in EVALS + NEIGHBOUR_STATS if all(m in r for r in runs)):
                 values = [r[metric] for r in runs]
                 row[metric] = {"mean": statistics.mean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0}
             summary.setdefault(dataset, {})[method] = row
@@ -144,7 +167,8 @@ def render(result: dict) -> str:
              "The two default tables give each run about 330 optimizer steps (40k images), what 2 CPU cores "
              "allow for 10 rows x 3 seeds x 2 datasets in about an hour: read them as a small-budget "
              "comparison. The 150-epoch builtin:digits and 100-epoch builtin:shapes tables, when present, repeat "
-             "the MoCo family with five times the steps.\n"]
+             "the MoCo family with five times the steps (`python benchmarks/results.py --datasets digits_long shapes_long "
+             "--methods moco_v2 moco_v2_asym clim hsa scan`).\n"]
     for dataset in (d for d in DATASETS if d in result["summary"]):
         methods = result["summary"][dataset]
         source, epochs = DATASETS[dataset]
@@ -184,14 +208,19 @@ def ordering_section(summary: dict, names: dict) -> list[str]:
                     diff = a["mean"] - b["mean"]
                     clear = abs(diff) > max(a["std"], b["std"])
                     cells.append(f"{diff:+.1f}" + (" (clear)" if clear else ""))
+            purity = methods[method].get("positive_purity")
+            cells.append(f"{purity['mean']:.0f}" if purity else "–")
             rows.append(f"| {DATASETS[dataset][1]}-epoch {dataset.split('_')[0]} | {method} | " + " | ".join(cells) + " |")
     if not rows:
         return []
     header = " | ".join(f"{names[m]} vs {base}" for m in ("knn", "finetune_10") for base in ("moco_v2", "moco_v2_asym"))
     return ["## Claimed ordering\n",
             "CLIM and CsMl/HSA against MoCo v2 (vipr's symmetric default, and as published) at equal epochs: "
-            "difference of the means in points; *clear* when it exceeds the larger of the two standard deviations.\n",
-            f"| table | method | {header} |", "|---|---|" + "---:|" * 4, *rows, ""]
+            "difference of the means in points; *clear* when it exceeds the larger of the two standard deviations. "
+            "*Same class* is the % of the final neighbour table's candidate positives that carry the anchor's "
+            "class (labels the methods never see): where it is low, neighbour positives pull different classes "
+            "together.\n",
+            f"| table | method | {header} | same class (%) |", "|---|---|" + "---:|" * 5, *rows, ""]
 
 
 def cost_section() -> list[str]:
