@@ -141,11 +141,10 @@ class HSA(MoCoV2):
             queries.append(mixed)
             shares.append(anchor_share)
         levels = self.level_queries(torch.cat(queries))  # one query pass over all of them
-        terms = []
-        for z, ka, kn, queue in zip(levels, k_anchor, k_neighbour, self.queues()):
-            parts = [weighted_info_nce(zq, ka, kn, share, queue, self.config.temperature)
-                     for zq, share in zip(z.split(b), shares)]
-            terms.append(sum(parts) / len(parts))
+        share = torch.cat([torch.as_tensor(s, device=anchor_q.device).expand(b) for s in shares])
+        n = len(queries)  # the mean over every query of every term = the mean of the terms (equal sizes)
+        terms = [weighted_info_nce(z, ka.repeat(n, 1), kn.repeat(n, 1), share, queue, self.config.temperature)
+                 for z, ka, kn, queue in zip(levels, k_anchor, k_neighbour, self.queues())]
         return k_anchor, terms
 
     @torch.no_grad()

@@ -117,12 +117,13 @@ def weighted_info_nce(query: torch.Tensor, key_a: torch.Tensor, key_b: torch.Ten
     Returns:
         Scalar loss.
     """
-    negative = query @ queue.t()  # (N, K), shared by both terms
-    zeros = torch.zeros(len(query), dtype=torch.long, device=query.device)
+    # l(q, k) = log(exp(q.k / T) + sum_n exp(q.n / T)) - q.k / T; the queue's log-sum-exp is
+    # computed once for both positives (one (N, K) softmax instead of two)
+    negatives = torch.logsumexp(query @ queue.t() / temperature, dim=1)  # (N,)
 
     def term(key: torch.Tensor) -> torch.Tensor:
-        logits = torch.cat([(query * key).sum(1, keepdim=True), negative], dim=1) / temperature  # (N, 1 + K)
-        return F.cross_entropy(logits, zeros, reduction="none")  # (N,)
+        positive = (query * key).sum(1) / temperature  # (N,)
+        return torch.logaddexp(positive, negatives) - positive
 
     weight_a = torch.as_tensor(weight_a, dtype=query.dtype, device=query.device)
     return (weight_a * term(key_a) + (1 - weight_a) * term(key_b)).mean()
