@@ -140,7 +140,9 @@ class HSA(MoCoV2):
             mixed, anchor_share = cutmix(anchor_q, neighbour_q, cutmix_boxes(lam, *anchor_q.shape[-2:], generator))
             queries.append(mixed)
             shares.append(anchor_share)
-        levels = self.level_queries(torch.cat(queries))  # one query pass over all of them
+        # one query pass per set, each with its own BatchNorm statistics as MoCo's single query pass
+        # (one pass over all 3 x 128 images costs 35% more per image on CPU: activations leave the cache)
+        levels = [torch.cat(z) for z in zip(*(self.level_queries(q) for q in queries))]
         share = torch.cat([torch.as_tensor(s, device=anchor_q.device).expand(b) for s in shares])
         n = len(queries)  # the mean over every query of every term = the mean of the terms (equal sizes)
         terms = [weighted_info_nce(z, ka.repeat(n, 1), kn.repeat(n, 1), share, queue, self.config.temperature)
