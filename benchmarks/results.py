@@ -3,12 +3,15 @@
     python benchmarks/results.py                  # everything (about an hour on 2 cores), then docs/results.md
     python benchmarks/results.py --render-only    # re-render docs/results.md from the JSON
     python benchmarks/results.py --datasets shapes --methods moco_v2 hsa --seeds 0 --no-cost  # a slice
+    python benchmarks/results.py --datasets digits_long shapes_long \
+        --methods moco_v2 moco_v2_asym clim hsa scan --no-cost   # the five-times-longer tables
 
 For each dataset, seed and method: pre-train the `tiny` conv net (random init skips this),
 then kNN (k 200, T 0.07), a linear probe, whole-network fine-tuning with 1% and 10% of the
 labels (splits drawn per seed with `make_label_split`; the CLI's recipe with at least 200
-steps) and 5-way 5-shot prototype episodes on the frozen features. Jobs run in ``--workers`` processes of one thread each (a tiny net keeps one
-core busy; two threads on a busy 2-core machine wait on each other). Each job's result is kept in
+steps) and 5-way 5-shot prototype episodes on the frozen features. Jobs run in ``--workers``
+processes of one thread each (a tiny net keeps one core busy; two threads on a busy 2-core
+machine wait on each other). Each job's result is kept in
 ``--work-dir``, so an interrupted run continues where it stopped. Every job prints one JSON
 line; the summary (mean and std over seeds) goes to benchmarks/results/results.json and
 docs/results.md, with the cost table of benchmarks/method_cost.py, run once the workers are done
@@ -34,7 +37,7 @@ VARIANTS = {"moco_v2_asym": ("moco_v2", ["method.symmetric=false"])}
 NEIGHBOUR_METHODS = ("clim", "hsa", "scan")
 # source, pre-training epochs: about 40k images seen per run on either dataset (2 cores, 3 seeds, 9 methods)
 DATASETS = {"shapes": ("builtin:shapes?train=2000&test=500", 20), "digits": ("builtin:digits", 30),
-            # opt-in, five times the steps: --datasets digits_long shapes_long --methods moco_v2 moco_v2_asym clim hsa scan
+            # opt-in, five times the steps (the MoCo family: --methods moco_v2 moco_v2_asym clim hsa scan)
             "digits_long": ("builtin:digits", 150), "shapes_long": ("builtin:shapes?train=2000&test=500", 100)}
 DEFAULT_DATASETS = ("shapes", "digits")
 FINETUNE_MIN_STEPS = 200  # `vipr eval finetune` defaults to 500; 200 keeps the table within an hour

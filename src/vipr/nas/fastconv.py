@@ -92,7 +92,8 @@ def eligible(m: nn.Module) -> bool:
         return False
     k, d = m.kernel_size[0], m.dilation[0]
     return (m.groups == m.in_channels == m.out_channels and m.kernel_size == (k, k) and k % 2 == 1
-            and m.dilation == (d, d) and d in (1, 2) and m.stride in ((1, 1), (d, d)) and m.padding == (d * (k // 2),) * 2
+            and m.dilation == (d, d) and d in (1, 2) and m.stride in ((1, 1), (d, d))
+            and m.padding == (d * (k // 2),) * 2
             and m.padding_mode == "zeros")
 
 

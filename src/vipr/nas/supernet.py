@@ -146,7 +146,8 @@ class MixedOp(nn.Module):
 class SearchCell(nn.Module):
     def __init__(self, spec: SupernetSpec, c_pp: int, c_p: int, c: int, reduction: bool, reduction_prev: bool):
         super().__init__()
-        self.reduction, self.steps, self.k, self.c = reduction, spec.steps, spec.partial_channels, c // spec.partial_channels
+        self.reduction, self.steps = reduction, spec.steps
+        self.k, self.c = spec.partial_channels, c // spec.partial_channels  # c: channels through the ops
         self.pre0 = FactorizedReduce(c_pp, c, affine=False) if reduction_prev else ReLUConvBN(c_pp, c, 1, 1, 0, False)
         self.pre1 = ReLUConvBN(c_p, c, 1, 1, 0, affine=False)
         cands = spec.candidates(reduction)
@@ -192,14 +193,13 @@ class SearchCell(nn.Module):
             per_target = out.unflatten(-1, (len(targets), -1, c)).sum(-2)  # a target's edges are adjacent
             for i, t in enumerate(targets):
                 op_sums[t] = per_target[..., i, :] if op_sums[t] is None else op_sums[t] + per_target[..., i, :]
-            for e, s, t in zip(group.edges, group.sources, group.targets):
-                if k == 1:
-                    break
-                if s not in rest:
-                    bypass = channel_slice(states[s], c, states[s].shape[1])
-                    rest[s] = (F.max_pool2d(bypass, 2, 2) if stride == 2 else bypass).permute(0, 2, 3, 1)
-                r = rest[s] if edge_weights is None else rest[s] * edge_weights[e]
-                rest_sums[t] = r if rest_sums[t] is None else rest_sums[t] + r
+            if k > 1:  # PC-DARTS: the channels that bypass the ops, times the edge weight
+                for e, s, t in zip(group.edges, group.sources, group.targets):
+                    if s not in rest:
+                        bypass = channel_slice(states[s], c, states[s].shape[1])
+                        rest[s] = (F.max_pool2d(bypass, 2, 2) if stride == 2 else bypass).permute(0, 2, 3, 1)
+                    r = rest[s] if edge_weights is None else rest[s] * edge_weights[e]
+                    rest_sums[t] = r if rest_sums[t] is None else rest_sums[t] + r
             # the group leaving node - 1 (or the cell inputs) completes node
             done = op_sums[node] if k == 1 else shuffle_last(torch.cat([op_sums[node], rest_sums[node]], -1), k)
             states.append(done.permute(0, 3, 1, 2))
