@@ -1,6 +1,6 @@
 """Time per epoch of every pre-training method relative to MoCo v2, on a quiet machine; one JSON line.
 
-    python benchmarks/method_cost.py [--dataset shapes] [--steps 20]
+    python benchmarks/method_cost.py [--dataset shapes] [--steps 60]
 
 Same recipe as benchmarks/results.py (`tiny` net, 32 px, batch 128). For each method: the
 median time of ``--steps`` full training steps (batch read, augmentation, neighbour fetch,
@@ -68,7 +68,7 @@ def endless(loader):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dataset", default="shapes", choices=list(DATASETS))
-    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--steps", type=int, default=60)  # median of 60: +-5% between runs
     parser.add_argument("--warmup", type=int, default=3)
     args = parser.parse_args()
     source, epochs = DATASETS[args.dataset]
