@@ -33,6 +33,18 @@ def test_bank_equals_a_direct_computation_in_chunks():
     assert bank.seconds >= 0 and bank.features.grad_fn is None
 
 
+def test_bank_encodes_on_the_given_device():
+    """The images go to ``device`` before the encoder sees them (on a GPU the encoder's weights are there)."""
+    seen = []
+
+    def encoder(x):
+        seen.append(x.device.type)
+        return torch.ones(len(x), 4, device=x.device)
+
+    bank = compute_bank(encoder, _images(5), image_size=8, batch_size=2, device="meta", progress=False)
+    assert seen == ["meta"] * 3 and bank.features.device.type == "meta"
+
+
 def _brute_force_knn(queries, bank, k, exclude_self=False):
     rows = []
     for i, q in enumerate(queries):

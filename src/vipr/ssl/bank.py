@@ -91,7 +91,7 @@ def _encode_shard(encoder, images: np.ndarray, me: int, ranks: int, *, image_siz
         for first in range(0, count, batch_size):
             last = min(first + batch_size, count)
             block = images[me + first * ranks: me + (last - 1) * ranks + 1: ranks]  # basic slice: no index array
-            batch = torch.from_numpy(np.array(block))  # a copy: memory maps are read-only.to(device, non_blocking=True)
+            batch = torch.from_numpy(np.array(block)).to(device, non_blocking=True)  # a copy: memory maps are read-only
             x = eval_transform(batch, image_size, mean, std)  # (B, 3, S, S)
             parts.append(F.normalize(encoder(x).float(), dim=1))  # (B, D)
             bar.update(len(block))
