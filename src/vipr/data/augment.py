@@ -154,12 +154,16 @@ def eval_transform(
     Returns:
         (B, 3, S, S) float32, normalised, ``torch.channels_last``.
     """
-    x = as_float_image(images_uint8)
+    return normalize(resize(as_float_image(images_uint8), size), mean, std).contiguous(memory_format=torch.channels_last)
+
+
+def resize(x: Tensor, size: int) -> Tensor:
+    """(B, C, H, W) float -> (B, C, size, size): bilinear, antialiased when shrinking; as is at that size."""
     height, width = x.shape[-2:]
-    if (height, width) != (size, size):
-        shrink = size < height or size < width
-        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=shrink)
-    return normalize(x, mean, std).contiguous(memory_format=torch.channels_last)
+    if (height, width) == (size, size):
+        return x
+    shrink = size < height or size < width
+    return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=shrink)
 
 
 def _moco_v2(image_size: int) -> list[ViewSpec]:

@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
-from vipr.data.augment import IMAGENET_MEAN, IMAGENET_STD
+from vipr.data.augment import IMAGENET_MEAN, IMAGENET_STD, eval_transform, resize
 from vipr.data.augment_ops import as_float_image, normalize
 from vipr.data.loader import BatchIterator
 from vipr.data.types import ImageSplit
 from vipr.errors import DataError
+from vipr.nas.augment import pad_crop_flip
 
 PAD = 4  # px of zero padding before the random crop (DARTS' CIFAR recipe)
 
@@ -58,25 +58,9 @@ def make_loaders(weights: ImageSplit, alpha: ImageSplit | None, batch_size: int,
 
 def augment(images: Tensor, size: int, generator: torch.Generator) -> Tensor:
     """uint8 (B, 3, H, W) -> normalised float (B, 3, size, size): pad-crop + flip, per sample."""
-    x = _resized(as_float_image(images), size)
-    b = x.shape[0]
-    x = F.pad(x, (PAD, PAD, PAD, PAD))
-    oy, ox = (torch.randint(0, 2 * PAD + 1, (2, b), generator=generator)).to(x.device)
-    flip = (torch.rand(b, generator=generator) < 0.5).to(x.device)
-    grid = torch.arange(size, device=x.device)
-    rows = (oy[:, None] + grid)[:, :, None]  # (B, S, 1)
-    cols = ox[:, None] + torch.where(flip[:, None], grid.flip(0), grid)  # (B, S): flipped columns read backwards
-    x = x[torch.arange(b, device=x.device)[:, None, None], :, rows, cols[:, None, :]]  # (B, S, S, 3)
-    return normalize(x.permute(0, 3, 1, 2).contiguous(), IMAGENET_MEAN, IMAGENET_STD)
+    return normalize(pad_crop_flip(resize(as_float_image(images), size), PAD, generator), IMAGENET_MEAN, IMAGENET_STD)
 
 
 def evaluation(images: Tensor, size: int) -> Tensor:
     """uint8 -> normalised float at ``size``, no randomness (for the held-out accuracy)."""
-    return normalize(_resized(as_float_image(images), size), IMAGENET_MEAN, IMAGENET_STD)
-
-
-def _resized(x: Tensor, size: int) -> Tensor:
-    if x.shape[-2:] == (size, size):
-        return x
-    shrink = size < x.shape[-2] or size < x.shape[-1]
-    return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=shrink)
+    return eval_transform(images, size)
