@@ -1,6 +1,10 @@
 """User-facing errors: the CLI prints their message (what was wrong, and the fix) without a traceback."""
 
 
+class Interrupted(Exception):
+    """A run stopped by SIGTERM or Ctrl-C after saving its checkpoint; the CLI exits with 130."""
+
+
 class ViprError(Exception):
     """A problem with the user's input, config or files; the message names it and the fix."""
 

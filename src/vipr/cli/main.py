@@ -8,7 +8,7 @@ import sys
 from vipr import __version__
 from vipr.cli import data_cmd, eval_cmd, model_cmd, nas_cmd, pretrain_cmd, quickstart_cmd, serve_cmd, ui_cmd
 from vipr.cli.parser import Parser
-from vipr.errors import ViprError
+from vipr.errors import Interrupted, ViprError
 
 COMMANDS = (pretrain_cmd, eval_cmd, data_cmd, model_cmd, serve_cmd, ui_cmd, quickstart_cmd, nas_cmd)
 
@@ -35,6 +35,9 @@ def main(argv: list[str] | None = None) -> int:
     except ViprError as err:
         print(f"vipr {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except Interrupted as stop:  # the checkpoint is saved; --resume continues
+        print(f"vipr {args.command}: {stop}", file=sys.stderr)
+        return 130
     except KeyboardInterrupt:
         print(f"vipr {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 from vipr.cli import nas_train_cmd
-from vipr.cli.parser import Parser, add_json_flag, config_overrides
+from vipr.cli.parser import Parser, add_json_flag, add_run_flags, config_overrides
 
 SEARCH_HELP = """Search a cell architecture with a differentiable NAS strategy.
 
@@ -58,13 +57,7 @@ def add_search_parser(sub) -> None:
     p.add_argument("--channels", type=int, metavar="C", help="initial channels (default 16)")
     p.add_argument("--batch-size", type=int, metavar="B", help="images per weight step and per alpha step (default 64)")
     p.add_argument("--image-size", type=int, metavar="PX", help="crop side in pixels (default 32)")
-    p.add_argument("--precision", help="auto | bf16 | fp16 | fp32 (auto: fp32 on CPU)")
-    p.add_argument("--seed", type=int, help="random seed (default 0)")
-    p.add_argument("--config", metavar="FILE", help="YAML config; flags and --set override it")
-    p.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
-                   help="override any config key (repeatable)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_run_flags(p, precision_help="auto | bf16 | fp16 | fp32 (auto: fp32 on CPU)")
     add_json_flag(p)
     p.set_defaults(run=run_search_command)
 
@@ -74,15 +67,10 @@ def config_from_args(args) -> dict:
 
 
 def run_search_command(args) -> int:
-    from vipr.engine.trainer import Interrupted
     from vipr.nas.search import build_config, run_search
 
     config = build_config(config_from_args(args))  # every config error before any data is read
-    try:
-        metrics = run_search(config, args.out, resume=args.resume)
-    except Interrupted as stop:
-        print(f"vipr nas search: {stop}", file=sys.stderr)
-        return 130
+    metrics = run_search(config, args.out, resume=args.resume)
     print(f"searched with {config.strategy.name}: genotype {Path(args.out) / 'genotype.json'}")
     if args.json:
         print(json.dumps(metrics))

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from dataclasses import replace
 
-from vipr.cli.parser import add_json_flag, config_overrides
+from vipr.cli.parser import add_json_flag, add_run_flags, config_overrides
 from vipr.config import from_dict
 from vipr.errors import ConfigError
 
@@ -43,12 +42,7 @@ def add_parser(sub) -> None:
     p.add_argument("--drop-path", type=float, metavar="P", help="final drop-path probability (default 0.2)")
     p.add_argument("--cutout", type=int, metavar="PX", help="Cutout square side; 0 = off (default 16 at 32 px)")
     p.add_argument("--image-size", type=int, metavar="PX", help="input side (default: the data's)")
-    p.add_argument("--precision", help="auto | bf16 | fp16 | fp32 (default auto)")
-    p.add_argument("--seed", type=int, help="random seed (default 0)")
-    p.add_argument("--config", metavar="FILE", help="YAML settings; flags and --set override it")
-    p.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="override any setting")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_run_flags(p)
     add_json_flag(p)
     p.set_defaults(run=run)
 
@@ -65,15 +59,10 @@ def config_from_args(args):
 
 def run(args) -> int:
     from vipr.engine import distributed as dist
-    from vipr.engine.trainer import Interrupted
     from vipr.nas.train import run_nas_train
 
     config = config_from_args(args)
-    try:
-        metrics = run_nas_train(config, args.out, resume=args.resume)
-    except Interrupted as stop:
-        print(f"vipr nas train: {stop}", file=sys.stderr)
-        return 130
+    metrics = run_nas_train(config, args.out, resume=args.resume)
     if dist.is_main():
         print(f"trained darts_net ({metrics['params'] / 1e6:.3f} M params, {metrics['flops'] / 1e6:.1f} M FLOPs): "
               f"test top-1 {metrics['test_top1']:.2f}%, checkpoint {metrics['checkpoint']}")

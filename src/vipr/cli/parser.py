@@ -56,6 +56,18 @@ def add_track_flag(parser: argparse.ArgumentParser) -> None:
                         help="do not log this run to the workspace's MLflow store (also: VIPR_TRACKING=0)")
 
 
+def add_run_flags(parser: argparse.ArgumentParser,
+                  precision_help: str = "auto | bf16 | fp16 | fp32 (default auto)") -> None:
+    """The flags every training command shares; ``config_overrides`` reads them."""
+    parser.add_argument("--precision", help=precision_help)
+    parser.add_argument("--seed", type=int, help="random seed (default 0)")
+    parser.add_argument("--config", metavar="FILE", help="YAML config; flags and --set override it")
+    parser.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
+                        help="override any config key (repeatable)")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
 def config_overrides(args, flag_keys: dict[str, str], progress_key: str = "train.progress") -> dict:
     """One nested config dict: the --config YAML, then the flags (option name -> dotted key), then --set."""
     data = load_yaml(args.config) if args.config else {}

@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from vipr.cli.parser import add_json_flag, add_track_flag, config_overrides
+from vipr.cli.parser import add_json_flag, add_run_flags, add_track_flag, config_overrides
 
 HELP = """Pre-train a backbone on unlabeled images with a self-supervised method.
 
@@ -36,14 +36,9 @@ def add_parser(sub) -> None:
     p.add_argument("--epochs", type=int, metavar="N", help="passes over the data (default 100)")
     p.add_argument("--batch-size", type=int, metavar="B", help="global batch size (default 256)")
     p.add_argument("--lr", type=float, help="learning rate per 256 images (default 0.3)")
-    p.add_argument("--precision", help="auto | bf16 | fp16 | fp32 (default auto)")
-    p.add_argument("--seed", type=int, help="random seed (default 0)")
     p.add_argument("--out", metavar="DIR", default="runs/pretrain", help="run folder (default runs/pretrain)")
-    p.add_argument("--config", metavar="FILE", help="YAML config; flags and --set override it")
-    p.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="override any config key")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     p.add_argument("--nproc-per-node", type=int, default=1, metavar="N", help="processes (DDP via torchrun)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_run_flags(p)
     add_track_flag(p)
     add_json_flag(p)
     p.set_defaults(run=run)
@@ -57,16 +52,11 @@ def run(args) -> int:
     if args.nproc_per_node > 1 and "LOCAL_RANK" not in os.environ:
         return launch_torchrun(args.argv, args.nproc_per_node)
     from vipr.engine import distributed as dist
-    from vipr.engine.trainer import Interrupted
     from vipr.platform.tracking import track_run
     from vipr.pretrain import build_config, run_pretrain
 
     config = build_config(config_from_args(args))
-    try:
-        metrics = run_pretrain(config, args.out, resume=args.resume)
-    except Interrupted as stop:
-        print(f"vipr pretrain: {stop}", file=sys.stderr)
-        return 130
+    metrics = run_pretrain(config, args.out, resume=args.resume)
     if dist.is_main():
         print(f"pre-trained {config.model.backbone} with {config.method.name}: checkpoint {Path(args.out) / 'checkpoint.pt'}")
         track_run(args.out, "pretrain", args.no_track)

@@ -25,7 +25,7 @@ from vipr.engine import distributed as dist
 from vipr.engine.device import precision_autocast
 from vipr.engine.optim import warmup_cosine
 from vipr.engine.progress import Progress
-from vipr.errors import CheckpointError
+from vipr.errors import CheckpointError, Interrupted  # noqa: F401 (Interrupted: raised here, imported from here)
 
 # (uint8 images on the device, generator, indices of the recipe's views to draw or None for all) -> views
 ViewFn = Callable[[torch.Tensor, torch.Generator, "list[int] | None"], list[torch.Tensor]]
@@ -61,10 +61,6 @@ class LoopSettings:
     log_every: int = 10  # steps between metric lines
     progress: bool = True
     seed: int = 0
-
-
-class Interrupted(Exception):
-    """Raised after a checkpoint is saved on SIGTERM or Ctrl-C."""
 
 
 class Trainer:
