@@ -62,3 +62,8 @@ def test_supernet_genotype_uses_softmax_of_alpha_and_normalised_beta():
     assert genotype.normal.edges == derive_cell(HAND_SET, CANDS).edges
     assert genotype.reduce.reduction and genotype.provenance["strategy"] == "pcdarts"
     assert len(genotype.reduce.edges) == 8
+    with torch.no_grad():
+        net.betas_normal[2] = 5.0  # node 3's softmax(beta) now favours edge 0->3, as in the test above
+    for max_skip in (None, 8):  # DARTS' rule, and through P-DARTS' skip limit
+        node3 = [e for e in supernet_genotype(net, max_skip=max_skip).normal.edges if e.target == 3]
+        assert node3 == [Edge("max_pool_3x3", 0, 3), Edge("dil_conv_5x5", 1, 3)]

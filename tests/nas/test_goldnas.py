@@ -8,7 +8,7 @@ import torch
 from vipr.nas.config import DataSection, NetworkSection, SearchConfig
 from vipr.nas.goldnas import (GoldNasSettings, node_index, node_normalised, resource_penalty, select_prunes,
                               update_lambda, write_front)
-from vipr.nas.goldnas_space import edge_list
+from vipr.nas.genotype import edge_list
 from vipr.nas.strategy import SearchContext, create_strategy
 from vipr.errors import ConfigError
 from vipr.config import from_dict

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from vipr.errors import ConfigError
-from vipr.nas.derive import derive_cell
+from vipr.nas.derive import derive_cell, limit_skips
 from vipr.nas.ops import PRIMITIVES
-from vipr.nas.pdarts import drop_ops, limit_skips, skip_dropout_rate
+from vipr.nas.pdarts import drop_ops, skip_dropout_rate
 from vipr.nas.search import build_config
 
 col = {name: i for i, name in enumerate(PRIMITIVES)}

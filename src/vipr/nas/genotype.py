@@ -21,6 +21,12 @@ from vipr.nas.ops import OPS, create_op
 FORMAT = "vipr-genotype/1"
 
 
+def edge_list(steps: int) -> list[tuple[int, int]]:
+    """(source, target) of every edge of a cell of ``steps`` nodes, in alpha's row order: by
+    target j in 2 .. steps + 1, then source i < j (DARTS: 14 edges for 4 nodes)."""
+    return [(i, j) for j in range(2, steps + 2) for i in range(j)]
+
+
 @dataclass(frozen=True)
 class Edge:
     op: str

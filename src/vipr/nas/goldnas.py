@@ -38,7 +38,8 @@ from vipr.errors import ConfigError
 from vipr.nas.config import StrategySettings
 from vipr.nas.flops import count_flops, count_params
 from vipr.nas.genotype import Genotype, from_dict
-from vipr.nas.goldnas_space import GoldSupernet, edge_list
+from vipr.nas.genotype import edge_list
+from vipr.nas.goldnas_space import GoldSupernet
 from vipr.nas.network import DartsNetwork
 from vipr.nas.ops import create_op
 from vipr.nas.strategy import Batch, SearchContext, register_strategy

@@ -22,15 +22,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vipr.nas.flops import op_flops
-from vipr.nas.genotype import CellSpec, Edge, Genotype, reduction_layers
+from vipr.nas.genotype import CellSpec, Edge, Genotype, edge_list, reduction_layers
 from vipr.nas.ops import FactorizedReduce, ReLUConvBN, create_op
 
 STEM_MULTIPLIER = 3
-
-
-def edge_list(steps: int) -> list[tuple[int, int]]:
-    """(source, target) of every edge of a cell of ``steps`` nodes: all i < j, j in 2 .. steps + 1."""
-    return [(i, j) for j in range(2, steps + 2) for i in range(j)]
 
 
 class GoldCell(nn.Module):

@@ -24,13 +24,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import torch
 from torch import Tensor
 
 from vipr.nas.config import SearchConfig
 from vipr.nas.darts import BilevelSearch, DartsSettings, DartsStrategy, cosine_lr, supernet_spec
-from vipr.nas.derive import derive_cell
-from vipr.nas.genotype import CellSpec, Genotype
+from vipr.nas.derive import supernet_genotype
+from vipr.nas.genotype import Genotype, edge_list
 from vipr.nas.ops import PRIMITIVES
 from vipr.nas.strategy import SearchContext, register_strategy
 from vipr.nas.supernet import Candidates
@@ -77,25 +76,6 @@ def drop_ops(op_weights: Tensor, candidates: Candidates, keep: int, none_first: 
     return tuple(kept)
 
 
-def limit_skips(op_weights: Tensor, candidates: Candidates, steps: int, max_skip: int) -> CellSpec:
-    """A normal cell with at most ``max_skip`` skip_connect edges (the weakest ones removed)."""
-    weights = op_weights.detach().float().clone()
-    while True:
-        cell = derive_cell(weights, candidates, steps)
-        skips = [e for e in cell.edges if e.op == "skip_connect"]
-        if len(skips) <= max_skip:
-            return cell
-        index = [(_edge_index(e.source, e.target), candidates[_edge_index(e.source, e.target)].index("skip_connect"))
-                 for e in skips]
-        weakest = min(index, key=lambda ij: float(weights[ij]))
-        weights[weakest] = -math.inf  # never chosen again; an edge left with nothing drops out
-
-
-def _edge_index(source: int, target: int) -> int:
-    """Row of edge source -> target in alpha (edges grouped by target node, then by source)."""
-    return sum(range(2, target)) + source
-
-
 def skip_dropout_rate(base: float, epoch: int, epochs: int, warmup: int, decay: float) -> float:
     if epoch < warmup:
         return base * (epochs - epoch - 1) / epochs
@@ -109,7 +89,7 @@ class PdartsStrategy(DartsStrategy):
     def __init__(self, context: SearchContext):
         self.context, self.settings = context, context.settings
         self.stage = 0
-        self.candidates = ((PRIMITIVES,) * _edges(context), (PRIMITIVES,) * _edges(context))  # normal, reduce
+        self.candidates = ((PRIMITIVES,) * len(edge_list(context.config.network.steps)),) * 2  # normal, reduce
         self.search = self._build_stage()
 
     def _build_stage(self) -> BilevelSearch:
@@ -143,12 +123,8 @@ class PdartsStrategy(DartsStrategy):
         return stats
 
     def genotype(self) -> Genotype:
-        model, s = self.search.model, self.settings
-        with torch.no_grad():
-            normal = limit_skips(model.op_weights(False), self.candidates[0], model.spec.steps, s.max_skip)
-            reduce = derive_cell(model.op_weights(True), self.candidates[1], model.spec.steps, reduction=True)
         provenance = {**self.provenance(), "stage": self.stage}
-        return Genotype(normal, reduce, model.spec.steps, provenance=provenance).validate()
+        return supernet_genotype(self.search.model, provenance, max_skip=self.settings.max_skip)
 
     def state_dict(self) -> dict:
         return {"stage": self.stage, "candidates": self.candidates, "search": self.search.state_dict()}
@@ -157,8 +133,3 @@ class PdartsStrategy(DartsStrategy):
         self.stage, self.candidates = state["stage"], tuple(tuple(map(tuple, c)) for c in state["candidates"])
         self.search = self._build_stage()
         self.search.load_state_dict(state["search"])
-
-
-def _edges(context: SearchContext) -> int:
-    steps = context.config.network.steps
-    return sum(2 + i for i in range(steps))

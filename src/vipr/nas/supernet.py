@@ -41,7 +41,7 @@ from torch import Tensor, nn
 
 from vipr.errors import ConfigError
 from vipr.nas.fastconv import speed_up_depthwise
-from vipr.nas.genotype import reduction_layers
+from vipr.nas.genotype import edge_list, reduction_layers
 from vipr.nas.ops import PRIMITIVES, DilConv, FactorizedReduce, ReLUConvBN, SepConv, create_op
 from vipr.nas.wide import WIDE_MAX_CHANNELS, channel_slice, plan_groups, run_group
 
@@ -65,7 +65,7 @@ class SupernetSpec:
 
     @property
     def num_edges(self) -> int:
-        return sum(2 + i for i in range(self.steps))
+        return len(edge_list(self.steps))
 
     def candidates(self, reduction: bool) -> Candidates:
         chosen = self.candidates_reduce if reduction else self.candidates_normal
