@@ -155,7 +155,7 @@ class SearchCell(nn.Module):
         self.edges = nn.ModuleList(
             MixedOp(c, 2 if reduction and j < 2 else 1, cands[e], spec.partial_channels, spec.skip_dropout)
             for e, j in enumerate(sources))
-        self.groups = plan_groups(self.edges, spec.steps)  # module references, not registered twice
+        self.groups = plan_groups(self.edges, spec.steps, spec.fast_depthwise)  # module references only
         self.wide = self.c <= WIDE_MAX_CHANNELS  # batched edges in training (vipr.nas.wide); else per edge
 
     def forward(self, s0: Tensor, s1: Tensor, weights: Tensor, edge_weights: Tensor | None) -> Tensor:

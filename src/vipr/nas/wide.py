@@ -56,6 +56,7 @@ class EdgeGroup:
     sources: list[int] = field(default_factory=list)  # input state per edge: 0, 1 cell inputs, 2 + i node i
     targets: list[int] = field(default_factory=list)  # node fed by each edge
     ops: list[WideOp] = field(default_factory=list)
+    fast_depthwise: bool = True  # vipr.nas.fastconv for the depthwise convs, as the per-edge ops
 
 
 def edge_groups(steps: int) -> list[EdgeGroup]:
@@ -72,10 +73,11 @@ def edge_groups(steps: int) -> list[EdgeGroup]:
     return groups
 
 
-def plan_groups(edges: nn.ModuleList, steps: int) -> list[EdgeGroup]:
+def plan_groups(edges: nn.ModuleList, steps: int, fast_depthwise: bool = True) -> list[EdgeGroup]:
     """``edge_groups`` with each group's ops resolved to the edges' MixedOp modules."""
     groups = edge_groups(steps)
     for group in groups:
+        group.fast_depthwise = fast_depthwise
         by_name: dict[str, WideOp] = {}
         for position, e in enumerate(group.edges):
             mixed = edges[e]
@@ -104,7 +106,7 @@ def run_group(group: EdgeGroup, states: list[Tensor], weights: Tensor, c: int, s
         if op.name in POOLS:
             y = torch.cat([pooled[op.name, s] for s in sources], 1)
         else:
-            y = _op_output(op, sources, inputs, relu_cache, stride)
+            y = _op_output(op, sources, inputs, relu_cache, stride, group.fast_depthwise)
         w = weights[op.rows, op.cols].repeat_interleave(c).view(1, -1, 1, 1)  # per output channel
         if len(op.positions) == len(group.edges):
             out = y * w if out is None else out.addcmul_(y, w)  # in place: fewer allocations
@@ -119,7 +121,8 @@ def run_group(group: EdgeGroup, states: list[Tensor], weights: Tensor, c: int, s
     return out
 
 
-def _op_output(op: WideOp, sources: list[int], inputs: dict[int, Tensor], relu_cache: dict, stride: int) -> Tensor:
+def _op_output(op: WideOp, sources: list[int], inputs: dict[int, Tensor], relu_cache: dict, stride: int,
+               fast: bool) -> Tensor:
     name = op.name
     if name == "skip_connect" and stride == 1:
         y = torch.cat([inputs[s] for s in sources], 1)
@@ -131,15 +134,19 @@ def _op_output(op: WideOp, sources: list[int], inputs: dict[int, Tensor], relu_c
             relu_cache[key] = F.relu(torch.cat([inputs[s] for s in sources], 1))
         x = relu_cache[key]
         if name.startswith("dil_conv"):
-            return _dil_block(x, op.modules, stride, dilation=2)
-        x = _dil_block(x, [m[0] for m in op.modules], stride, dilation=1)
-        return _dil_block(F.relu(x), [m[1] for m in op.modules], 1, dilation=1)
+            return _dil_block(x, op.modules, stride, 2, fast)
+        x = _dil_block(x, [m[0] for m in op.modules], stride, 1, fast)
+        return _dil_block(F.relu(x), [m[1] for m in op.modules], 1, 1, fast)
     return torch.cat([m(inputs[s]) for m, s in zip(op.modules, sources)], 1)
 
 
-def _dil_block(x: Tensor, blocks: list[nn.Module], stride: int, dilation: int) -> Tensor:
+def _dil_block(x: Tensor, blocks: list[nn.Module], stride: int, dilation: int, fast: bool) -> Tensor:
     """Wide ``DilConv`` without its ReLU: depthwise, pointwise, BatchNorm (vipr.nas.ops)."""
-    x = depthwise_conv(x, torch.cat([b[1].weight for b in blocks]), stride, dilation)
+    kernels = torch.cat([b[1].weight for b in blocks])
+    if fast:
+        x = depthwise_conv(x, kernels, stride, dilation)
+    else:
+        x = F.conv2d(x, kernels, None, stride, dilation * (kernels.shape[-1] // 2), dilation, len(kernels))
     x = pointwise(x, [b[2].weight for b in blocks])
     return batch_norm(x, [[b[3]] for b in blocks])
 
