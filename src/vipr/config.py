@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import hashlib
+import json
 import types
 import typing
 from pathlib import Path
@@ -120,6 +122,19 @@ def _scalar(hint: Any, value: Any, path: str) -> Any:
     if isinstance(value, hint) and not (hint is int and isinstance(value, bool)):
         return value
     raise ConfigError(f"'{path}' must be {getattr(hint, '__name__', hint)}, got {value!r}")
+
+
+# Settings that change how a run is watched or stored, not what it computes: a resume may change them.
+RUN_ONLY_KEYS = frozenset({"progress", "log_every", "checkpoint_every", "num_threads", "device"})
+
+
+def without_run_only(settings: dict) -> dict:
+    return {k: v for k, v in settings.items() if k not in RUN_ONLY_KEYS}
+
+
+def config_digest(settings: dict) -> str:
+    """16 hex digits of the SHA-256 of a plain config dict (key order free): what a resume must match."""
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def to_dict(config: Any) -> dict:

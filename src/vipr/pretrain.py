@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -12,7 +11,7 @@ import torch
 
 import vipr
 from vipr import ssl
-from vipr.config import from_dict, to_dict
+from vipr.config import config_digest, from_dict, to_dict, without_run_only
 from vipr.data.augment import IMAGENET_MEAN, IMAGENET_STD, augment_views, get_recipe
 from vipr.data.loader import BatchIterator
 from vipr.data.sources import open_dataset
@@ -76,9 +75,6 @@ class PretrainConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
-# Settings that change how a run is watched or stored, not what it computes.
-_NOT_HASHED = {"progress", "log_every", "checkpoint_every", "num_threads", "device"}
-
 
 def build_config(data: dict) -> PretrainConfig:
     config = from_dict(PretrainConfig, data)
@@ -89,8 +85,8 @@ def build_config(data: dict) -> PretrainConfig:
 
 def config_hash(config: PretrainConfig) -> str:
     d = to_dict(config)
-    d["train"] = {k: v for k, v in d["train"].items() if k not in _NOT_HASHED}
-    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+    d["train"] = without_run_only(d["train"])
+    return config_digest(d)
 
 
 def run_pretrain(config: PretrainConfig, out_dir: str | Path, resume: bool = False) -> dict:

@@ -15,8 +15,6 @@ are the pre-training ones, and ``checkpoint.pt`` is a regular vipr checkpoint
 
 from __future__ import annotations
 
-import hashlib
-import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import vipr
-from vipr.config import to_dict
+from vipr.config import config_digest, to_dict, without_run_only
 from vipr.data.augment import IMAGENET_MEAN, IMAGENET_STD
 from vipr.data.loader import BatchIterator
 from vipr.data.sources import open_dataset
@@ -70,12 +68,8 @@ class NasTrainConfig:
     progress: bool = True
 
 
-_NOT_HASHED = {"progress", "log_every", "checkpoint_every", "device", "num_threads"}
-
-
 def config_hash(config: NasTrainConfig) -> str:
-    d = {k: v for k, v in to_dict(config).items() if k not in _NOT_HASHED}
-    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+    return config_digest(without_run_only(to_dict(config)))
 
 
 class ClippedSGD(torch.optim.SGD):
