@@ -17,7 +17,11 @@ class Progress:
                         dynamic_ncols=True, disable=not enabled)
 
     def update_stats(self, epoch: int, loss: float, rate: float) -> None:
-        self.bar.set_postfix_str(f"epoch {epoch} loss {loss:.4f} {rate:,.0f} img/s", refresh=False)
+        self.postfix(f"epoch {epoch} loss {loss:.4f} {rate:,.0f} img/s")
+
+    def postfix(self, text: str) -> None:
+        """The status after the bar, shown at its next refresh."""
+        self.bar.set_postfix_str(text, refresh=False)
 
     def note(self, text: str) -> None:
         """A short status before the bar, e.g. the last feature-bank refresh time."""

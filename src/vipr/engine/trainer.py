@@ -8,8 +8,6 @@ metrics, atomic checkpoints, exact resume, and saving on Ctrl-C / SIGTERM.
 from __future__ import annotations
 
 import random
-import signal
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +20,7 @@ from torch import nn
 from vipr.data.loader import read_rows
 from vipr.engine import checkpoint as ckpt
 from vipr.engine import distributed as dist
+from vipr.engine import signals
 from vipr.engine.device import precision_autocast
 from vipr.engine.optim import warmup_cosine
 from vipr.engine.progress import Progress
@@ -127,20 +126,19 @@ class Trainer:
         steps_per_epoch = len(self.loader)
         start_epoch, start_in_epoch = divmod(self.step, steps_per_epoch)
         bar = Progress(self.total_steps, initial=self.step, enabled=self.settings.progress and dist.is_main())
-        previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM,)} if _in_main_thread() else {}
         try:
-            for epoch in range(start_epoch, self.settings.epochs):
-                self.loader.set_epoch(epoch)
-                epoch_stats = self._run_epoch(epoch, start_in_epoch if epoch == start_epoch else 0, bar, progress_log)
-                self.save()
-                progress_log({"epoch": epoch + 1, "step": self.step, **epoch_stats})
+            with signals.handling(self._on_signal):
+                for epoch in range(start_epoch, self.settings.epochs):
+                    self.loader.set_epoch(epoch)
+                    epoch_stats = self._run_epoch(epoch, start_in_epoch if epoch == start_epoch else 0, bar,
+                                                  progress_log)
+                    self.save()
+                    progress_log({"epoch": epoch + 1, "step": self.step, **epoch_stats})
         except KeyboardInterrupt:
             self.save()
             raise Interrupted(f"interrupted at step {self.step}; checkpoint saved, continue with --resume") from None
         finally:
             bar.close()
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
 
     def _run_epoch(self, epoch: int, start: int, bar: Progress, progress_log) -> dict:
         self.model.train()
@@ -206,10 +204,6 @@ class Trainer:
 
     def _on_signal(self, signum, frame) -> None:
         self._stop_signal = signum  # saved and stopped after the current step
-
-
-def _in_main_thread() -> bool:
-    return threading.current_thread() is threading.main_thread()
 
 
 def _gather_objects(obj) -> list:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import signal
-import threading
 import time
 from pathlib import Path
 
@@ -20,7 +19,8 @@ import torch
 
 from vipr.config import from_dict, to_dict
 from vipr.data.sources import open_dataset
-from vipr.engine.checkpoint import load, save_atomic
+from vipr.engine import signals
+from vipr.engine.checkpoint import CHECKPOINT_NAME, load, save_atomic
 from vipr.engine.device import resolve_device, resolve_precision
 from vipr.engine.progress import MetricsLog, Progress
 from vipr.engine.rundir import prepare_run_dir, write_metrics
@@ -28,16 +28,14 @@ from vipr.engine.trainer import Interrupted
 from vipr.errors import CheckpointError
 from vipr.nas import search_data
 from vipr.nas.config import SearchConfig
-from vipr.nas.strategy import SearchContext, check_strategy, create_strategy, load_builtin, strategy_class
+from vipr.nas.strategy import SearchContext, check_strategy, create_strategy, strategy_class
 
-CHECKPOINT_NAME = "checkpoint.pt"
 FORMAT = "vipr-nas-search/1"
 _NOT_COMPARED = {"progress", "num_threads", "device", "eval_batches"}  # may change on --resume
 
 
 def build_config(data: dict) -> SearchConfig:
     """SearchConfig from a nested dict; unknown strategy or keys -> ConfigError with a suggestion."""
-    load_builtin()
     check_strategy(str((data.get("strategy") or {}).get("name", "darts")))
     return from_dict(SearchConfig, data)
 
@@ -66,7 +64,6 @@ def _run(config: SearchConfig, out: Path, resume: bool) -> dict:
     precision = resolve_search_precision(config.train.precision, device)
     torch.manual_seed(config.train.seed)
     dataset = open_dataset(config.data.source, store_size=config.data.store_size)
-    load_builtin()
     bilevel = strategy_class(config.strategy.name).uses_val_split
     w_split, a_split = search_data.split_train(dataset.train, config.data.train_portion, config.train.seed, bilevel)
     w_loader, a_loader, steps = search_data.make_loaders(w_split, a_split, config.train.batch_size,
@@ -113,17 +110,15 @@ class SearchLoop:
     def fit(self) -> dict:
         total = self.strategy.total_epochs * self.steps
         bar = Progress(total, initial=self.step, enabled=self.config.train.progress, desc="search")
-        previous = _install_handlers(self._on_signal)
         try:
-            start, offset = divmod(self.step, self.steps)
-            for epoch in range(start, self.strategy.total_epochs):
-                if self.last.get("done"):
-                    break
-                self._epoch(epoch, offset if epoch == start else 0, bar)
+            with signals.handling(self._on_signal, (signal.SIGINT, signal.SIGTERM)):
+                start, offset = divmod(self.step, self.steps)
+                for epoch in range(start, self.strategy.total_epochs):
+                    if self.last.get("done"):
+                        break
+                    self._epoch(epoch, offset if epoch == start else 0, bar)
         finally:
             bar.close()
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
         return self._finish()
 
     def _epoch(self, epoch: int, first: int, bar: Progress) -> None:
@@ -135,9 +130,8 @@ class SearchLoop:
             self.step, count = self.step + 1, count + 1
             for key, value in stats.items():
                 sums[key] = sums.get(key, 0.0) + value
-            bar.bar.set_postfix_str(f"epoch {epoch + 1} loss {stats.get('loss', float('nan')):.3f} "
-                                    f"val acc {_fmt(self.last.get('val_acc'))} "
-                                    f"{self.last.get('genotype_short', '')}", refresh=False)
+            bar.postfix(f"epoch {epoch + 1} loss {stats.get('loss', float('nan')):.3f} "
+                        f"val acc {_fmt(self.last.get('val_acc'))} {self.last.get('genotype_short', '')}")
             bar.advance()
             if self._stop_signal is not None and i + 1 < self.steps:
                 self.save()
@@ -217,12 +211,6 @@ class SearchLoop:
 
 def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
-
-
-def _install_handlers(handler) -> dict:
-    if threading.current_thread() is not threading.main_thread():
-        return {}
-    return {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
 
 
 def _compared(config: SearchConfig) -> dict:
