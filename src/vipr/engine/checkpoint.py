@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import hashlib
 import os
+import random
 import tempfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from vipr.errors import CheckpointError
@@ -25,6 +27,27 @@ from vipr.models import Backbone, create_backbone
 
 FORMAT = "vipr-checkpoint/1"
 CHECKPOINT_NAME = "checkpoint.pt"
+
+
+def rng_state(generator: torch.Generator) -> dict:
+    """Every random stream a run draws from: torch (CPU and CUDA), numpy, python, and ``generator``."""
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
+             "augment": generator.get_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict, generator: torch.Generator) -> None:
+    """Restore what ``rng_state`` saved (streams it lacks, e.g. CUDA on a CPU machine, stay as they are)."""
+    torch.set_rng_state(state["torch"])
+    generator.set_state(state["augment"])
+    if "numpy" in state:
+        np.random.set_state(state["numpy"])
+    if "python" in state:
+        random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def save_atomic(obj: Any, path: str | os.PathLike) -> None:

@@ -7,7 +7,6 @@ metrics, atomic checkpoints, exact resume, and saving on Ctrl-C / SIGTERM.
 
 from __future__ import annotations
 
-import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,13 +85,9 @@ class Trainer:
 
     # ---- checkpoint state -------------------------------------------------------------
     def state(self) -> dict:
-        rng = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
-               "augment": self.generator.get_state()}
-        if torch.cuda.is_available():
-            rng["cuda"] = torch.cuda.get_rng_state_all()
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
-                "step": self.step, "rng": _gather_objects(rng)}
+                "step": self.step, "rng": _gather_objects(ckpt.rng_state(self.generator))}
 
     def save(self) -> None:
         state = self.state()  # every rank takes part in gathering RNG states
@@ -113,13 +108,7 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
         self.step = state["step"]
-        rng = state["rng"][dist.rank()]
-        torch.set_rng_state(rng["torch"])
-        np.random.set_state(rng["numpy"])
-        random.setstate(rng["python"])
-        self.generator.set_state(rng["augment"])
-        if "cuda" in rng and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(rng["cuda"])
+        ckpt.set_rng_state(state["rng"][dist.rank()], self.generator)
 
     # ---- the loop ---------------------------------------------------------------------
     def fit(self, progress_log) -> None:

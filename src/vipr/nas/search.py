@@ -20,7 +20,7 @@ import torch
 from vipr.config import from_dict, to_dict
 from vipr.data.sources import open_dataset
 from vipr.engine import signals
-from vipr.engine.checkpoint import CHECKPOINT_NAME, load, save_atomic
+from vipr.engine.checkpoint import CHECKPOINT_NAME, load, rng_state, save_atomic, set_rng_state
 from vipr.engine.device import resolve_device, resolve_precision
 from vipr.engine.progress import MetricsLog, Progress
 from vipr.engine.rundir import prepare_run_dir, write_metrics
@@ -92,8 +92,8 @@ class SearchLoop:
 
     # ---- checkpoint -------------------------------------------------------------------
     def save(self) -> None:
-        rng = {"torch": torch.get_rng_state(), "augment": self.generator.get_state()}
-        save_atomic({"format": FORMAT, "config": _compared(self.config), "step": self.step, "rng": rng,
+        save_atomic({"format": FORMAT, "config": _compared(self.config), "step": self.step,
+                     "rng": rng_state(self.generator),
                      "strategy": self.strategy.state_dict(), "last": self.last}, self.out / CHECKPOINT_NAME)
 
     def restore(self) -> None:
@@ -103,8 +103,7 @@ class SearchLoop:
             raise CheckpointError(f"{path} was written with another configuration; resume with the same options")
         self.strategy.load_state_dict(saved["strategy"])
         self.step, self.last = saved["step"], saved.get("last", {})
-        torch.set_rng_state(saved["rng"]["torch"])  # after load_state_dict: rebuilding a stage draws from it
-        self.generator.set_state(saved["rng"]["augment"])
+        set_rng_state(saved["rng"], self.generator)  # after load_state_dict: rebuilding a stage draws from it
 
     # ---- loop -------------------------------------------------------------------------
     def fit(self) -> dict:
