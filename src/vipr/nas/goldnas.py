@@ -84,6 +84,14 @@ def node_index(steps: int, num_ops: int) -> Tensor:
     return torch.tensor([j for _, j in edge_list(steps)])[:, None].expand(-1, num_ops)
 
 
+def per_node_sum(x: Tensor, nodes: Tensor) -> Tensor:
+    """(..., E, O) -> (..., E, O): at every (edge, op), the sum of ``x`` over its target node's
+    (edge, op) entries; one matmul with the same-node matrix, no loop or host sync per node."""
+    target = nodes[:, :1].to(x.device)  # (E, 1): every op of an edge feeds the same node
+    same = (target == target.T).to(x.dtype)  # (E, E)
+    return (x.sum(-1) @ same)[..., None].expand_as(x)
+
+
 def node_normalised(weights: Tensor, live: Tensor, nodes: Tensor) -> Tensor:
     """Each live weight divided by the sum of the live weights into its node (0 where pruned).
 
@@ -91,11 +99,7 @@ def node_normalised(weights: Tensor, live: Tensor, nodes: Tensor) -> Tensor:
         weights: (..., E, O) sigmoid gates; live: same shape, bool; nodes: (E, O) target node ids.
     """
     w = weights * live
-    sums = torch.zeros_like(w)
-    for j in nodes.unique().tolist():
-        at = nodes == j  # (E, O)
-        sums = sums + at * (w * at).sum(dim=(-2, -1), keepdim=True)
-    return torch.where(live, w / sums.clamp_min(1e-12), torch.zeros_like(w))
+    return torch.where(live, w / per_node_sum(w, nodes).clamp_min(1e-12), torch.zeros_like(w))
 
 
 def resource_penalty(weights: Tensor, live: Tensor, nodes: Tensor, flops: Tensor) -> Tensor:
@@ -104,10 +108,7 @@ def resource_penalty(weights: Tensor, live: Tensor, nodes: Tensor, flops: Tensor
     Args:
         weights: (..., E, O) sigmoid gates; live: bool, same shape; nodes: (E, O); flops: same shape as weights.
     """
-    counts = torch.zeros_like(weights)
-    for j in nodes.unique().tolist():
-        at = nodes == j
-        counts = counts + at * (live & at).sum(dim=(-2, -1), keepdim=True)
+    counts = per_node_sum(live.to(weights.dtype), nodes)
     share = node_normalised(weights, live, nodes)  # w / sum w
     return (torch.log1p(counts * share) * flops * live).sum()
 
