@@ -33,25 +33,20 @@ from vipr.errors import ConfigError
 from vipr.ssl.clusters import center_wise_candidates, kmeans
 from vipr.ssl.losses import weighted_info_nce
 from vipr.ssl.mixing import cutmix, cutmix_boxes, draw_beta
-from vipr.ssl.moco import MoCoConfig, MoCoV2
-from vipr.ssl.neighbours import NeighbourTable, refresh_if_due
+from vipr.ssl.neighbour_moco import NeighbourMoCo, NeighbourMoCoConfig
 from vipr.ssl.registry import register_method
 
 
 @dataclass(frozen=True)
-class CLIMConfig(MoCoConfig):
+class CLIMConfig(NeighbourMoCoConfig):
     name: str = "clim"
-    symmetric: bool = False
     neighbours: int = 10  # nearest neighbours examined per anchor
     clusters: int = 0  # k-means k; 0 = N // 100 clamped to 2..1000 (1,000 at ImageNet scale)
     rule: str = "anchor"  # anchor | mean, see the module docstring
-    warmup_epochs: int = 10  # plain MoCo (multi-resolution) before the first feature bank
-    refresh_every: int = 10  # epochs between feature-bank refreshes
+    refresh_every: int = 10  # epochs between feature-bank refreshes (plain multi-resolution MoCo before)
     mix_prob: float = 0.8  # share of anchors (with a candidate) mixed with one
     mix_alpha: float = 0.2  # lambda ~ Beta(a, a)
     low_res_ratio: float = 160 / 224  # side of the second query crop / training side
-    use_faiss: str = "auto"  # auto | yes | no
-    keep_bank: bool = True  # the bank in checkpoints (float16, N x D); false at ImageNet scale
 
     def __post_init__(self) -> None:
         if self.rule not in ("anchor", "mean"):
@@ -67,13 +62,9 @@ def auto_clusters(num_images: int) -> int:
 
 
 @register_method("clim", CLIMConfig)
-class CLIM(MoCoV2):
-    default_recipe = "moco_v2"
-
+class CLIM(NeighbourMoCo):
     def __init__(self, backbone, config: CLIMConfig):
-        super().__init__(backbone, config)
-        self.table = NeighbourTable(config.neighbours, config.refresh_every, config.warmup_epochs,
-                                    select=self.center_wise, use_faiss=config.use_faiss, keep_bank=config.keep_bank)
+        super().__init__(backbone, config, select=self.center_wise)
 
     def expand_views(self, views: list) -> list:
         """The recipe's query and key views, plus the query view at the lower resolution."""
@@ -84,9 +75,6 @@ class CLIM(MoCoV2):
         k = self.config.clusters or auto_clusters(len(features))
         centroids, assignment = kmeans(features, min(k, len(features)), seed=self.table.bank_epoch + 1)
         return center_wise_candidates(assignment, centroids, features, neighbours, rule=self.config.rule)
-
-    def on_epoch_start(self, epoch: int, data) -> dict:
-        return refresh_if_due(self.table, epoch, self.target.encoder.backbone, data)
 
     def forward(self, views: list[torch.Tensor], batch: dict) -> dict[str, torch.Tensor]:
         query, key, query_low = views

@@ -30,26 +30,21 @@ from torch import nn
 from vipr.errors import ConfigError
 from vipr.ssl.losses import info_nce, weighted_info_nce
 from vipr.ssl.mixing import cutmix, cutmix_boxes, draw_beta
-from vipr.ssl.moco import MoCoConfig, MoCoV2, shuffled_keys
-from vipr.ssl.neighbours import NeighbourTable, SelectFn, refresh_if_due, ring_enqueue
+from vipr.ssl.moco import shuffled_keys
+from vipr.ssl.neighbour_moco import NeighbourMoCo, NeighbourMoCoConfig
+from vipr.ssl.neighbours import SelectFn, ring_enqueue
 from vipr.ssl.registry import projection_head, register_method
 from vipr.engine import distributed as dist
 
 
 @dataclass(frozen=True)
-class HSAConfig(MoCoConfig):
+class HSAConfig(NeighbourMoCoConfig):
     name: str = "hsa"
-    symmetric: bool = False
-    neighbours: int = 5  # top-k kNN positives kept per image
-    warmup_epochs: int = 10  # plain MoCo before the first feature bank
-    refresh_every: int = 5  # epochs between feature-bank refreshes
     neighbour_weight: float = 0.5  # w: weight of the neighbour's key against the own key
     mix: bool = True  # the CutMix query term
     mix_alpha: float = 2.0  # lambda ~ Beta(a, a)
     stages: tuple[int, ...] = (1, 2)  # backbone stages (0-based) with their own heads and losses
     stage_weights: tuple[float, ...] = (0.5, 0.5)  # loss weight of each of those stages
-    use_faiss: str = "auto"  # auto | yes | no
-    keep_bank: bool = True  # the bank in checkpoints (float16, N x D); false at ImageNet scale
 
     def __post_init__(self) -> None:
         if len(self.stages) != len(self.stage_weights):
@@ -91,20 +86,13 @@ class LevelEncoder(nn.Module):
 
 
 @register_method("hsa", HSAConfig)
-class HSA(MoCoV2):
-    default_recipe = "moco_v2"
-
+class HSA(NeighbourMoCo):
     def __init__(self, backbone: nn.Module, config: HSAConfig, select: SelectFn | None = None):
-        super().__init__(backbone, config, online=LevelEncoder(backbone, config))
-        self.table = NeighbourTable(config.neighbours, config.refresh_every, config.warmup_epochs, select=select,
-                                    use_faiss=config.use_faiss, keep_bank=config.keep_bank)
+        super().__init__(backbone, config, select=select, online=LevelEncoder(backbone, config))
         levels = len(config.stages)
         self.level_weights = [*config.stage_weights, 1.0]
         self.register_buffer("stage_queue", F.normalize(torch.randn(levels, config.queue_size, config.proj_dim), dim=2))
         self.register_buffer("stage_queue_ptr", torch.zeros((), dtype=torch.long))
-
-    def on_epoch_start(self, epoch: int, data) -> dict:
-        return refresh_if_due(self.table, epoch, self.target.encoder.backbone, data)
 
     def level_queries(self, x: torch.Tensor) -> list[torch.Tensor]:
         return [F.normalize(z.float(), dim=1) for z in self.online.forward_levels(x)]

@@ -27,8 +27,6 @@ from vipr.ssl.registry import register_method
 class SCANConfig(HSAConfig):
     name: str = "scan"
     neighbours: int = 20  # appearance neighbours examined per anchor; same-label ones are positives
-    warmup_epochs: int = 10  # plain MoCo before the first feature bank
-    refresh_every: int = 5
     mix: bool = False
     stages: tuple[int, ...] = ()
     stage_weights: tuple[float, ...] = ()
@@ -45,7 +43,5 @@ def same_label(features: torch.Tensor, neighbours: torch.Tensor, labels: torch.T
 
 @register_method("scan", SCANConfig)
 class SCAN(HSA):
-    default_recipe = "moco_v2"
-
     def __init__(self, backbone: nn.Module, config: SCANConfig):
         super().__init__(backbone, config, select=same_label)
