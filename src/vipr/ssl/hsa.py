@@ -92,7 +92,6 @@ class HSA(NeighbourMoCo):
         levels = len(config.stages)
         self.level_weights = [*config.stage_weights, 1.0]
         self.register_buffer("stage_queue", F.normalize(torch.randn(levels, config.queue_size, config.proj_dim), dim=2))
-        self.register_buffer("stage_queue_ptr", torch.zeros((), dtype=torch.long))
 
     def level_queries(self, x: torch.Tensor) -> list[torch.Tensor]:
         return [F.normalize(z.float(), dim=1) for z in self.online.forward_levels(x)]
@@ -139,10 +138,7 @@ class HSA(NeighbourMoCo):
 
     @torch.no_grad()
     def enqueue_levels(self, keys: list[torch.Tensor]) -> None:
-        """Enqueue the anchor keys of every level (the stage queues advance together)."""
+        """Enqueue the anchor keys of every level: the stage queues advance with MoCo's, from its pointer."""
         for queue, k in zip(self.stage_queue, keys[:-1]):
-            advanced = self.stage_queue_ptr.clone()  # each queue starts at the shared pointer
-            ring_enqueue(queue, advanced, dist.gather(k))
-        if len(keys) > 1:
-            self.stage_queue_ptr.copy_(advanced)
-        self.enqueue(keys[-1])
+            ring_enqueue(queue, self.queue_ptr.clone(), dist.gather(k))
+        self.enqueue(keys[-1])  # advances queue_ptr
