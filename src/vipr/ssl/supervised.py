@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vipr.errors import ConfigError
+from vipr.ssl.moco import Encoder
 from vipr.ssl.registry import MethodConfig, register_method
 
 
@@ -26,15 +27,6 @@ class SupervisedConfig(MethodConfig):
     label_smoothing: float = 0.0
 
 
-class _Classifier(nn.Module):
-    def __init__(self, backbone: nn.Module, num_classes: int):
-        super().__init__()
-        self.backbone, self.fc = backbone, nn.Linear(backbone.feature_dim, num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.backbone.forward_features(x))
-
-
 @register_method("supervised", SupervisedConfig)
 class Supervised(nn.Module):
     default_recipe = "moco_v2"
@@ -44,7 +36,7 @@ class Supervised(nn.Module):
         if config.num_classes < 1:
             raise ConfigError("the supervised method needs method.num_classes >= 1 (vipr pretrain sets it from the data)")
         self.config = config
-        self.online = _Classifier(backbone, config.num_classes)
+        self.online = Encoder(backbone, nn.Linear(backbone.feature_dim, config.num_classes))  # the head classifies
 
     def expand_views(self, views: list) -> list:
         return views[:1]  # one view per image
