@@ -8,14 +8,12 @@ tuned on any test split):
 
 * the backbone plus a new, zero-initialised linear head (no RNG, and the first steps
   move the head before they move the features) on *standardised* features, cross-entropy:
-  as in the linear probe, the features are standardised with their mean and std on the
-  labelled images at the start (a fixed, non-affine BatchNorm), so one head lr suits any
-  feature scale. Without it, pre-trained `tiny` features (norm ~3) against random-init ones
-  (~0.16) change the head's effective step 350-fold, and fine-tuning from a MoCo checkpoint
-  on 10% of builtin:digits scored below random init (81% vs 88%). The standardisation is a
-  BatchNorm1d without affine (MAE's probe), its running statistics started from those of the
-  labelled images, so it follows the features as they change; it is folded into the head at
-  the end, so ``classifier.pt`` keeps a plain linear head;
+  a BatchNorm1d without affine (MAE's probe) normalises each batch's features, so one head
+  lr suits any feature scale. Without it, pre-trained `tiny` features (norm ~3) against
+  random-init ones (~0.16) change the head's effective step 350-fold, and fine-tuning from a
+  MoCo checkpoint on 10% of builtin:digits scored below random init (81% vs 88%). Its
+  running statistics follow the features as they change and are folded into the head at the
+  end, so ``classifier.pt`` keeps a plain linear head;
 * SGD with Nesterov momentum 0.9, weight decay 5e-4 on weights (not on biases or
   BatchNorm, as pre-training), a per-step cosine from ``lr`` to 0 without warm-up;
 * ``lr`` (0.1 per batch of 64) for the head and ``lr / 10`` for the backbone, so the
@@ -53,9 +51,8 @@ from vipr.engine.optim import param_groups, warmup_cosine
 from vipr.engine.progress import Progress
 from vipr.errors import ConfigError
 from vipr.engine.device import precision_autocast
-from vipr.eval.features import extract_features
 from vipr.eval.knn import topk_accuracy
-from vipr.eval.linear import fold_standardization, standardization
+from vipr.eval.linear import fold_standardization
 from vipr.eval.runner import count_classes, labelled_test_rows, labelled_train_rows, prepare, write_run
 from vipr.models import Backbone
 
@@ -89,16 +86,11 @@ def finetune(model: Backbone, split: ImageSplit, num_classes: int, *, image_size
     _check_settings(epochs=epochs, batch_size=batch_size, lr=lr)
     device = torch.device(device)
     model.to(device=device, memory_format=torch.channels_last)
-    features = extract_features(model, split.images, image_size=image_size, mean=mean, std=std, device=device,
-                                precision="fp32", progress=False)  # (N, D) of the labelled images, eval mode
-    feature_mean, feature_std = standardization(features.to(device))  # (D,) each
     model.reset_head(num_classes)
     linear = model.head.to(device)
     nn.init.zeros_(linear.weight)
     nn.init.zeros_(linear.bias)
-    norm = nn.BatchNorm1d(len(feature_mean), affine=False).to(device)  # batch statistics follow the features
-    norm.running_mean.copy_(feature_mean)
-    norm.running_var.copy_(feature_std.square())
+    norm = nn.BatchNorm1d(model.feature_dim, affine=False).to(device)  # batch statistics follow the features
     model.head = nn.Sequential(norm, linear)
     model.train()
     loader = BatchIterator(split, min(batch_size, len(split)), shuffle=True, seed=seed, drop_last=True, device=device)
