@@ -108,3 +108,7 @@ def test_resume_without_checkpoint_and_rerun_into_a_used_folder(tmp_path, capsys
     out = tmp_path / "run"
     assert main(["nas", "search", "--out", str(out), *TINY, "--resume"]) == 2
     assert "no checkpoint.pt" in capsys.readouterr().err
+    assert main(["nas", "search", "--out", str(out), *TINY]) == 0
+    capsys.readouterr()
+    assert main(["nas", "search", "--out", str(out), *TINY]) == 2  # no --resume: the finished run is kept
+    assert "already holds a run" in capsys.readouterr().err
