@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from vipr.data.augment import IMAGENET_MEAN, IMAGENET_STD
 from vipr.data.augment_ops import as_float_image, normalize
 
 PAD_AT_32 = 4  # px of zero padding before the random crop, at a 32 px image
@@ -66,8 +67,8 @@ def cutout(x: Tensor, size: int, generator: torch.Generator | None = None) -> Te
     return x.masked_fill(hole[:, None], 0.0)
 
 
-def darts_train_view(images_uint8: Tensor, image_size: int, *, mean: Sequence[float] = (0.485, 0.456, 0.406),
-                     std: Sequence[float] = (0.229, 0.224, 0.225), cutout_px: int = 0,
+def darts_train_view(images_uint8: Tensor, image_size: int, *, mean: Sequence[float] = IMAGENET_MEAN,
+                     std: Sequence[float] = IMAGENET_STD, cutout_px: int = 0,
                      generator: torch.Generator | None = None) -> Tensor:
     """Resize (if needed), pad-crop, flip, normalise, cutout: (B, 3, H, W) uint8 -> (B, 3, S, S) float, channels-last."""
     x = as_float_image(images_uint8)

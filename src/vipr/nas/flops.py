@@ -43,16 +43,14 @@ def _layer_macs(layer: nn.Module, output: torch.Tensor) -> int:
 
 
 @torch.no_grad()
-def count_flops(module: nn.Module, image_size: int | tuple[int, int], in_channels: int = 3,
-                inputs: torch.Tensor | None = None) -> int:
+def count_flops(module: nn.Module, image_size: int | tuple[int, int], in_channels: int = 3) -> int:
     """Conv2d + Linear multiply-adds of one forward pass of one image (eval mode; the mode is restored).
 
     Args:
-        image_size: input side (or (H, W)) in pixels; ignored when ``inputs`` is given.
-        inputs: an explicit (1, C, H, W) input, for modules that do not take images.
+        image_size: input side (or (H, W)) in pixels.
     """
     h, w = (image_size, image_size) if isinstance(image_size, int) else image_size
-    x = inputs if inputs is not None else torch.zeros(1, in_channels, h, w)
+    x = torch.zeros(1, in_channels, h, w)
     device = next((p.device for p in module.parameters()), torch.device("cpu"))
     total = [0]
 

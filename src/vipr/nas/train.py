@@ -82,8 +82,7 @@ class ClippedSGD(torch.optim.SGD):
     @torch.no_grad()
     def step(self, closure=None):
         if self.max_norm > 0:
-            params = [p for group in self.param_groups for p in group["params"] if p.grad is not None]
-            nn.utils.clip_grad_norm_(params, self.max_norm)
+            nn.utils.clip_grad_norm_([p for group in self.param_groups for p in group["params"]], self.max_norm)
         return super().step(closure)
 
 
