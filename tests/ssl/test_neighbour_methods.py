@@ -143,4 +143,8 @@ def test_settings_are_checked():
         CLIMConfig(rule="median")
     with pytest.raises(ConfigError, match="same length"):
         HSAConfig(stages=(1, 2), stage_weights=(0.5,))
+    with pytest.raises(ConfigError, match="symmetric"):  # before training, not silently ignored
+        HSAConfig(symmetric=True)
+    with pytest.raises(ConfigError, match="use_faiss"):  # before training, not at the first refresh
+        CLIMConfig(use_faiss="maybe")
     assert auto_clusters(500) == 5 and auto_clusters(10) == 2 and auto_clusters(10**7) == 1000

@@ -49,6 +49,7 @@ class CLIMConfig(NeighbourMoCoConfig):
     low_res_ratio: float = 160 / 224  # side of the second query crop / training side
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.rule not in ("anchor", "mean"):
             raise ConfigError(f"method.rule must be 'anchor' or 'mean', got {self.rule!r}")
         if not 0 <= self.mix_prob <= 1 or self.mix_alpha <= 0 or not 0 < self.low_res_ratio <= 1:

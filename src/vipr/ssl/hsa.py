@@ -47,6 +47,7 @@ class HSAConfig(NeighbourMoCoConfig):
     stage_weights: tuple[float, ...] = (0.5, 0.5)  # loss weight of each of those stages
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if len(self.stages) != len(self.stage_weights):
             raise ConfigError(f"method.stages {list(self.stages)} and method.stage_weights {list(self.stage_weights)} "
                               "need the same length")

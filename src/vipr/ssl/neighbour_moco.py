@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from vipr.errors import ConfigError
 from vipr.ssl.moco import MoCoConfig, MoCoV2
 from vipr.ssl.neighbours import NeighbourTable, SelectFn, refresh_if_due
 
@@ -18,6 +19,13 @@ class NeighbourMoCoConfig(MoCoConfig):
     refresh_every: int = 5  # epochs between feature-bank refreshes
     use_faiss: str = "auto"  # auto | yes | no
     keep_bank: bool = True  # the bank in checkpoints (float16, N x D); false at ImageNet scale
+
+    def __post_init__(self) -> None:
+        if self.symmetric:
+            raise ConfigError(f"method.symmetric has no effect in {self.name}: its losses use one query per image "
+                              "(MoCo v2 as published); drop the setting")
+        if self.use_faiss not in ("auto", "yes", "no"):
+            raise ConfigError(f"method.use_faiss must be auto, yes or no; got {self.use_faiss!r}")
 
 
 class NeighbourMoCo(MoCoV2):
