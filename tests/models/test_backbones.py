@@ -1,14 +1,22 @@
-"""The backbone contract (DESIGN.md) over the whole registry."""
+"""The backbone contract (DESIGN.md) over the whole registry and a few timm models."""
+
+import importlib.util
 
 import pytest
 import torch
 
 from vipr.errors import ConfigError
-from vipr.models import create_backbone, list_backbones
+from vipr.models import TIMM_PATTERN, create_backbone, list_backbones
+
+needs_timm = pytest.mark.skipif(importlib.util.find_spec("timm") is None, reason="needs the timm extra")
+# A ResNet, a MobileNet, a ViT (dynamic image size: 2x2 patches at 32 px) and a ConvNeXt;
+# small_stem is ignored by timm models, so each runs once.
+TIMM_SAMPLES = ["timm:resnet18", "timm:mobilenetv3_small_100", "timm:vit_tiny_patch16_224", "timm:convnext_atto"]
+CASES = ([(name, small_stem) for name in list_backbones() if name != TIMM_PATTERN for small_stem in (True, False)]
+         + [pytest.param(name, True, marks=needs_timm) for name in TIMM_SAMPLES])
 
 
-@pytest.mark.parametrize("name", list_backbones())
-@pytest.mark.parametrize("small_stem", [True, False])
+@pytest.mark.parametrize(("name", "small_stem"), CASES)
 def test_backbone_contract(name, small_stem):
     torch.manual_seed(0)
     model = create_backbone(name, small_stem=small_stem).eval()
@@ -26,6 +34,12 @@ def test_backbone_contract(name, small_stem):
         assert model(x).shape == (2, 7)
         model.reset_head(0)
         assert model(x).shape == (2, model.feature_dim)
+    model = model.to(memory_format=torch.channels_last)  # as the trainer runs it
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low = model.forward_features(x.contiguous(memory_format=torch.channels_last))
+    assert torch.nn.functional.cosine_similarity(low.float(), features).min() > 0.99  # bf16 keeps ~3 digits
+    model.train().forward_features(x).sum().backward()
+    assert [n for n, p in model.named_parameters() if p.grad is None] == []  # DDP needs no unused parameters
 
 
 def test_small_stem_keeps_resolution():

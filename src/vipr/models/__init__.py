@@ -1,3 +1,3 @@
-from vipr.models.backbones import Backbone, create_backbone, list_backbones, register_backbone
+from vipr.models.backbones import TIMM_PATTERN, Backbone, create_backbone, list_backbones, register_backbone
 
-__all__ = ["Backbone", "create_backbone", "list_backbones", "register_backbone"]
+__all__ = ["TIMM_PATTERN", "Backbone", "create_backbone", "list_backbones", "register_backbone"]

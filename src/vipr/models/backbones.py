@@ -10,6 +10,7 @@ Every backbone is an ``nn.Module`` with
 * ``forward(x) -> logits`` (or features when there is no head).
 
 ``create_backbone(name, small_stem=..., **kw)`` builds one; ``list_backbones()`` names them.
+Besides the registered names, ``timm:NAME`` is any timm model (vipr.models.timm_backbone).
 """
 
 from __future__ import annotations
@@ -31,13 +32,21 @@ def register_backbone(fn: Callable[..., "Backbone"]) -> Callable[..., "Backbone"
     return fn
 
 
+TIMM_PATTERN = "timm:NAME"  # any timm model, e.g. timm:resnet18 (the timm extra)
+
+
 def list_backbones() -> list[str]:
-    return sorted(_REGISTRY)
+    """The registered names, then ``TIMM_PATTERN``."""
+    return sorted(_REGISTRY) + [TIMM_PATTERN]
 
 
 def create_backbone(name: str, **kwargs) -> "Backbone":
+    if name.startswith("timm:"):
+        from vipr.models.timm_backbone import create_timm_backbone  # timm is optional: import on use
+
+        return create_timm_backbone(name, **kwargs)
     if name not in _REGISTRY:
-        raise ConfigError(f"unknown backbone '{name}'{suggest(name, _REGISTRY)}")
+        raise ConfigError(f"unknown backbone '{name}'{suggest(name, list_backbones())}")
     return _REGISTRY[name](**kwargs)
 
 
