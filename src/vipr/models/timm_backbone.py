@@ -134,8 +134,8 @@ def load_weights(model: nn.Module, path: str, name: str) -> dict:
         raise ConfigError(f"backbone '{name}': no tensor of {path} matches the model (its keys start "
                           f"{sorted(state)[:3]}); is it a state dict of this timm model?")
     model.load_state_dict(matched, strict=False)
-    print(f"{name}: loaded {path}: {report['matched']} tensors matched, {_few(report['missing'])} missing, "
-          f"{_few(report['unexpected'])} unexpected, {_few(report['wrong_shape'])} of another shape", file=sys.stderr)
+    print(f"{name}: loaded {path}: {report['matched']} tensors matched; missing {_few(report['missing'])}; "
+          f"unexpected {_few(report['unexpected'])}; of another shape {_few(report['wrong_shape'])}", file=sys.stderr)
     return report
 
 
