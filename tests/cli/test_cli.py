@@ -74,6 +74,16 @@ def test_pretrain_help_names_every_method(capsys):
     assert all(name in help_text for name in list_methods())
 
 
+@pytest.mark.parametrize("command", [["pretrain"], ["eval", "knn"], ["quickstart"]])
+def test_backbone_help_lists_the_registry(command, capsys):
+    from vipr.models import list_backbones
+
+    with pytest.raises(SystemExit):
+        main([*command, "--help"])
+    help_text = capsys.readouterr().out
+    assert all(name in help_text for name in list_backbones())  # darts_net and timm:NAME included
+
+
 def test_quickstart_runs_end_to_end(capsys, tmp_path):
     code = main(["quickstart", "--data", "builtin:shapes?train=256&test=40&size=16", "--epochs", "1", "--out", str(tmp_path), "--no-progress", "--json"])
     assert code == 0

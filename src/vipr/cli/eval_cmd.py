@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from vipr.cli.parser import Parser, add_json_flag, add_track_flag
+from vipr.cli.parser import Parser, add_backbone_flag, add_json_flag, add_track_flag
 
 HELP = """Evaluate a backbone; `vipr eval KIND --help` lists each kind's options.
 
@@ -55,7 +55,7 @@ def add_parser(sub) -> None:
 def _add_common(p, classifier: bool) -> None:
     p.add_argument("--checkpoint", required=True, metavar="DIR|FILE|random")
     p.add_argument("--data", required=True, metavar="SRC", help="source with train and test splits")
-    p.add_argument("--backbone", help="backbone for --checkpoint random (e.g. resnet18)")
+    add_backbone_flag(p, "backbone for --checkpoint random: ")
     p.add_argument("--image-size", type=int, metavar="PX", help="input size (default: the checkpoint's)")
     saved = "metrics.json and classifier.pt" if classifier else "metrics.json"
     p.add_argument("--out", metavar="DIR", help=f"run folder for {saved}")

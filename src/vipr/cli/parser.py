@@ -47,6 +47,29 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
+class _LazyHelpStore(argparse._StoreAction):
+    """A plain option whose help text ``make_help()`` builds only when help is shown."""
+
+    def __init__(self, *args, make_help, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.make_help = make_help
+
+    help = property(lambda self: self.make_help(), lambda self, value: None)  # argparse's own help= is unused
+
+
+def add_backbone_flag(parser: argparse.ArgumentParser, lead: str = "", shown_default: str | None = None,
+                      **kwargs) -> None:
+    """--backbone, its help listing the backbone registry (read at --help: the registry imports torch)."""
+
+    def text() -> str:
+        from vipr.models import list_backbones
+
+        tail = f" (default {shown_default})" if shown_default else ""
+        return f"{lead}{' | '.join(list_backbones())} (any timm model, with the timm extra){tail}"
+
+    parser.add_argument("--backbone", action=_LazyHelpStore, make_help=text, **kwargs)
+
+
 def add_json_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
 

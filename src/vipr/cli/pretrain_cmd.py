@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from vipr.cli.parser import add_json_flag, add_run_flags, add_track_flag, config_overrides
+from vipr.cli.parser import add_backbone_flag, add_json_flag, add_run_flags, add_track_flag, config_overrides
 
 HELP = """Pre-train a backbone on unlabeled images with a self-supervised method.
 
@@ -31,7 +31,7 @@ def add_parser(sub) -> None:
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", metavar="SRC", help="data source (default builtin:shapes)")
     p.add_argument("--method", help="moco_v2 | simclr | byol | nnclr | clim | hsa | scan | supcon | supervised (default moco_v2)")
-    p.add_argument("--backbone", help="resnet18 | resnet34 | resnet50 | tiny (default resnet18)")
+    add_backbone_flag(p, shown_default="resnet18")
     p.add_argument("--image-size", type=int, metavar="PX", help="crop side in pixels (default 32)")
     p.add_argument("--epochs", type=int, metavar="N", help="passes over the data (default 100)")
     p.add_argument("--batch-size", type=int, metavar="B", help="global batch size (default 256)")

@@ -7,6 +7,8 @@ import json
 import shutil
 from pathlib import Path
 
+from vipr.cli.parser import add_backbone_flag
+
 HELP = """A tour in one command: MoCo v2 pre-training of a small conv net on builtin:shapes
 (procedurally generated shapes whose colour, background, position, scale and rotation vary),
 then kNN and linear top-1 of the pre-trained backbone next to the same backbone at random init.
@@ -18,7 +20,7 @@ def add_parser(sub) -> None:
                        description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="runs/quickstart", metavar="DIR", help="where runs go (default runs/quickstart)")
     p.add_argument("--epochs", type=int, default=QUICK["train.epochs"], help=f"pre-training epochs (default {QUICK['train.epochs']})")
-    p.add_argument("--backbone", default=QUICK["model.backbone"], help=f"backbone (default {QUICK['model.backbone']})")
+    add_backbone_flag(p, shown_default=QUICK["model.backbone"], default=QUICK["model.backbone"])
     p.add_argument("--data", default="builtin:shapes", metavar="SRC", help="data source (default builtin:shapes)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--json", action="store_true", help="print the results as one JSON line at the end")
