@@ -39,15 +39,15 @@ def measure(method: str, source: str, epochs: int, steps: int, warmup: int) -> d
     if method in NEIGHBOUR_METHODS:
         table = trainer.model.table
         trainer.model.eval()
-        refresh_seconds = trainer.model.on_epoch_start(table.start_epoch, trainer.data)["bank_seconds"]
+        refresh_seconds = trainer.model.on_epoch_start(table.start_epoch)["bank_seconds"]
         trainer.model.train()
         refresh_every = table.refresh_every
     batches = endless(trainer.loader)
     times = []
     for i in range(warmup + steps):
-        indices, images, labels = next(batches)
+        batch = next(batches)
         start = time.perf_counter()
-        trainer.train_step(images, labels, indices)
+        trainer.train_step(batch)
         if i >= warmup:
             times.append(time.perf_counter() - start)
     step = statistics.median(times)

@@ -52,12 +52,10 @@ def time_vipr(precision: str, batch_size: int, image_size: int, warmup: int, ste
     trainer.loader.set_epoch(0)
     batches = iter(trainer.loader.iter_from(0))
     for _ in range(warmup):
-        _, images, labels = next(batches)
-        trainer.train_step(images, labels)
+        trainer.train_step(next(batches))
     start = time.perf_counter()
     for _ in range(steps):
-        _, images, labels = next(batches)
-        trainer.train_step(images, labels)
+        trainer.train_step(next(batches))
     return steps * batch_size / (time.perf_counter() - start)
 
 
@@ -66,9 +64,9 @@ def flops_per_image(batch_size: int = 16, image_size: int = 32) -> float:
     from torch.utils.flop_counter import FlopCounterMode
 
     trainer = vipr_trainer("fp32", batch_size, image_size)
-    _, images, labels = next(iter(trainer.loader.iter_from(0)))
+    batch = next(iter(trainer.loader.iter_from(0)))
     with FlopCounterMode(display=False) as counter:
-        trainer.train_step(images, labels)
+        trainer.train_step(batch)
     return counter.get_total_flops() / batch_size
 
 

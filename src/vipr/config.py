@@ -125,7 +125,9 @@ def _scalar(hint: Any, value: Any, path: str) -> Any:
 
 
 # Settings that change how a run is watched or stored, not what it computes: a resume may change them.
-RUN_ONLY_KEYS = frozenset({"progress", "log_every", "checkpoint_every", "num_threads", "device"})
+# may change on --resume: how a run is watched and guarded, not what it computes (on_nan: resume
+# a run a non-finite loss stopped with train.on_nan=skip)
+RUN_ONLY_KEYS = frozenset({"progress", "log_every", "checkpoint_every", "num_threads", "device", "on_nan"})
 
 
 def without_run_only(settings: dict) -> dict:

@@ -27,3 +27,11 @@ class RegistryError(ViprError):
 
 class ExportError(ViprError):
     """A model cannot be exported, or the exported file does not reproduce it."""
+
+
+class ContractError(ViprError, TypeError):
+    """A module handed to the engine lacks a member of its contract (vipr.engine.task.TrainingTask)."""
+
+
+class TrainingError(ViprError):
+    """Training itself went wrong (a non-finite loss); the last good checkpoint is kept."""

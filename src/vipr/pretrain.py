@@ -12,18 +12,20 @@ import torch
 import vipr
 from vipr import ssl
 from vipr.config import config_digest, from_dict, to_dict, without_run_only
-from vipr.data.augment import IMAGENET_MEAN, IMAGENET_STD, augment_views, get_recipe
+from vipr.data.augment import IMAGENET_MEAN, IMAGENET_STD, get_recipe
 from vipr.data.loader import BatchIterator
 from vipr.data.sources import open_dataset
 from vipr.data.splits import load_label_split
+from vipr.data.train_data import TrainData
 from vipr.data.types import ImageSplit
+from vipr.data.views import ViewMaker
 from vipr.engine import distributed as dist
 from vipr.engine.checkpoint import CHECKPOINT_NAME
 from vipr.engine.device import resolve_device, resolve_precision
 from vipr.engine.optim import create_optimizer
 from vipr.engine.progress import MetricsLog
 from vipr.engine.rundir import prepare_run_dir, write_metrics
-from vipr.engine.trainer import LoopSettings, TrainData, Trainer
+from vipr.engine.trainer import LoopSettings, Trainer, training_generator
 from vipr.errors import ConfigError
 from vipr.models import create_backbone
 
@@ -64,6 +66,7 @@ class TrainConfig:
     device: str = "auto"
     num_threads: int = 0  # torch intra-op threads; 0 = torch's default
     progress: bool = True
+    on_nan: str = "stop"  # stop | skip: a non-finite loss stops the run, or skips its step
 
 
 @dataclass(frozen=True)
@@ -91,6 +94,8 @@ def config_hash(config: PretrainConfig) -> str:
 
 def run_pretrain(config: PretrainConfig, out_dir: str | Path, resume: bool = False) -> dict:
     """Pre-train a backbone; returns the final metrics (also in OUT/metrics.json)."""
+    if config.train.epochs < 1:  # before the run folder: no epochs would leave no checkpoint to report
+        raise ConfigError(f"train.epochs must be >= 1, got {config.train.epochs}")
     device = resolve_device(config.train.device)
     dist.init_from_env(device.type)
     if config.train.num_threads:
@@ -124,37 +129,33 @@ def build_trainer(config: PretrainConfig, dataset, device: torch.device, out: Pa
     method_config = config.method
     if getattr(method_config, "num_classes", None) == 0:  # supervised: the dataset's classes
         method_config = replace(method_config, num_classes=dataset.num_classes)
-    model = ssl.create_method(method_config, backbone).to(device)
+    precision = resolve_precision(config.train.precision, device)
+    train = ImageSplit(dataset.train.images, train_labels(config, dataset))
+    generator = training_generator(config.train.seed)  # views and the method's draws; checkpointed by the trainer
+    views = ViewMaker(tuple(get_recipe(ssl.method_recipe(method_config), config.data.image_size)), generator,
+                      device, IMAGENET_MEAN, IMAGENET_STD)
+    data = TrainData(train.images, train.labels, config.data.image_size, device, precision,
+                     progress=config.train.progress)
+    model = ssl.create_method(method_config, backbone, views=views, data=data).to(device)
     if config.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
     if config.train.compile:
         model.online.compile()  # in place, so state_dict keys stay; online = backbone + projection
     lr = config.optim.lr * config.train.batch_size / 256
     optimizer = create_optimizer(config.optim.optimizer, model, lr, config.optim.momentum, config.optim.weight_decay)
-    train = ImageSplit(dataset.train.images, train_labels(config, dataset))
     loader = BatchIterator(train, per_rank, shuffle=True, seed=config.train.seed, drop_last=True,
                            rank=dist.rank(), world_size=world)
-    views = get_recipe(config.method.recipe or model.default_recipe, config.data.image_size)
-    if hasattr(model, "expand_views"):
-        views = model.expand_views(views)  # e.g. CLIM's extra low-resolution crops
-
-    def make_views(images: torch.Tensor, generator: torch.Generator, which: list[int] | None) -> list[torch.Tensor]:
-        chosen = views if which is None else [views[i] for i in which]
-        return augment_views(images, chosen, mean=IMAGENET_MEAN, std=IMAGENET_STD, generator=generator)
-
     settings = LoopSettings(
-        epochs=config.train.epochs, precision=resolve_precision(config.train.precision, device),
+        epochs=config.train.epochs, precision=precision,
         warmup_steps=int(config.optim.warmup_epochs * len(loader)), min_lr_ratio=config.optim.min_lr_ratio,
         checkpoint_every=config.train.checkpoint_every, log_every=config.train.log_every,
-        progress=config.train.progress, seed=config.train.seed)
+        progress=config.train.progress, seed=config.train.seed, on_nan=config.train.on_nan)
     meta = {"backbone": config.model.backbone, "backbone_kwargs": backbone_kwargs, "num_classes": 0,
             "image_size": config.data.image_size, "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD),
             "method": config.method.name, "classes": dataset.classes, "dataset": dataset.name,
             "dataset_digest": dataset.digest, "config_hash": config_hash(config), "config": to_dict(config),
             "vipr_version": vipr.__version__}
-    data = TrainData(train.images, train.labels, config.data.image_size, device, settings.precision,
-                     progress=config.train.progress)
-    return Trainer(model, optimizer, loader, make_views, settings, out, meta, device, data)
+    return Trainer(model, optimizer, loader, settings, out, meta, device, generator)
 
 
 def train_labels(config: PretrainConfig, dataset) -> np.ndarray:

@@ -19,10 +19,11 @@ def numbered_split(n=103):
 
 def epoch_indices(it):
     batches = list(it)
-    for idx, images, labels in batches:
+    for batch in batches:
+        idx, images, labels = batch.indices, batch.images, batch.labels
         assert idx.dtype == torch.int64 and images.dtype == torch.uint8 and labels.dtype == torch.int64
         assert torch.equal(labels, idx) and torch.equal(images[:, 0, 0, 0].long(), idx % 256)
-    return [b[0].tolist() for b in batches]
+    return [b.indices.tolist() for b in batches]
 
 
 def test_every_index_once_per_epoch():

@@ -56,10 +56,10 @@ def test_resume_is_exact(method, tmp_path, monkeypatch):
 
     original = Trainer.train_step
 
-    def interrupt_at_step_4(self, images, labels, indices=None):
+    def interrupt_at_step_4(self, batch):
         if self.step == 4:
             raise KeyboardInterrupt
-        return original(self, images, labels, indices)
+        return original(self, batch)
 
     monkeypatch.setattr(Trainer, "train_step", interrupt_at_step_4)
     with pytest.raises(Interrupted, match="step 4"):

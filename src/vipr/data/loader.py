@@ -15,14 +15,15 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
+from vipr.data.batch import Batch
 from vipr.data.types import ImageSplit
 
-Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # indices (B,), images uint8 (B, 3, H, W), labels (B,)
 _END = object()  # producer -> consumer: the epoch is done
 
 
 class BatchIterator:
-    """Yield ``(indices, images, labels)`` batches of one split, one rank's share of each epoch.
+    """Yield the batches (``vipr.data.batch.Batch``: uint8 images, labels, indices) of one split, one
+    rank's share of each epoch.
 
     Every epoch draws one permutation from ``(seed, epoch)``, identical on all ranks; rank ``r``
     takes every ``world_size``-th index from position ``r`` (as ``DistributedSampler``), so step
@@ -31,14 +32,14 @@ class BatchIterator:
     partial batch, ``drop_last=False`` pads the permutation by wrapping around and keeps a short
     last batch.
 
-    All three tensors are moved to ``device``. To resume an interrupted epoch, call
+    The batch's three tensors are moved to ``device``. To resume an interrupted epoch, call
     ``set_epoch(epoch, start_step=next_step)`` (or iterate ``iter_from(next_step)``).
 
     Examples:
         >>> it = BatchIterator(ds.train, 256, seed=0)
         >>> for epoch in range(10):
         ...     it.set_epoch(epoch)
-        ...     for indices, images, labels in it: ...
+        ...     for batch in it: ...  # batch.images (256, 3, H, W) uint8
     """
 
     def __init__(self, split: ImageSplit, batch_size: int, *, shuffle: bool = True, seed: int = 0,
@@ -100,7 +101,7 @@ class BatchIterator:
             while (item := ready.get()) is not _END:
                 if isinstance(item, BaseException):
                     raise item
-                yield tuple(t.to(self.device, non_blocking=True) for t in item)
+                yield item.to(self.device, non_blocking=True)
         finally:  # also on break / garbage collection: stop the reader before returning
             stop.set()
             thread.join()
@@ -111,7 +112,7 @@ class BatchIterator:
             for idx in blocks:
                 batch = self._read(idx)
                 if pin:
-                    batch = tuple(t.pin_memory() for t in batch)
+                    batch = batch.pin_memory()
                 if not _put(ready, batch, stop):
                     return
             _put(ready, _END, stop)
@@ -121,7 +122,7 @@ class BatchIterator:
     def _read(self, idx: np.ndarray) -> Batch:
         """One batch in drawn order (see :func:`read_rows`)."""
         labels = self.labels[idx]  # fancy indexing copies: contiguous and owned
-        return torch.from_numpy(idx.copy()), torch.from_numpy(read_rows(self.split.images, idx)), torch.from_numpy(labels)
+        return Batch(torch.from_numpy(read_rows(self.split.images, idx)), torch.from_numpy(labels), torch.from_numpy(idx.copy()))
 
 
 def read_rows(images: np.ndarray, idx: np.ndarray) -> np.ndarray:

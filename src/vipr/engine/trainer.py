@@ -1,52 +1,32 @@
-"""The one training loop: method-agnostic, device- and world-size-agnostic.
+"""The one training loop: task-agnostic, device- and world-size-agnostic.
 
-The trainer knows no method by name: a method module turns a list of augmented views into a
-dict of losses. The loop owns precision, channels-last, DDP, the schedule, progress,
-metrics, atomic checkpoints, exact resume, and saving on Ctrl-C / SIGTERM.
+The trainer knows no method by name: it runs any :class:`vipr.engine.task.TrainingTask`
+(checked when the trainer is built), calling ``training_step(batch)`` through the task's
+``forward`` (the DDP-wrapped one under torchrun) on each :class:`vipr.data.batch.Batch` of
+the loader. The loop owns precision, DDP, the schedule, progress, metrics, atomic
+checkpoints, exact resume, the non-finite-loss guard, and saving on Ctrl-C / SIGTERM.
 """
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
-import numpy as np
 import torch
 from torch import nn
 
-from vipr.data.loader import read_rows
+from vipr.data.batch import Batch
 from vipr.engine import checkpoint as ckpt
 from vipr.engine import distributed as dist
 from vipr.engine import signals
 from vipr.engine.device import precision_autocast
+from vipr.engine.guards import LossGuard
 from vipr.engine.optim import warmup_cosine
 from vipr.engine.progress import Progress
-from vipr.errors import CheckpointError, Interrupted  # noqa: F401 (Interrupted: raised here, imported from here)
-
-# (uint8 images on the device, generator, indices of the recipe's views to draw or None for all) -> views
-ViewFn = Callable[[torch.Tensor, torch.Generator, "list[int] | None"], list[torch.Tensor]]
-
-
-@dataclass
-class TrainData:
-    """What a method may look at beyond its batch: the whole train split (for feature banks).
-
-    Methods that define ``on_epoch_start(epoch, data) -> dict`` get it before every epoch
-    (also the epoch a run resumes in); each batch dict carries it as ``batch["data"]``.
-    """
-
-    images: np.ndarray  # (N, 3, H, W) uint8 train split, possibly a memory map
-    labels: np.ndarray  # (N,) int64, -1 where unknown (or outside the label split)
-    image_size: int  # side of the training crops, px (bank features use centre views of this side)
-    device: torch.device
-    precision: str = "fp32"  # resolved training precision, for bank passes too
-    progress: bool = True
-
-    def fetch(self, indices: torch.Tensor) -> torch.Tensor:
-        """(B, 3, H, W) uint8 images ``indices`` on the device, read from the store in ascending order."""
-        return torch.from_numpy(read_rows(self.images, indices.cpu().numpy())).to(self.device, non_blocking=True)
+from vipr.engine.task import check_task
+from vipr.errors import CheckpointError, ConfigError, Interrupted  # noqa: F401 (Interrupted: imported from here)
 
 
 @dataclass
@@ -59,25 +39,46 @@ class LoopSettings:
     log_every: int = 10  # steps between metric lines
     progress: bool = True
     seed: int = 0
+    on_nan: str = "stop"  # stop | skip: what a non-finite loss does (vipr.engine.guards.LossGuard)
+
+
+def training_generator(seed: int) -> torch.Generator:
+    """This rank's generator for augmentation and a task's own draws: ``seed * 1000 + rank``.
+
+    Build it before the task (its view maker draws from it) and hand the same object to the
+    Trainer, which checkpoints its state."""
+    return torch.Generator().manual_seed(seed * 1000 + dist.rank())
 
 
 class Trainer:
-    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, loader, make_views: ViewFn,
-                 settings: LoopSettings, run_dir: Path, meta: dict, device: torch.device,
-                 data: TrainData | None = None):
-        self.model, self.optimizer, self.loader, self.data = model, optimizer, loader, data
-        self.make_views, self.settings, self.run_dir, self.meta = make_views, settings, Path(run_dir), meta
+    """Runs a training task: ``fit`` trains to ``settings.epochs``, ``save`` / ``restore`` checkpoint it.
+
+    ``model`` is the task (an ``nn.Module`` following vipr.engine.task.TrainingTask); ``loader``
+    yields Batches (``set_epoch``, ``iter_from``, ``len``); ``generator`` is the one the task's
+    view maker draws from (``training_generator``), saved in every checkpoint.
+    """
+
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, loader, settings: LoopSettings,
+                 run_dir: Path, meta: dict, device: torch.device, generator: torch.Generator | None = None):
+        check_task(model)  # a missing member fails here, not at the first save
+        if settings.epochs < 1:
+            raise ConfigError(f"epochs must be >= 1, got {settings.epochs}: a run of no epochs trains nothing "
+                              "and writes no checkpoint")
+        self.model, self.optimizer, self.loader = model, optimizer, loader
+        self.settings, self.run_dir, self.meta = settings, Path(run_dir), meta
         self.device = device
         self.total_steps = settings.epochs * len(loader)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self._lr_factor)
         self.step = 0
-        self.generator = torch.Generator().manual_seed(settings.seed * 1000 + dist.rank())
+        self.generator = generator if generator is not None else training_generator(settings.seed)
         self.wrapped = model
         if dist.is_distributed():
             ids = [device.index] if device.type == "cuda" else None
             self.wrapped = nn.parallel.DistributedDataParallel(model, device_ids=ids, broadcast_buffers=False)
         self.scaler = torch.amp.GradScaler(device.type, enabled=settings.precision == "fp16")
-        self._stop_signal: int | None = None
+        self.stop = signals.StopRequest()
+        self.guard = LossGuard(settings.on_nan)
+        self._in_step = False  # True while a step mutates state: a checkpoint then would be inconsistent
 
     def _lr_factor(self, step: int) -> float:
         s = self.settings
@@ -85,14 +86,14 @@ class Trainer:
 
     # ---- checkpoint state -------------------------------------------------------------
     def state(self) -> dict:
-        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+        return {"model": self.model.checkpoint_state(), "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
                 "step": self.step, "rng": _gather_objects(ckpt.rng_state(self.generator))}
 
     def save(self) -> None:
         state = self.state()  # every rank takes part in gathering RNG states
         if dist.is_main():
-            backbone = self.model.online.backbone
+            backbone = self.model.deployable()
             ckpt.save_atomic({"format": ckpt.FORMAT, "meta": self.meta, "backbone": backbone.state_dict(),
                               "state": state}, self.run_dir / ckpt.CHECKPOINT_NAME)
         dist.barrier()
@@ -103,7 +104,7 @@ class Trainer:
             raise CheckpointError(f"{path} was written with another configuration; resume with the same "
                                   "options, or start a new --out folder")
         state = saved["state"]
-        self.model.load_state_dict(state["model"])
+        self.model.load_checkpoint_state(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
@@ -112,11 +113,13 @@ class Trainer:
 
     # ---- the loop ---------------------------------------------------------------------
     def fit(self, progress_log) -> None:
+        if not self._announce_start():
+            return
         steps_per_epoch = len(self.loader)
         start_epoch, start_in_epoch = divmod(self.step, steps_per_epoch)
         bar = Progress(self.total_steps, initial=self.step, enabled=self.settings.progress and dist.is_main())
         try:
-            with signals.handling(self._on_signal):
+            with signals.handling(self.stop):
                 for epoch in range(start_epoch, self.settings.epochs):
                     self.loader.set_epoch(epoch)
                     epoch_stats = self._run_epoch(epoch, start_in_epoch if epoch == start_epoch else 0, bar,
@@ -124,10 +127,28 @@ class Trainer:
                     self.save()
                     progress_log({"epoch": epoch + 1, "step": self.step, **epoch_stats})
         except KeyboardInterrupt:
-            self.save()
-            raise Interrupted(f"interrupted at step {self.step}; checkpoint saved, continue with --resume") from None
+            raise self._interrupted() from None
         finally:
             bar.close()
+
+    def _announce_start(self) -> bool:
+        """Say on stderr where a resumed run continues; False when it has nothing left to train."""
+        if self.step == 0:
+            return True
+        if self.step >= self.total_steps:
+            _say(f"already finished: {self.run_dir} holds all {self.total_steps} steps "
+                 f"({self.settings.epochs} epochs); nothing to train")
+            return False
+        _say(f"resumed from step {self.step} of {self.total_steps} (epoch {self.step // len(self.loader) + 1})")
+        return True
+
+    def _interrupted(self) -> Interrupted:
+        """A KeyboardInterrupt the handler did not absorb (a second Ctrl-C, a test): save if the state is whole."""
+        if self._in_step:  # half a step applied: the last checkpoint is the consistent state
+            return Interrupted(f"interrupted during step {self.step + 1}; the last checkpoint is kept, "
+                               "continue with --resume")
+        self.save()
+        return Interrupted(f"interrupted at step {self.step}; checkpoint saved, continue with --resume")
 
     def _run_epoch(self, epoch: int, start: int, bar: Progress, progress_log) -> dict:
         self.model.train()
@@ -135,64 +156,66 @@ class Trainer:
         epoch_stats = self._epoch_start_hook(epoch, bar, progress_log)
         totals, count, images = {}, 0, 0
         t_steps = time.perf_counter()
-        for indices, uint8_images, labels in self.loader.iter_from(start):
-            losses = self.train_step(uint8_images, labels, indices)
-            for key, value in losses.items():
-                totals[key] = totals.get(key, 0.0) + value.detach()
-            count, images = count + 1, images + len(uint8_images)
+        for batch in self.loader.iter_from(start):
+            losses = self.train_step(batch)
+            if self.guard.last_finite_step == self.step:  # skipped steps stay out of the epoch means
+                for key, value in losses.items():
+                    totals[key] = totals.get(key, 0.0) + value.detach()
+                count += 1
+            images += len(batch)
             rate = images * dist.world_size() / (time.perf_counter() - t_steps)
-            if self.step % self.settings.log_every == 0 or count == 1:
+            if self.step % self.settings.log_every == 0 or images == len(batch):
                 loss = float(losses["loss"].detach())
                 bar.update_stats(epoch=epoch + 1, loss=loss, rate=rate)
                 progress_log({"step": self.step, "epoch": epoch + 1, "loss": loss,
                               "lr": self.scheduler.get_last_lr()[0], "images_per_s": rate})
             bar.advance()
+            if self.stop.requested:
+                self.save()
+                raise Interrupted(f"stopped by signal {self.stop.signum} at step {self.step}; checkpoint saved, "
+                                  "continue with --resume")
             if self.settings.checkpoint_every and self.step % self.settings.checkpoint_every == 0:
                 self.save()
-            if self._stop_signal is not None:
-                self.save()
-                raise Interrupted(f"stopped by signal {self._stop_signal} at step {self.step}; checkpoint saved, continue with --resume")
         elapsed = time.perf_counter() - t0
         means = {f"{k}_mean": float(v) / max(count, 1) for k, v in totals.items()}
+        skipped = {"skipped_steps": self.guard.skipped} if self.guard.skipped else {}
         # epoch_seconds includes the epoch-start hook (a feature-bank refresh is part of the cost)
-        return {**means, **epoch_stats, "epoch_seconds": elapsed,
+        return {**means, **epoch_stats, **skipped, "epoch_seconds": elapsed,
                 "images_per_s": images * dist.world_size() / max(elapsed, 1e-9)}
 
     def _epoch_start_hook(self, epoch: int, bar: Progress, progress_log) -> dict:
-        """Run the method's ``on_epoch_start`` (feature banks, neighbour tables); show and log its stats."""
-        hook = getattr(self.model, "on_epoch_start", None)
-        if hook is None:
-            return {}
+        """Run the task's ``on_epoch_start`` (feature banks, neighbour tables); show and log its stats."""
         self.model.eval()  # banks are computed from centre views with frozen BN statistics
-        stats = hook(epoch, self.data) or {}
+        stats = self.model.on_epoch_start(epoch) or {}
         self.model.train()
         if stats:
             bar.note(" ".join(f"{k} {v:.3g}" for k, v in stats.items()))
             progress_log({"epoch": epoch + 1, "step": self.step, **stats})
         return stats
 
-    def augment(self, uint8_images: torch.Tensor, which: list[int] | None = None) -> list[torch.Tensor]:
-        """Views of other images (a method's neighbours), drawn with the training generator."""
-        return self.make_views(uint8_images.to(self.device, non_blocking=True), self.generator, which)
-
-    def train_step(self, uint8_images: torch.Tensor, labels: torch.Tensor,
-                   indices: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        views = self.make_views(uint8_images.to(self.device, non_blocking=True), self.generator, None)
-        batch = {"labels": labels.to(self.device), "indices": indices, "data": self.data, "augment": self.augment,
-                 "generator": self.generator}
+    def train_step(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """One step on ``batch``: the task's forward (through DDP), the loss guard, backward, update, hooks."""
+        self._in_step = True
+        batch = batch.to(self.device, non_blocking=True)
         with precision_autocast(self.device, self.settings.precision):
-            losses = self.wrapped(views, batch)
+            losses = self.wrapped(batch)  # the task's forward = training_step: it draws its own views
+        apply = self.guard.check(losses["loss"], self.step + 1)
         self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(losses["loss"]).backward()
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        self.scheduler.step()
+        if apply:
+            self.scaler.scale(losses["loss"]).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        self.scheduler.step()  # a skipped step still counts: the schedule follows the data
         self.step += 1
-        self.model.on_step_end(self.step / self.total_steps)
+        self._in_step = False  # the update is whole; the hook after it is short (an EMA, a ramp)
+        if apply:
+            self.model.on_step_end(self.step / self.total_steps)
         return losses
 
-    def _on_signal(self, signum, frame) -> None:
-        self._stop_signal = signum  # saved and stopped after the current step
+
+def _say(text: str) -> None:
+    if dist.is_main():
+        print(text, file=sys.stderr, flush=True)
 
 
 def _gather_objects(obj) -> list:

@@ -102,9 +102,9 @@ def finetune(model: Backbone, split: ImageSplit, num_classes: int, *, image_size
     for epoch in range(epochs):
         loader.set_epoch(epoch)
         losses, started = [], time.perf_counter()
-        for _, images, labels in loader:
-            x = augment_views(images, views, mean=mean, std=std, generator=generator)[0]  # (B, 3, S, S)
-            losses.append(step(x, labels))
+        for batch in loader:
+            x = augment_views(batch.images, views, mean=mean, std=std, generator=generator)[0]  # (B, 3, S, S)
+            losses.append(step(x, batch.labels))
             rate = len(losses) * loader.batch_size / (time.perf_counter() - started)  # images/s this epoch
             bar.update_stats(epoch + 1, float(losses[-1]), rate)
             bar.advance()

@@ -25,7 +25,7 @@ from vipr.nas.architect import Architect
 from vipr.nas.config import SearchConfig, StrategySettings
 from vipr.nas.derive import supernet_genotype
 from vipr.nas.genotype import Genotype
-from vipr.nas.strategy import Batch, SearchContext, register_strategy
+from vipr.nas.strategy import LabelledViews, SearchContext, register_strategy
 from vipr.nas.supernet import Supernet, SupernetSpec
 
 
@@ -99,16 +99,16 @@ class BilevelSearch:
         with precision_autocast(self.device, self.precision):
             return self.model(images).float()
 
-    def loss(self, batch: Batch) -> Tensor:
+    def loss(self, batch: LabelledViews) -> Tensor:
         images, labels = batch
         return F.cross_entropy(self._logits(images), labels)
 
-    def arch_step(self, train: Batch, val: Batch) -> dict[str, float]:
+    def arch_step(self, train: LabelledViews, val: LabelledViews) -> dict[str, float]:
         self.model.train()
         loss = self.architect.step(self.loss, train, val, xi=self.lr)
         return {"arch_loss": float(loss)}
 
-    def weight_step(self, train: Batch) -> dict[str, float]:
+    def weight_step(self, train: LabelledViews) -> dict[str, float]:
         self.model.train()
         images, labels = train
         logits = self._logits(images)
@@ -159,12 +159,12 @@ class DartsStrategy:
     def arch_active(self, epoch: int) -> bool:
         return epoch >= self.settings.warmup_epochs
 
-    def arch_step(self, train: Batch, val: Batch | None) -> dict[str, float]:
+    def arch_step(self, train: LabelledViews, val: LabelledViews | None) -> dict[str, float]:
         if val is None:
             raise ConfigError("DARTS needs a held-out batch for the alpha step (bilevel optimisation)")
         return self.search.arch_step(train, val)
 
-    def weight_step(self, train: Batch) -> dict[str, float]:
+    def weight_step(self, train: LabelledViews) -> dict[str, float]:
         return self.search.weight_step(train)
 
     def end_epoch(self, epoch: int) -> dict:

@@ -42,7 +42,7 @@ from vipr.nas.genotype import edge_list
 from vipr.nas.goldnas_space import GoldSupernet
 from vipr.nas.network import DartsNetwork
 from vipr.nas.ops import create_op
-from vipr.nas.strategy import Batch, SearchContext, register_strategy
+from vipr.nas.strategy import LabelledViews, SearchContext, register_strategy
 
 MFLOPS = 1e6  # the penalty's FLOPs unit
 
@@ -179,10 +179,10 @@ class GoldNas:
     def arch_active(self, epoch: int) -> bool:
         return False  # one level: weight_step updates alpha too
 
-    def arch_step(self, train: Batch, val: Batch | None) -> dict[str, float]:
+    def arch_step(self, train: LabelledViews, val: LabelledViews | None) -> dict[str, float]:
         return {}
 
-    def weight_step(self, train: Batch) -> dict[str, float]:
+    def weight_step(self, train: LabelledViews) -> dict[str, float]:
         images, labels = train
         self.net.train()
         with precision_autocast(self.device, self.precision):

@@ -160,12 +160,12 @@ class SearchLoop:
             self.a_loader.set_epoch(epoch, first)
             alphas = self.a_loader.iter_from(first)
         for _ in range(first, self.steps):
-            _, images, labels = next(weights)
-            train = (search_data.augment(images, size, self.generator), labels)
+            batch = next(weights)
+            train = (search_data.augment(batch.images, size, self.generator), batch.labels)
             val = None
             if alphas is not None:
-                _, images, labels = next(alphas)
-                val = (search_data.augment(images, size, self.generator), labels)
+                batch = next(alphas)
+                val = (search_data.augment(batch.images, size, self.generator), batch.labels)
             yield train, val
         weights.close()
         if alphas is not None:
@@ -180,11 +180,11 @@ class SearchLoop:
         loader.set_epoch(0)
         correct = seen = 0
         batches = loader.iter_from(0)
-        for n, (_, images, labels) in enumerate(batches):
+        for n, batch in enumerate(batches):
             if n >= limit:
                 break
-            logits = self.strategy.predict(search_data.evaluation(images, self.config.data.image_size))
-            correct, seen = correct + int((logits.argmax(1) == labels).sum()), seen + len(labels)
+            logits = self.strategy.predict(search_data.evaluation(batch.images, self.config.data.image_size))
+            correct, seen = correct + int((logits.argmax(1) == batch.labels).sum()), seen + len(batch)
         batches.close()
         return correct / max(seen, 1)
 

@@ -7,16 +7,18 @@ linearly from 0 to 0.2 over training, pad-crop + flip + Cutout 16 px (``vipr.nas
 Defaults are the paper's CIFAR-10 evaluation (36 channels, 20 cells, 600 epochs); a
 GOLD-NAS genotype with one spec per cell fixes the cell count itself.
 
-It runs in vipr's one training loop (``vipr.engine.trainer.Trainer``) through a thin
-supervised method module, so exact resume, Ctrl-C / SIGTERM saves and the progress bar
-are the pre-training ones, and ``checkpoint.pt`` is a regular vipr checkpoint
-(backbone ``darts_net``) that ``vipr eval knn|linear|finetune`` read.
+It runs in vipr's one training loop (``vipr.engine.trainer.Trainer``) as a training task
+(``SupervisedNetwork``, vipr.engine.task), so exact resume, Ctrl-C / SIGTERM saves, the
+non-finite-loss guard and the progress bar are the pre-training ones, and ``checkpoint.pt``
+is a regular vipr checkpoint (backbone ``darts_net``, the task's ``deployable()``) that
+``vipr eval knn|linear|finetune`` read.
 """
 
 from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -26,6 +28,7 @@ from torch import nn
 import vipr
 from vipr.config import config_digest, to_dict, without_run_only
 from vipr.data.augment import IMAGENET_MEAN, IMAGENET_STD
+from vipr.data.batch import Batch
 from vipr.data.loader import BatchIterator
 from vipr.data.sources import open_dataset
 from vipr.engine import distributed as dist
@@ -33,7 +36,8 @@ from vipr.engine.checkpoint import CHECKPOINT_NAME
 from vipr.engine.device import resolve_device, resolve_precision
 from vipr.engine.progress import MetricsLog
 from vipr.engine.rundir import prepare_run_dir, write_metrics
-from vipr.engine.trainer import LoopSettings, Trainer
+from vipr.engine.task import TaskBase
+from vipr.engine.trainer import LoopSettings, Trainer, training_generator
 from vipr.errors import ConfigError, DataError
 from vipr.eval.features import extract_features
 from vipr.eval.knn import topk_accuracy
@@ -86,23 +90,29 @@ class ClippedSGD(torch.optim.SGD):
         return super().step(closure)
 
 
-class SupervisedNetwork(nn.Module):
-    """The trainer's method module: cross-entropy + auxiliary loss, drop-path ramped by progress.
+class SupervisedNetwork(TaskBase, nn.Module):
+    """The training task: cross-entropy + auxiliary loss, drop-path ramped by progress.
 
-    ``online.backbone`` is the network the trainer saves; ``progress`` (a buffer, so it
+    ``network`` is what the trainer ships (``deployable``); ``progress`` (a buffer, so it
     resumes exactly) sets the drop-path rate: DARTS' ``drop_path_prob * epoch / epochs``.
+    ``make_view`` turns (B, 3, H, W) uint8 images into one normalised float training view.
     """
 
-    def __init__(self, network: DartsNetwork, auxiliary_weight: float):
+    def __init__(self, network: DartsNetwork, auxiliary_weight: float, make_view=None):
         super().__init__()
-        self.online = nn.ModuleDict({"backbone": network})
+        self.network, self.make_view = network, make_view
         self.auxiliary_weight = auxiliary_weight
         self.register_buffer("progress", torch.zeros(()))
 
-    def forward(self, views: list[torch.Tensor], batch: dict) -> dict[str, torch.Tensor]:
-        net, labels = self.online.backbone, batch["labels"]
+    def deployable(self) -> nn.Module:
+        return self.network
+
+    def training_step(self, batch: Batch) -> dict[str, torch.Tensor]:
+        net, labels = self.network, batch.labels
         net.drop_path_rate = net.drop_path_prob * float(self.progress)
-        features, aux_logits = net.forward_train(views[0])
+        with torch.autocast(batch.images.device.type, enabled=False):  # the view in float32 at any precision
+            view = self.make_view(batch.images)  # (B, 3, S, S)
+        features, aux_logits = net.forward_train(view)
         logits = net.head(features).float()  # (B, classes)
         ce = F.cross_entropy(logits, labels)
         losses = {"ce": ce, "acc": (logits.argmax(1) == labels).float().mean()}
@@ -194,19 +204,17 @@ def _build_trainer(config: NasTrainConfig, network: DartsNetwork, dataset, image
     if config.batch_size % world or config.batch_size // world > len(dataset.train):
         raise ConfigError(f"batch_size {config.batch_size} must divide over {world} process(es) and not exceed "
                           f"the {len(dataset.train)} training images; lower --batch-size")
-    model = SupervisedNetwork(network, config.auxiliary_weight).to(device)
+    cutout_px = scaled_px(CUTOUT_AT_32, image_size) if config.cutout is None else config.cutout
+    generator = training_generator(config.seed)  # the crops, flips and Cutout boxes; checkpointed
+    make_view = partial(darts_train_view, image_size=image_size, cutout_px=cutout_px, generator=generator)
+    model = SupervisedNetwork(network, config.auxiliary_weight, make_view).to(device)
     optimizer = ClippedSGD(model.parameters(), config.lr, config.momentum, config.weight_decay, config.grad_clip)
     loader = BatchIterator(dataset.train, config.batch_size // world, shuffle=True, seed=config.seed, drop_last=True,
                            rank=dist.rank(), world_size=world)
-    cutout_px = scaled_px(CUTOUT_AT_32, image_size) if config.cutout is None else config.cutout
-
-    def make_views(images: torch.Tensor, generator: torch.Generator, which=None) -> list[torch.Tensor]:
-        return [darts_train_view(images, image_size, cutout_px=cutout_px, generator=generator)]
-
     settings = LoopSettings(epochs=config.epochs, precision=resolve_precision(config.precision, device),
                             checkpoint_every=config.checkpoint_every, log_every=config.log_every,
                             progress=config.progress, seed=config.seed)
-    return Trainer(model, optimizer, loader, make_views, settings, out, meta, device)
+    return Trainer(model, optimizer, loader, settings, out, meta, device, generator)
 
 
 def _test_accuracy(network: DartsNetwork, dataset, image_size: int, device: torch.device,

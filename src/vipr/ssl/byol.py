@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from vipr.ssl.losses import byol_loss
+from vipr.ssl.method import PretrainMethod
 from vipr.ssl.moco import Encoder, MomentumEncoder, cosine_momentum
 from vipr.ssl.registry import MethodConfig, projection_head, register_method
 
@@ -32,7 +33,7 @@ class BYOLConfig(MethodConfig):
 
 
 @register_method("byol", BYOLConfig)
-class BYOL(nn.Module):
+class BYOL(PretrainMethod, nn.Module):
     default_recipe = "byol"  # asymmetric blur / solarize between the two views (paper, table 6)
 
     def __init__(self, backbone: nn.Module, config: BYOLConfig):
@@ -43,7 +44,7 @@ class BYOL(nn.Module):
         self.target = MomentumEncoder(self.online)
         self.momentum = config.momentum
 
-    def forward(self, views: list[torch.Tensor], batch: dict) -> dict[str, torch.Tensor]:
+    def forward_views(self, views: list[torch.Tensor], batch) -> dict[str, torch.Tensor]:
         # Each view goes through its own forward pass, so BatchNorm statistics stay per view.
         p1, p2 = (self.predictor(self.online(v)).float() for v in views[:2])  # (N, proj_dim) each
         with torch.no_grad():

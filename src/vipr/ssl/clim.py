@@ -77,15 +77,15 @@ class CLIM(NeighbourMoCo):
         centroids, assignment = kmeans(features, min(k, len(features)), seed=self.table.bank_epoch + 1)
         return center_wise_candidates(assignment, centroids, features, neighbours, rule=self.config.rule)
 
-    def forward(self, views: list[torch.Tensor], batch: dict) -> dict[str, torch.Tensor]:
+    def forward_views(self, views: list[torch.Tensor], batch) -> dict[str, torch.Tensor]:
         query, key, query_low = views
-        generator = batch["generator"]
+        generator = self.views.generator  # the run's: neighbour draws, mixing and boxes resume exactly
         k_anchor = self.keys(key)
-        positives, found = self.table.draw(batch["indices"], generator)
+        positives, found = self.table.draw(batch.indices, generator)
         mixing = found.cpu() & (torch.rand(len(found), generator=generator) < self.config.mix_prob)
         lam = torch.where(mixing, draw_beta(len(found), self.config.mix_alpha, generator), torch.ones(len(found)))
         if self.table.ready:  # the same on every rank, so the key pass below stays collective under DDP
-            pos_query, pos_key, pos_query_low = batch["augment"](batch["data"].fetch(positives), [0, 1, 2])
+            pos_query, pos_key, pos_query_low = self.views(self.data.fetch(positives), [0, 1, 2])
             k_positive = self.keys(pos_key)
         else:
             pos_query, pos_query_low, k_positive = query, query_low, k_anchor

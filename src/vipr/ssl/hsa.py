@@ -103,7 +103,7 @@ class HSA(NeighbourMoCo):
     def queues(self) -> list[torch.Tensor]:
         return [q.clone().detach() for q in self.stage_queue] + [self.queue.clone().detach()]
 
-    def forward(self, views: list[torch.Tensor], batch: dict) -> dict[str, torch.Tensor]:
+    def forward_views(self, views: list[torch.Tensor], batch) -> dict[str, torch.Tensor]:
         anchor_q, anchor_k = views[0], views[1]
         if not self.table.ready:  # warm-up: plain MoCo at every level
             keys = self.level_keys(anchor_k)
@@ -117,9 +117,9 @@ class HSA(NeighbourMoCo):
 
     def neighbour_terms(self, anchor_q, anchor_k, batch) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """(anchor keys per level, loss per level) of the multi-positive step."""
-        generator, b, w = batch["generator"], len(anchor_q), self.config.neighbour_weight
-        positives, _ = self.table.draw(batch["indices"], generator)
-        neighbour_q, neighbour_k = batch["augment"](batch["data"].fetch(positives), [0, 1])
+        generator, b, w = self.views.generator, len(anchor_q), self.config.neighbour_weight
+        positives, _ = self.table.draw(batch.indices, generator)
+        neighbour_q, neighbour_k = self.views(self.data.fetch(positives), [0, 1])
         keys = self.level_keys(torch.cat([anchor_k, neighbour_k]))  # one key pass over both
         k_anchor, k_neighbour = [k[:b] for k in keys], [k[b:] for k in keys]
         queries, shares = [anchor_q, neighbour_q], [1 - w, 1 - w]

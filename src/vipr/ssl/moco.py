@@ -18,6 +18,7 @@ from torch import nn
 
 from vipr.engine import distributed as dist
 from vipr.ssl.losses import info_nce
+from vipr.ssl.method import PretrainMethod
 from vipr.ssl.neighbours import ring_enqueue
 from vipr.ssl.registry import MethodConfig, projection_head, register_method
 
@@ -89,7 +90,7 @@ def shuffled_keys(encoder: nn.Module, x: torch.Tensor):
 
 
 @register_method("moco_v2", MoCoConfig)
-class MoCoV2(nn.Module):
+class MoCoV2(PretrainMethod, nn.Module):
     default_recipe = "moco_v2"
 
     def __init__(self, backbone: nn.Module, config: MoCoConfig, online: nn.Module | None = None):
@@ -116,7 +117,7 @@ class MoCoV2(nn.Module):
         """(N, proj_dim) L2-normalised float32 projections of the momentum encoder (shuffle-BN under DDP)."""
         return F.normalize(shuffled_keys(self.target, view).float(), dim=1)
 
-    def forward(self, views: list[torch.Tensor], batch: dict) -> dict[str, torch.Tensor]:
+    def forward_views(self, views: list[torch.Tensor], batch) -> dict[str, torch.Tensor]:
         loss, keys = self.contrast(views[0], views[1])
         if self.config.symmetric:
             loss_b, _ = self.contrast(views[1], views[0])

@@ -39,5 +39,5 @@ class NeighbourMoCo(MoCoV2):
         self.table = NeighbourTable(config.neighbours, config.refresh_every, config.warmup_epochs, select=select,
                                     use_faiss=config.use_faiss, keep_bank=config.keep_bank)
 
-    def on_epoch_start(self, epoch: int, data) -> dict:
-        return refresh_if_due(self.table, epoch, self.target.encoder.backbone, data)
+    def on_epoch_start(self, epoch: int) -> dict:
+        return refresh_if_due(self.table, epoch, self.target.encoder.backbone, self.data)

@@ -162,7 +162,7 @@ def _faiss_wanted(setting: str, features: torch.Tensor) -> bool:
 def refresh_if_due(table: NeighbourTable, epoch: int, backbone: nn.Module, data) -> dict:
     """Refresh ``table`` from ``backbone``'s pooled features when due; the method's ``on_epoch_start``.
 
-    ``data`` is the trainer's :class:`vipr.engine.trainer.TrainData` (None when a method runs
+    ``data`` is the method's :class:`vipr.data.train_data.TrainData` (None when a method runs
     outside the trainer: nothing to do). Returns the refresh's stats for the progress bar and log.
     """
     if data is None or not table.due(epoch):

@@ -24,6 +24,7 @@ from torch import nn
 
 from vipr.engine import distributed as dist
 from vipr.ssl.losses import nnclr_loss
+from vipr.ssl.method import PretrainMethod
 from vipr.ssl.moco import Encoder
 from vipr.ssl.neighbours import nearest_neighbour, ring_enqueue
 from vipr.ssl.registry import MethodConfig, projection_head, register_method
@@ -40,7 +41,7 @@ class NNCLRConfig(MethodConfig):
 
 
 @register_method("nnclr", NNCLRConfig)
-class NNCLR(nn.Module):
+class NNCLR(PretrainMethod, nn.Module):
     default_recipe = "simclr"
 
     def __init__(self, backbone: nn.Module, config: NNCLRConfig):
@@ -53,7 +54,7 @@ class NNCLR(nn.Module):
         self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
         self.register_buffer("queue_filled", torch.zeros((), dtype=torch.long))  # rows written so far, <= size
 
-    def forward(self, views: list[torch.Tensor], batch: dict) -> dict[str, torch.Tensor]:
+    def forward_views(self, views: list[torch.Tensor], batch) -> dict[str, torch.Tensor]:
         h1, h2 = self.online(views[0]), self.online(views[1])  # (N, proj_dim) projections
         p1, p2 = self.predictor(h1), self.predictor(h2)  # (N, proj_dim) predictions
         z1, z2 = F.normalize(h1.float(), dim=1), F.normalize(h2.float(), dim=1)  # unit projections: NN and queue
@@ -76,6 +77,3 @@ class NNCLR(nn.Module):
         z = dist.gather(z)
         ring_enqueue(self.queue, self.queue_ptr, z)
         self.queue_filled.fill_(min(len(self.queue), int(self.queue_filled) + len(z)))
-
-    def on_step_end(self, progress: float) -> None:
-        pass

@@ -1,9 +1,25 @@
-"""Method registry: ``register_method``, ``create_method``, ``list_methods``.
+"""Method registry: ``register_method``, ``create_method``, ``list_methods``, ``method_recipe``.
 
-A method is an ``nn.Module`` built from a backbone and its typed settings (a subclass of
-``MethodConfig`` registered under the same name). Its ``forward(views, batch)`` returns a
-dict of scalar tensors holding at least ``loss``; ``on_step_end(progress)`` runs after each
-optimizer step (momentum encoders, queues), ``progress`` in [0, 1] over the whole run.
+A method is a training task (``vipr.engine.task.TrainingTask``): an ``nn.Module`` mixing in
+``vipr.ssl.method.PretrainMethod``, built from a backbone and its typed settings (a subclass
+of ``MethodConfig`` registered under the same name), then bound to the objects it draws
+from: a view maker (the recipe's views and the run's generator) and the train split.
+
+- ``forward_views(views, batch)``: the method itself; ``views`` is a list of (B, 3, S, S)
+  float views (``expand_views`` picks which), ``batch`` the step's ``Batch`` (labels,
+  indices); returns 0-dim tensors, ``loss`` at least. ``training_step(batch)`` (from
+  PretrainMethod) draws the views and calls it.
+- ``on_step_end(progress)``: after each optimizer step (momentum encoders), ``progress`` in
+  (0, 1] over the whole run; ``on_epoch_start(epoch)``: feature banks. Both optional.
+- ``default_recipe``: the augmentation recipe when ``method.recipe`` is empty.
+- ``deployable()``: ``online.backbone``, the weights a checkpoint ships.
+
+Adding a method is one file and one line in ``vipr/ssl/__init__.py`` (docs/architecture.md)::
+
+    @register_method("mine", MyConfig)        # MyConfig(MethodConfig), frozen, name="mine"
+    class Mine(PretrainMethod, nn.Module):
+        def __init__(self, backbone, config): ...
+        def forward_views(self, views, batch): return {"loss": ...}
 """
 
 from __future__ import annotations
@@ -46,10 +62,23 @@ def list_methods() -> list[str]:
     return sorted(_METHODS)
 
 
-def create_method(config: MethodConfig, backbone: nn.Module) -> nn.Module:
-    if config.name not in _METHODS:
-        raise ConfigError(f"unknown method '{config.name}'{suggest(config.name, _METHODS)}")
-    return _METHODS[config.name](backbone, config)
+def create_method(config: MethodConfig, backbone: nn.Module, views=None, data=None) -> nn.Module:
+    """The method ``config.name`` around ``backbone``, drawing views from ``views`` (a ViewMaker of the
+    recipe's views; the method may add or drop some) and reading the train split from ``data``."""
+    method = _METHODS[_checked(config.name)](backbone, config)
+    method.bind(views, data)
+    return method
+
+
+def method_recipe(config: MethodConfig) -> str:
+    """The augmentation recipe a method trains with: ``config.recipe``, else the method's default."""
+    return config.recipe or _METHODS[_checked(config.name)].default_recipe
+
+
+def _checked(name: str) -> str:
+    if name not in _METHODS:
+        raise ConfigError(f"unknown method '{name}'{suggest(name, _METHODS)}")
+    return name
 
 
 def projection_head(in_dim: int, hidden_dim: int, out_dim: int, layers: int = 2) -> nn.Sequential:

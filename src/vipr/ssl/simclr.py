@@ -9,6 +9,7 @@ from torch import nn
 
 from vipr.engine import distributed as dist
 from vipr.ssl.losses import nt_xent
+from vipr.ssl.method import PretrainMethod
 from vipr.ssl.moco import Encoder
 from vipr.ssl.registry import MethodConfig, projection_head, register_method
 
@@ -20,7 +21,7 @@ class SimCLRConfig(MethodConfig):
 
 
 @register_method("simclr", SimCLRConfig)
-class SimCLR(nn.Module):
+class SimCLR(PretrainMethod, nn.Module):
     default_recipe = "simclr"
 
     def __init__(self, backbone: nn.Module, config: SimCLRConfig):
@@ -28,15 +29,12 @@ class SimCLR(nn.Module):
         self.config = config
         self.online = Encoder(backbone, projection_head(backbone.feature_dim, config.proj_hidden_dim, config.proj_dim))
 
-    def forward(self, views: list[torch.Tensor], batch: dict) -> dict[str, torch.Tensor]:
+    def forward_views(self, views: list[torch.Tensor], batch) -> dict[str, torch.Tensor]:
         # Negatives come from every rank's batch; gradients flow back to each rank's share.
         z1 = dist.gather_with_grad(self.online(views[0]).float())
         z2 = dist.gather_with_grad(self.online(views[1]).float())
         return {"loss": self.loss(z1, z2, batch)}
 
-    def loss(self, z1: torch.Tensor, z2: torch.Tensor, batch: dict) -> torch.Tensor:
+    def loss(self, z1: torch.Tensor, z2: torch.Tensor, batch) -> torch.Tensor:
         """NT-Xent of the global batch's projections, (M, D) each."""
         return nt_xent(z1, z2, self.config.temperature)
-
-    def on_step_end(self, progress: float) -> None:
-        pass

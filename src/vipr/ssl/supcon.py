@@ -29,6 +29,6 @@ class SupConConfig(MethodConfig):
 class SupCon(SimCLR):
     """SimCLR's encoder and gathers; only the loss differs."""
 
-    def loss(self, z1: torch.Tensor, z2: torch.Tensor, batch: dict) -> torch.Tensor:
-        labels = dist.gather(batch["labels"])  # (M,) global batch, in the order of z1 and z2
+    def loss(self, z1: torch.Tensor, z2: torch.Tensor, batch) -> torch.Tensor:
+        labels = dist.gather(batch.labels)  # (M,) global batch, in the order of z1 and z2
         return supcon_loss(torch.cat([z1, z2]), torch.cat([labels, labels]), self.config.temperature)

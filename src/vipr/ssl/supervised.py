@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vipr.errors import ConfigError
+from vipr.ssl.method import PretrainMethod
 from vipr.ssl.moco import Encoder
 from vipr.ssl.registry import MethodConfig, register_method
 
@@ -28,7 +29,7 @@ class SupervisedConfig(MethodConfig):
 
 
 @register_method("supervised", SupervisedConfig)
-class Supervised(nn.Module):
+class Supervised(PretrainMethod, nn.Module):
     default_recipe = "moco_v2"
 
     def __init__(self, backbone: nn.Module, config: SupervisedConfig):
@@ -41,13 +42,10 @@ class Supervised(nn.Module):
     def expand_views(self, views: list) -> list:
         return views[:1]  # one view per image
 
-    def forward(self, views: list[torch.Tensor], batch: dict) -> dict[str, torch.Tensor]:
-        labels = batch["labels"]
+    def forward_views(self, views: list[torch.Tensor], batch) -> dict[str, torch.Tensor]:
+        labels = batch.labels
         logits = self.online(views[0]).float()
         known = labels >= 0
         if not known.any():
             return {"loss": logits.sum() * 0}
         return {"loss": F.cross_entropy(logits[known], labels[known], label_smoothing=self.config.label_smoothing)}
-
-    def on_step_end(self, progress: float) -> None:
-        pass
