@@ -25,8 +25,9 @@ from vipr.engine.device import precision_autocast
 from vipr.engine.guards import LossGuard
 from vipr.engine.optim import warmup_cosine
 from vipr.engine.progress import Progress
+from vipr.engine.resume import check_same_config
 from vipr.engine.task import check_task
-from vipr.errors import CheckpointError, ConfigError, Interrupted  # noqa: F401 (Interrupted: imported from here)
+from vipr.errors import ConfigError, Interrupted  # noqa: F401 (Interrupted: imported from here)
 
 
 @dataclass
@@ -100,9 +101,7 @@ class Trainer:
 
     def restore(self, path: Path) -> None:
         saved = ckpt.load(path)
-        if saved["meta"].get("config_hash") != self.meta.get("config_hash"):
-            raise CheckpointError(f"{path} was written with another configuration; resume with the same "
-                                  "options, or start a new --out folder")
+        check_same_config(saved["meta"].get("config_hash"), self.meta.get("config_hash"), path)
         state = saved["state"]
         self.model.load_checkpoint_state(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])

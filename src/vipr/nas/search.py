@@ -11,21 +11,20 @@ metrics.json. ``resume=True`` continues exactly: the checkpoint holds the strate
 from __future__ import annotations
 
 import json
-import signal
 import time
 from pathlib import Path
 
 import torch
 
-from vipr.config import from_dict, to_dict
+from vipr.config import config_digest, from_dict, to_dict
 from vipr.data.sources import open_dataset
 from vipr.engine import signals
 from vipr.engine.checkpoint import CHECKPOINT_NAME, load, rng_state, save_atomic, set_rng_state
 from vipr.engine.device import resolve_device, resolve_precision
 from vipr.engine.progress import MetricsLog, Progress
+from vipr.engine.resume import check_same_config
 from vipr.engine.rundir import prepare_run_dir, write_metrics
 from vipr.engine.trainer import Interrupted
-from vipr.errors import CheckpointError
 from vipr.nas import search_data
 from vipr.nas.config import SearchConfig
 from vipr.nas.strategy import SearchContext, check_strategy, create_strategy, strategy_class
@@ -87,20 +86,20 @@ class SearchLoop:
         self.generator = torch.Generator().manual_seed(config.train.seed)  # augmentation draws
         self.step = 0  # global step: epoch * steps + step in epoch
         self.log = MetricsLog(self.out / "metrics.jsonl")
-        self._stop_signal: int | None = None
+        self.stop = signals.StopRequest()  # SIGINT / SIGTERM: save after the current step, then stop
         self.last: dict = {}
 
     # ---- checkpoint -------------------------------------------------------------------
     def save(self) -> None:
-        save_atomic({"format": FORMAT, "config": _compared(self.config), "step": self.step,
-                     "rng": rng_state(self.generator),
+        save_atomic({"format": FORMAT, "config": _compared(self.config), "config_hash": self.config_hash(),
+                     "step": self.step, "rng": rng_state(self.generator),
                      "strategy": self.strategy.state_dict(), "last": self.last}, self.out / CHECKPOINT_NAME)
 
     def restore(self) -> None:
         path = self.out / CHECKPOINT_NAME
         saved = load(path, expected_format=FORMAT)
-        if saved["config"] != _compared(self.config):
-            raise CheckpointError(f"{path} was written with another configuration; resume with the same options")
+        saved_digest = saved.get("config_hash") or config_digest(saved["config"])  # older checkpoints: no digest
+        check_same_config(saved_digest, self.config_hash(), path)
         self.strategy.load_state_dict(saved["strategy"])
         self.step, self.last = saved["step"], saved.get("last", {})
         set_rng_state(saved["rng"], self.generator)  # after load_state_dict: rebuilding a stage draws from it
@@ -110,7 +109,7 @@ class SearchLoop:
         total = self.strategy.total_epochs * self.steps
         bar = Progress(total, initial=self.step, enabled=self.config.train.progress, desc="search")
         try:
-            with signals.handling(self._on_signal, (signal.SIGINT, signal.SIGTERM)):
+            with signals.handling(self.stop):
                 start, offset = divmod(self.step, self.steps)
                 for epoch in range(start, self.strategy.total_epochs):
                     if self.last.get("done"):
@@ -132,9 +131,9 @@ class SearchLoop:
             bar.postfix(f"epoch {epoch + 1} loss {stats.get('loss', float('nan')):.3f} "
                         f"val acc {_fmt(self.last.get('val_acc'))} {self.last.get('genotype_short', '')}")
             bar.advance()
-            if self._stop_signal is not None and i + 1 < self.steps:
+            if self.stop.requested and i + 1 < self.steps:
                 self.save()
-                raise Interrupted(f"stopped by signal {self._stop_signal} at step {self.step}; checkpoint saved, "
+                raise Interrupted(f"stopped by signal {self.stop.signum} at step {self.step}; checkpoint saved, "
                                   f"continue with --resume")
         self._end_epoch(epoch, {k: v / max(count, 1) for k, v in sums.items()}, time.perf_counter() - t0)
 
@@ -147,8 +146,8 @@ class SearchLoop:
                      "done": bool(self.strategy.done()), **{f"{k}_mean": v for k, v in means.items()}}
         self.log(record)
         self.save()
-        if self._stop_signal is not None:
-            raise Interrupted(f"stopped by signal {self._stop_signal} after epoch {epoch + 1}; checkpoint saved, "
+        if self.stop.requested:
+            raise Interrupted(f"stopped by signal {self.stop.signum} after epoch {epoch + 1}; checkpoint saved, "
                               f"continue with --resume")
 
     def _batches(self, epoch: int, first: int):
@@ -202,10 +201,8 @@ class SearchLoop:
         write_metrics(self.out, metrics)
         return metrics
 
-    def _on_signal(self, signum, frame) -> None:
-        if self._stop_signal is not None:  # a second Ctrl-C stops at once
-            raise KeyboardInterrupt
-        self._stop_signal = signum  # saved and stopped after the current step
+    def config_hash(self) -> str:
+        return config_digest(_compared(self.config))
 
 
 def _fmt(value: float | None) -> str:
