@@ -35,16 +35,17 @@ MODEL = "resnet18-224"
 def make_checkpoint(folder: Path) -> Path:
     """A ResNet-18 (ImageNet stem) classifier checkpoint with 10 classes at 224 px."""
     from vipr.data.augment import IMAGENET_MEAN, IMAGENET_STD
+    from vipr.engine.card import make_card
     from vipr.engine.checkpoint import FORMAT, save_atomic
     from vipr.models import create_backbone
 
     torch.manual_seed(0)
     model = create_backbone("resnet18", small_stem=False, num_classes=10)
-    meta = {"backbone": "resnet18", "backbone_kwargs": {"small_stem": False}, "num_classes": 10,
-            "classes": [f"class{i}" for i in range(10)], "image_size": 224,
-            "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD), "method": "benchmark"}
+    card = make_card(architecture="resnet18", architecture_kwargs={"small_stem": False}, num_classes=10,
+                     classes=[f"class{i}" for i in range(10)], image_size=224, mean=IMAGENET_MEAN,
+                     std=IMAGENET_STD, method="benchmark")
     path = folder / "classifier.pt"
-    save_atomic({"format": FORMAT, "meta": meta, "backbone": model.state_dict()}, path)
+    save_atomic({"format": FORMAT, "card": card.to_dict(), "backbone": model.state_dict()}, path)
     return path
 
 

@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-import vipr
 from vipr import ssl
 from vipr.config import config_digest, from_dict, to_dict, without_run_only
 from vipr.data.augment import IMAGENET_MEAN, IMAGENET_STD, get_recipe
@@ -20,6 +19,7 @@ from vipr.data.train_data import TrainData
 from vipr.data.types import ImageSplit
 from vipr.data.views import ViewMaker
 from vipr.engine import distributed as dist
+from vipr.engine.card import make_card
 from vipr.engine.checkpoint import CHECKPOINT_NAME
 from vipr.engine.device import resolve_device, resolve_precision
 from vipr.engine.optim import create_optimizer
@@ -150,12 +150,11 @@ def build_trainer(config: PretrainConfig, dataset, device: torch.device, out: Pa
         warmup_steps=int(config.optim.warmup_epochs * len(loader)), min_lr_ratio=config.optim.min_lr_ratio,
         checkpoint_every=config.train.checkpoint_every, log_every=config.train.log_every,
         progress=config.train.progress, seed=config.train.seed, on_nan=config.train.on_nan)
-    meta = {"backbone": config.model.backbone, "backbone_kwargs": backbone_kwargs, "num_classes": 0,
-            "image_size": config.data.image_size, "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD),
-            "method": config.method.name, "classes": dataset.classes, "dataset": dataset.name,
-            "dataset_digest": dataset.digest, "config_hash": config_hash(config), "config": to_dict(config),
-            "vipr_version": vipr.__version__}
-    return Trainer(model, optimizer, loader, settings, out, meta, device, generator)
+    card = make_card(architecture=config.model.backbone, architecture_kwargs=backbone_kwargs,
+                     image_size=config.data.image_size, mean=IMAGENET_MEAN, std=IMAGENET_STD,
+                     method=config.method.name, classes=dataset.classes, dataset=dataset.name,
+                     dataset_digest=dataset.digest, config=to_dict(config), config_hash=config_hash(config))
+    return Trainer(model, optimizer, loader, settings, out, card, device, generator)
 
 
 def train_labels(config: PretrainConfig, dataset) -> np.ndarray:

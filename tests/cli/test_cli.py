@@ -5,7 +5,7 @@ import json
 import pytest
 
 from vipr.cli.main import main
-from vipr.engine.checkpoint import load_backbone
+from vipr.models.loading import load_backbone
 
 DATA = "builtin:shapes?train=60&test=20&size=16"
 
@@ -62,7 +62,7 @@ def test_pretrain_cli_with_byol_and_nnclr(method, capsys, tmp_path, one_thread):
                  "--epochs", "1", "--batch-size", "20", "--out", str(tmp_path), "--no-progress", "--json",
                  "--set", *settings]) == 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["steps"] == 3
-    assert load_backbone(tmp_path)[1]["method"] == method
+    assert load_backbone(tmp_path)[1].method == method
 
 
 def test_pretrain_help_names_every_method(capsys):

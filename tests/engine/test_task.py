@@ -5,13 +5,15 @@ import torch
 from torch import nn
 
 from vipr.data.batch import Batch
+from vipr.engine.card import make_card
 from vipr.engine.guards import LossGuard
 from vipr.engine.task import TaskBase, TrainingTask, check_task
 from vipr.engine.trainer import LoopSettings, Trainer
 from vipr.errors import ConfigError, ContractError, TrainingError
 
 
-CARD = {"backbone": "tiny", "method": "regression", "config_hash": "0" * 16}
+CARD = make_card(architecture="tiny", architecture_kwargs={}, image_size=2, mean=(0.5,) * 3, std=(0.25,) * 3,
+                 method="regression", config_hash="0" * 16)
 
 
 class Regression(TaskBase, nn.Module):

@@ -12,8 +12,10 @@ import torch
 
 from vipr.config import apply_overrides
 from vipr.engine import checkpoint as ckpt
+from vipr.engine.card import Parent
 from vipr.engine.trainer import Interrupted, Trainer
 from vipr.errors import CheckpointError, ViprError
+from vipr.models.loading import load_backbone
 from vipr.pretrain import build_config, run_pretrain
 from vipr.ssl import list_methods
 
@@ -40,8 +42,8 @@ def test_every_method_trains_two_epochs(method, tmp_path):
     assert json.loads((tmp_path / "metrics.json").read_text())["steps"] == 6
     for name in ("config.yaml", "env.json", "metrics.jsonl", "checkpoint.pt"):
         assert (tmp_path / name).is_file(), name
-    backbone, meta = ckpt.load_backbone(tmp_path)
-    assert meta["method"] == method and meta["image_size"] == 16 and len(meta["classes"]) == 10
+    backbone, card = load_backbone(tmp_path)
+    assert card.method == method and card.image_size == 16 and len(card.classes) == 10
     assert backbone.forward_features(torch.randn(2, 3, 16, 16)).shape == (2, backbone.feature_dim)
 
 
@@ -109,7 +111,7 @@ def test_compiled_run_trains_and_saves_plain_keys(tmp_path):
     run_pretrain(small_config("train.compile=true", "train.epochs=1"), tmp_path)
     saved = ckpt.load(tmp_path / "checkpoint.pt")
     assert not any("_orig_mod" in key for key in saved["state"]["model"])
-    backbone, _ = ckpt.load_backbone(tmp_path)
+    backbone, _ = load_backbone(tmp_path)
     assert backbone.forward_features(torch.randn(1, 3, 16, 16)).shape[1] == backbone.feature_dim
 
 
@@ -117,9 +119,9 @@ def test_parent_record_is_absolute_with_hash(tmp_path, monkeypatch):
     run_pretrain(small_config("train.epochs=1"), tmp_path / "run")
     monkeypatch.chdir(tmp_path)
     record = ckpt.parent_record("run")
-    assert record["parent_checkpoint"] == str((tmp_path / "run" / "checkpoint.pt").resolve())
-    assert record["parent_checkpoint_sha256"] == ckpt.file_sha256(tmp_path / "run" / "checkpoint.pt")
-    assert ckpt.parent_record("random") == {"parent_checkpoint": "random"}
+    assert record.checkpoint == str((tmp_path / "run" / "checkpoint.pt").resolve())
+    assert record.sha256 == ckpt.file_sha256(tmp_path / "run" / "checkpoint.pt")
+    assert ckpt.parent_record("random") == Parent("random")
 
 
 @pytest.mark.parametrize("method", ["scan", "supcon"])

@@ -38,17 +38,17 @@ def dataset(monkeypatch):
 @pytest.fixture
 def reload_classifier():
     """Load a saved classifier.pt and measure its top-1 on a dataset's test split, independently
-    of the runner: ``(model, meta, top1) = reload_classifier(path, dataset)``."""
+    of the runner: ``(model, card, top1) = reload_classifier(path, dataset)``."""
     import torch
 
     from vipr.data.augment import eval_transform
-    from vipr.engine.checkpoint import load_backbone
+    from vipr.models.loading import load_backbone
 
     def reload(path, dataset):
-        model, meta = load_backbone(path)
-        x = eval_transform(torch.from_numpy(dataset.test.images), meta["image_size"], meta["mean"], meta["std"])
+        model, card = load_backbone(path)
+        x = eval_transform(torch.from_numpy(dataset.test.images), card.image_size, card.mean, card.std)
         with torch.no_grad():
             logits = model.eval()(x)
-        return model, meta, 100.0 * (logits.argmax(1).numpy() == dataset.test.labels).mean()
+        return model, card, 100.0 * (logits.argmax(1).numpy() == dataset.test.labels).mean()
 
     return reload

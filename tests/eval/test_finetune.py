@@ -39,10 +39,10 @@ def test_finetune_classifier_round_trips_and_reproduces_top1(dataset, tmp_path, 
     assert metrics["kind"] == "finetune" and metrics["num_train"] == 24 and metrics["steps"] == 15
     assert metrics["train_loss"] < math.log(3)  # a zero-initialised head starts at exactly ln(3)
     assert metrics["backbone_lr"] == pytest.approx(0.01) and metrics["label_split"] == str(split)
-    model, meta, top1 = reload_classifier(tmp_path / "ft" / "classifier.pt", dataset)
-    assert meta["num_classes"] == 3 and meta["classes"] == dataset.classes and meta["eval"]["kind"] == "finetune"
-    assert meta["parent_checkpoint"] == "random" and meta["label_split"] == str(split)
-    assert meta["image_size"] == SIZE and meta["backbone"] == "tiny"
+    model, card, top1 = reload_classifier(tmp_path / "ft" / "classifier.pt", dataset)
+    assert card.num_classes == 3 and list(card.classes) == dataset.classes and card.evaluation["kind"] == "finetune"
+    assert card.parent.checkpoint == "random" and card.label_split == str(split)
+    assert card.image_size == SIZE and card.architecture == "tiny"
     assert top1 == pytest.approx(metrics["top1"], abs=1e-6)
     initial, _ = load_eval_backbone("random", "tiny", SIZE)  # the whole network moved, not just the head
     assert not torch.equal(model.stem[0].weight, initial.stem[0].weight)

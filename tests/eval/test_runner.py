@@ -9,6 +9,7 @@ import torch
 from vipr.data.augment import eval_transform
 from vipr.data.splits import make_label_split, save_label_split
 from vipr.data.types import Dataset
+from vipr.engine.card import make_card
 from vipr.engine.checkpoint import FORMAT, save_atomic
 from vipr.errors import ConfigError, DataError
 from vipr.eval import runner
@@ -38,10 +39,10 @@ def test_linear_classifier_round_trips_and_reproduces_top1(dataset, tmp_path, re
     save_label_split(split, make_label_split(dataset.train.labels, per_class=8), dataset, per_class=8)
     metrics = evaluate("linear", label_split=str(split), out=tmp_path / "lin")
     assert metrics["num_train"] == 24 and metrics["label_split"] == str(split)
-    model, meta, top1 = reload_classifier(tmp_path / "lin" / "classifier.pt", dataset)
-    assert meta["num_classes"] == 3 and meta["classes"] == dataset.classes
-    assert meta["parent_checkpoint"] == "random" and meta["label_split"] == str(split)
-    assert meta["image_size"] == SIZE and meta["backbone"] == "tiny"
+    model, card, top1 = reload_classifier(tmp_path / "lin" / "classifier.pt", dataset)
+    assert card.num_classes == 3 and list(card.classes) == dataset.classes
+    assert card.parent.checkpoint == "random" and card.label_split == str(split)
+    assert card.image_size == SIZE and card.architecture == "tiny"
     assert top1 == pytest.approx(metrics["top1"], abs=1e-6)
     assert metrics["top1"] > 80
 
@@ -49,10 +50,11 @@ def test_linear_classifier_round_trips_and_reproduces_top1(dataset, tmp_path, re
 def test_pretrained_checkpoint_from_another_dataset_loads(dataset, tmp_path):
     torch.manual_seed(3)
     backbone = create_backbone("tiny", small_stem=True)
-    meta = {"backbone": "tiny", "backbone_kwargs": {"small_stem": True}, "num_classes": 0, "image_size": SIZE,
-            "mean": [0.5] * 3, "std": [0.25] * 3, "method": "moco_v2", "classes": ["a"],
-            "dataset_digest": "another-dataset"}  # transfer: a digest other than the eval data's is fine
-    save_atomic({"format": FORMAT, "meta": meta, "backbone": backbone.state_dict(), "state": {}}, tmp_path / "c.pt")
+    card = make_card(architecture="tiny", architecture_kwargs={"small_stem": True}, image_size=SIZE, mean=[0.5] * 3,
+                     std=[0.25] * 3, method="moco_v2", classes=["a"],
+                     dataset_digest="another-dataset")  # transfer: a digest other than the eval data's is fine
+    save_atomic({"format": FORMAT, "card": card.to_dict(), "backbone": backbone.state_dict(), "state": {}},
+                tmp_path / "c.pt")
     metrics = runner.run_eval("knn", checkpoint=str(tmp_path / "c.pt"), data="x", k=5, precision="fp32",
                               progress=False)
     assert metrics["image_size"] == SIZE and metrics["backbone"] == "tiny" and 0 <= metrics["top1"] <= 100
@@ -64,19 +66,19 @@ def test_pretrained_checkpoint_from_another_dataset_loads(dataset, tmp_path):
 
 
 def test_extracted_features_use_checkpoint_preprocessing(dataset):
-    model, meta = load_eval_backbone("random", "tiny", SIZE)
-    features = extract_features(model, dataset.test.images, image_size=SIZE, mean=meta["mean"], std=meta["std"],
+    model, card = load_eval_backbone("random", "tiny", SIZE)
+    features = extract_features(model, dataset.test.images, image_size=SIZE, mean=card.mean, std=card.std,
                                 batch_size=7, precision="fp32", indices=np.array([4, 2]))
-    x = eval_transform(torch.from_numpy(dataset.test.images[[4, 2]]), SIZE, meta["mean"], meta["std"])
+    x = eval_transform(torch.from_numpy(dataset.test.images[[4, 2]]), SIZE, card.mean, card.std)
     with torch.no_grad():
         torch.testing.assert_close(features, model.forward_features(x), rtol=1e-4, atol=1e-5)
 
 
 def test_random_baseline_is_reproducible():
-    a, meta = load_eval_backbone("random", "tiny", SIZE)
+    a, card = load_eval_backbone("random", "tiny", SIZE)
     b, _ = load_eval_backbone("random", "tiny", SIZE)
     assert all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values()))
-    assert meta["backbone_kwargs"] == {"small_stem": True} and meta["image_size"] == SIZE
+    assert card.architecture_kwargs == {"small_stem": True} and card.image_size == SIZE
 
 
 def test_random_needs_backbone_and_image_size():

@@ -39,10 +39,11 @@ def test_train_writes_a_vipr_checkpoint_that_eval_reads(trained, capsys, one_thr
     metrics = json.loads((trained / "metrics.json").read_text())
     assert metrics["steps"] == 16 and 0 <= metrics["test_top1"] <= 100 and metrics["num_test"] == 32
     assert metrics["params"] > 0 and metrics["flops"] > 0 and metrics["layers"] == 5
-    meta = ckpt.load(trained)["meta"]
-    assert meta["backbone"] == "darts_net" and meta["num_classes"] == 10 and meta["image_size"] == 16
-    assert meta["backbone_kwargs"]["genotype"] == DARTS_V2.to_dict() and meta["test"]["test_top1"] == metrics["test_top1"]
-    assert json.dumps(meta["backbone_kwargs"])  # plain data
+    card = ckpt.load_card(trained)
+    assert card.architecture == "darts_net" and card.num_classes == 10 and card.image_size == 16
+    assert card.architecture_kwargs["genotype"] == DARTS_V2.to_dict()
+    assert card.evaluation["test_top1"] == metrics["test_top1"]
+    assert json.dumps(card.to_dict())  # plain data
     assert "progress: false" in (trained / "config.yaml").read_text()  # --no-progress reached the settings
     epochs = [json.loads(line) for line in (trained / "metrics.jsonl").read_text().splitlines() if "epoch_seconds" in line]
     assert len(epochs) == 2 and {"ce_mean", "aux_mean", "acc_mean"} <= set(epochs[-1])

@@ -8,9 +8,11 @@ import pytest
 import torch
 
 from vipr.cli.main import main
-from vipr.engine.checkpoint import FORMAT, load_backbone, save_atomic
-from vipr.errors import ExportError
+from vipr.engine.checkpoint import save_atomic
+from vipr.engine.migrate import FORMAT_V1
+from vipr.errors import CheckpointError, ExportError
 from vipr.models import create_backbone
+from vipr.models.loading import load_backbone
 from vipr.serve import export
 
 
@@ -44,12 +46,12 @@ def test_onnx_metadata_round_trip(onnx_file, linear_run):
     beside = json.loads(out.with_name("linear.onnx.json").read_text())
     inside = export.read_onnx_metadata(out)
     assert inside == beside
-    _, meta = load_backbone(linear_run / "classifier.pt")
-    assert inside["classes"] == meta["classes"] and inside["image_size"] == 16
-    assert (inside["mean"], inside["std"]) == (meta["mean"], meta["std"])
+    _, card = load_backbone(linear_run / "classifier.pt")
+    assert inside["classes"] == list(card.classes) and inside["image_size"] == 16
+    assert (inside["mean"], inside["std"]) == (list(card.mean), list(card.std))
     assert (inside["model_name"], inside["model_version"], inside["backbone"]) == ("linear-tiny", "3", "tiny")
     props = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"]).get_modelmeta()
-    assert json.loads(props.custom_metadata_map["classes"]) == meta["classes"]
+    assert json.loads(props.custom_metadata_map["classes"]) == list(card.classes)
 
 
 @pytest.mark.filterwarnings("ignore:`torch.jit:FutureWarning")
@@ -66,8 +68,8 @@ def test_torchscript_of_a_backbone_gives_features(pretrain_run, tmp_path):
 
 def test_without_metadata_or_format_a_clear_error(tmp_path):
     model = create_backbone("tiny")
-    save_atomic({"format": FORMAT, "meta": {"backbone": "tiny"}, "backbone": model.state_dict()}, tmp_path / "m.pt")
-    with pytest.raises(ExportError, match="no image_size, mean, std in its metadata"):
+    save_atomic({"format": FORMAT_V1, "meta": {"backbone": "tiny"}, "backbone": model.state_dict()}, tmp_path / "m.pt")
+    with pytest.raises(CheckpointError, match="no image_size, mean, std in its metadata"):
         export.export_model(tmp_path / "m.pt", "onnx", tmp_path / "m.onnx")
     with pytest.raises(ExportError, match="unknown export format 'tflite'"):
         export.export_model(tmp_path / "m.pt", "tflite", tmp_path / "m.tflite")

@@ -6,9 +6,11 @@ import pytest
 import torch
 
 from vipr.cli.main import main
-from vipr.engine.checkpoint import FORMAT, load_backbone, save_atomic
-from vipr.errors import RegistryError
+from vipr.engine.card import make_card
+from vipr.engine.checkpoint import FORMAT, save_atomic
+from vipr.errors import CheckpointError, RegistryError
 from vipr.models import create_backbone
+from vipr.models.loading import load_backbone
 from vipr.platform import registry, tracking
 
 
@@ -45,11 +47,11 @@ def test_registered_run_folder_is_reused(registered, pretrain_run, client):
 
 def test_resolve_model_gives_a_loadable_checkpoint_without_resume_state(registered, tmp_path):
     path = registry.resolve_model("moco-tiny@champion")
-    ckpt = torch.load(path, weights_only=False)
+    ckpt = torch.load(path, weights_only=True)  # plain data only
     assert ckpt["format"] == FORMAT and "state" not in ckpt  # the run folder keeps the resume state
     local = registry.resolve_model("models:/linear-tiny/1")
-    model, meta = load_backbone(local)
-    assert meta["num_classes"] == 10 and model.num_classes == 10
+    model, card = load_backbone(local)
+    assert card.num_classes == 10 and model.num_classes == 10
     source = registry.get_version("linear-tiny/1").source  # what a remote store would have to fetch
     fetched = registry.download(source, tmp_path / "cache" / "linear-tiny" / "1", "unused-for-file-uris")
     assert fetched.name == "classifier.pt" and fetched.read_bytes() == local.read_bytes()
@@ -88,9 +90,9 @@ def test_delete_a_version_takes_its_aliases(registered, client):
 
 def test_bare_checkpoint_and_bad_targets(client, tmp_path):
     model = create_backbone("tiny")
-    meta = {"backbone": "tiny", "backbone_kwargs": {}, "num_classes": 0, "image_size": 16, "mean": [0.5] * 3,
-            "std": [0.25] * 3, "classes": [], "method": "none", "dataset": "x", "dataset_digest": "abc123"}
-    save_atomic({"format": FORMAT, "meta": meta, "backbone": model.state_dict()}, tmp_path / "loose.pt")
+    card = make_card(architecture="tiny", architecture_kwargs={}, image_size=16, mean=[0.5] * 3, std=[0.25] * 3,
+                     method="none", dataset="x", dataset_digest="abc123")
+    save_atomic({"format": FORMAT, "card": card.to_dict(), "backbone": model.state_dict()}, tmp_path / "loose.pt")
     first = registry.register(tmp_path / "loose.pt", "loose", mlflow_client=client)
     second = registry.register(tmp_path / "loose.pt", "loose", mlflow_client=client)
     assert second["run_id"] == first["run_id"] and first["tags"].get("run_dir") is None  # one run per content
@@ -123,3 +125,21 @@ def test_cli_register_json(pretrain_run, capsys, client):
     assert main(["model", "register", str(pretrain_run / "checkpoint.pt"), "--name", "cli-moco", "--json"]) == 0
     out = capsys.readouterr().out.strip().splitlines()
     assert out[0].startswith("registered cli-moco version 1") and json.loads(out[-1])["name"] == "cli-moco"
+
+
+class _WritesMarker:
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):  # what unpickling would run
+        return exec, (f"open({self.path!r}, 'w').close()",)
+
+
+def test_a_crafted_checkpoint_is_refused_and_runs_nothing(client, tmp_path):
+    """A pickle that would run code on load (here: create a file) is refused by the registry's weights_only load."""
+    marker = tmp_path / "pwned"
+    torch.save({"format": FORMAT, "card": _WritesMarker(marker), "backbone": {}}, tmp_path / "crafted.pt")
+    with pytest.raises(CheckpointError, match="may be unsafe") as err:
+        registry.register(tmp_path / "crafted.pt", "crafted", mlflow_client=client)
+    assert "\n" not in str(err.value) and not marker.exists()
+    assert not any(m.name == "crafted" for m in client.search_registered_models())

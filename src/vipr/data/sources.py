@@ -35,9 +35,10 @@ from tqdm import tqdm
 
 from vipr.data.arrays import build_cifar, build_npz, find_cifar, fit, store_split
 from vipr.data.shapes import SHAPE_NAMES, render_shapes
-from vipr.data.store import StoreWriter, cache_root, load_or_build, source_key
+from vipr.data.store import StoreWriter, load_or_build, source_key
 from vipr.data.types import Dataset
 from vipr.errors import DataError
+from vipr.fsutil import cache_root
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 DEFAULT_STORE_SIZE = 64  # pixels; image folders only: 12 KiB an image, room for 32-64 px crops

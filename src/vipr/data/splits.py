@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from vipr.data.store import atomic_write_text
 from vipr.data.types import Dataset
 from vipr.errors import DataError
+from vipr.fsutil import atomic_write_text
 
 LABEL_SPLIT_FORMAT = "vipr-label-split/1"
 _RESERVED = ("format", "dataset", "dataset_digest", "num_images", "indices")

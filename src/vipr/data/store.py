@@ -11,7 +11,8 @@ RAM works and a warm open costs a few file opens. An entry is written into a ``.
 folder and renamed into place only when complete: a crash mid-write leaves a temporary folder
 that is never read (safe to delete), never a half-written entry.
 
-The cache root is ``cache_dir`` if given, else ``$VIPR_CACHE``, else ``~/.cache/vipr``.
+The cache root is ``cache_dir`` if given, else ``$VIPR_CACHE``, else ``~/.cache/vipr``
+(``vipr.fsutil.cache_root``, shared with the model and ONNX caches).
 """
 
 from __future__ import annotations
@@ -31,36 +32,17 @@ import numpy as np
 
 from vipr.data.types import Dataset, ImageSplit
 from vipr.errors import DataError
+from vipr.fsutil import atomic_path, atomic_write_text
 
 STORE_FORMAT = "vipr-store/1"
 SPLITS = ("train", "test")
 _CHUNK_BYTES = 64 << 20  # digest/copy granularity: bounded RAM on stores larger than memory
 
 
-def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
-    """The folder holding all cache entries (argument, else ``$VIPR_CACHE``, else ``~/.cache/vipr``)."""
-    root = cache_dir or os.environ.get("VIPR_CACHE") or Path.home() / ".cache" / "vipr"
-    return Path(root).expanduser()
-
-
 def source_key(kind: str, *parts: Any) -> str:
     """Cache folder name for a source: its kind plus a sha256 of everything that defines its content."""
     blob = json.dumps(parts, sort_keys=True, default=str).encode()
     return f"{kind}-{hashlib.sha256(blob).hexdigest()[:32]}"
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to ``path`` so readers see the old file or the new one, never a torn write."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 class StoreWriter:
@@ -193,11 +175,10 @@ def _shrink_npy(path: Path, count: int) -> None:
             f.truncate(offset + count * int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize)
             return
     old = np.load(path, mmap_mode="r")
-    tmp = path.with_suffix(".shrink.npy")
-    new = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=new_shape)
-    rows = max(1, _CHUNK_BYTES // max(1, old[0].nbytes))
-    for start in range(0, count, rows):
-        new[start:start + rows] = old[start:min(start + rows, count)]
-    new.flush()
-    del old, new
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        new = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=new_shape)
+        rows = max(1, _CHUNK_BYTES // max(1, old[0].nbytes))
+        for start in range(0, count, rows):
+            new[start:start + rows] = old[start:min(start + rows, count)]
+        new.flush()
+        del old, new  # closes both maps before the rename

@@ -16,6 +16,7 @@ import vipr
 from vipr.config import save_yaml
 from vipr.engine import distributed as dist
 from vipr.errors import ViprError
+from vipr.fsutil import atomic_write_text
 
 
 def prepare_run_dir(out: str | Path, config: Any, resume: bool, checkpoint_name: str) -> Path:
@@ -65,6 +66,4 @@ def _git_revision() -> str | None:
 
 def write_metrics(out: Path, metrics: dict) -> None:
     """metrics.json: the run's final measurements (DESIGN.md: every measuring command writes it)."""
-    tmp = out / "metrics.json.tmp"
-    tmp.write_text(json.dumps(metrics, indent=2, default=str))
-    os.replace(tmp, out / "metrics.json")
+    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2, default=str))

@@ -21,6 +21,7 @@ from vipr.data.batch import Batch
 from vipr.engine import checkpoint as ckpt
 from vipr.engine import distributed as dist
 from vipr.engine import signals
+from vipr.engine.card import ModelCard
 from vipr.engine.device import precision_autocast
 from vipr.engine.guards import LossGuard
 from vipr.engine.optim import warmup_cosine
@@ -60,13 +61,13 @@ class Trainer:
     """
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, loader, settings: LoopSettings,
-                 run_dir: Path, meta: dict, device: torch.device, generator: torch.Generator | None = None):
+                 run_dir: Path, card: ModelCard, device: torch.device, generator: torch.Generator | None = None):
         check_task(model)  # a missing member fails here, not at the first save
         if settings.epochs < 1:
             raise ConfigError(f"epochs must be >= 1, got {settings.epochs}: a run of no epochs trains nothing "
                               "and writes no checkpoint")
         self.model, self.optimizer, self.loader = model, optimizer, loader
-        self.settings, self.run_dir, self.meta = settings, Path(run_dir), meta
+        self.settings, self.run_dir, self.card = settings, Path(run_dir), card
         self.device = device
         self.total_steps = settings.epochs * len(loader)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self._lr_factor)
@@ -95,13 +96,13 @@ class Trainer:
         state = self.state()  # every rank takes part in gathering RNG states
         if dist.is_main():
             backbone = self.model.deployable()
-            ckpt.save_atomic({"format": ckpt.FORMAT, "meta": self.meta, "backbone": backbone.state_dict(),
+            ckpt.save_atomic({"format": ckpt.FORMAT, "card": self.card.to_dict(), "backbone": backbone.state_dict(),
                               "state": state}, self.run_dir / ckpt.CHECKPOINT_NAME)
         dist.barrier()
 
     def restore(self, path: Path) -> None:
         saved = ckpt.load(path)
-        check_same_config(saved["meta"].get("config_hash"), self.meta.get("config_hash"), path)
+        check_same_config(ckpt.read_card(saved, path).config_hash, self.card.config_hash, path)
         state = saved["state"]
         self.model.load_checkpoint_state(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])

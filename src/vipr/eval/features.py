@@ -7,24 +7,25 @@ linear probe then never touch images again.
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
 from vipr.data.augment import IMAGENET_MEAN, IMAGENET_STD, eval_transform
-from vipr.engine.checkpoint import load_backbone
+from vipr.engine.card import RANDOM, ModelCard, make_card
 from vipr.engine.device import precision_autocast, resolve_device, resolve_precision
 from vipr.errors import ConfigError
 from vipr.models import Backbone, create_backbone
+from vipr.models.loading import load_backbone
 
-RANDOM = "random"  # the checkpoint name of the random-init baseline
 MIN_BATCHES_FOR_BAR = 5  # fewer batches finish before a bar says anything useful
 
 
 def load_eval_backbone(checkpoint: str, backbone: str | None = None,
-                       image_size: int | None = None) -> tuple[Backbone, dict]:
-    """The backbone to evaluate and its metadata (preprocessing travels with the weights).
+                       image_size: int | None = None) -> tuple[Backbone, ModelCard]:
+    """The backbone to evaluate and its card (preprocessing travels with the weights).
 
     ``checkpoint == "random"``: a seeded random-init ``backbone`` at ``image_size`` (both
     required), the floor a pre-trained backbone must beat. Otherwise the checkpoint file
@@ -33,19 +34,16 @@ def load_eval_backbone(checkpoint: str, backbone: str | None = None,
     """
     if str(checkpoint) == RANDOM:
         return _random_backbone(backbone, image_size)
-    model, meta = load_backbone(checkpoint)
-    meta = dict(meta)
-    if backbone is not None and backbone != meta["backbone"]:
-        raise ConfigError(f"--backbone {backbone} but checkpoint {checkpoint} holds a {meta['backbone']}; "
+    model, card = load_backbone(checkpoint)
+    if backbone is not None and backbone != card.architecture:
+        raise ConfigError(f"--backbone {backbone} but checkpoint {checkpoint} holds a {card.architecture}; "
                           f"drop --backbone (it only picks the model for --checkpoint random)")
     if image_size is not None:
-        meta["image_size"] = int(image_size)
-    meta.setdefault("mean", list(IMAGENET_MEAN))
-    meta.setdefault("std", list(IMAGENET_STD))
-    return model, meta
+        card = replace(card, image_size=int(image_size))
+    return model, card
 
 
-def _random_backbone(name: str | None, image_size: int | None) -> tuple[Backbone, dict]:
+def _random_backbone(name: str | None, image_size: int | None) -> tuple[Backbone, ModelCard]:
     if name is None:
         raise ConfigError("checkpoint 'random' needs a backbone to initialise; pass --backbone (e.g. resnet18)")
     if image_size is None:
@@ -54,10 +52,9 @@ def _random_backbone(name: str | None, image_size: int | None) -> tuple[Backbone
     with torch.random.fork_rng(devices=[]):  # seeded, without disturbing the caller's RNG
         torch.manual_seed(0)
         model = create_backbone(name, **kwargs)
-    meta = {"backbone": name, "backbone_kwargs": kwargs, "num_classes": 0, "image_size": int(image_size),
-            "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD), "method": RANDOM, "classes": None,
-            "dataset_digest": None}
-    return model, meta
+    card = make_card(architecture=name, architecture_kwargs=kwargs, image_size=image_size, mean=IMAGENET_MEAN,
+                     std=IMAGENET_STD, method=RANDOM)
+    return model, card
 
 
 @torch.no_grad()

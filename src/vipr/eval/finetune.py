@@ -161,13 +161,13 @@ def run_finetune(*, checkpoint: str, data: str, label_split: str | None = None, 
             "precision": precision}
     _check_settings(epochs=epochs, batch_size=batch_size, lr=lr)
     setup = prepare(checkpoint, data, backbone, image_size, device, precision)
-    dataset, meta = setup.dataset, setup.meta
+    dataset, card = setup.dataset, setup.card
     train = labelled_split(dataset.train, labelled_train_rows(dataset, label_split))
     test_rows = labelled_test_rows(dataset)
     test_labels = torch.from_numpy(dataset.test.labels[test_rows]).long()
     num_classes = count_classes(dataset, torch.from_numpy(train.labels), test_labels)
-    trained = finetune(setup.model, train, num_classes, image_size=meta["image_size"], mean=meta["mean"],
-                       std=meta["std"], epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=setup.device,
+    trained = finetune(setup.model, train, num_classes, image_size=card.image_size, mean=card.mean,
+                       std=card.std, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=setup.device,
                        precision=precision, progress=progress, min_steps=min_steps)
     features = setup.features(dataset.test, test_rows, progress=progress, desc="test features")  # (N_test, D)
     with torch.no_grad():

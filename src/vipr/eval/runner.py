@@ -20,10 +20,10 @@ import numpy as np
 import torch
 from torch import nn
 
-import vipr
 from vipr.data.sources import open_dataset
 from vipr.data.splits import load_label_split
 from vipr.data.types import Dataset, ImageSplit
+from vipr.engine.card import ModelCard, make_card
 from vipr.engine.checkpoint import FORMAT, parent_record, save_atomic
 from vipr.engine.device import resolve_device, resolve_precision
 from vipr.engine.rundir import environment, write_metrics
@@ -39,11 +39,11 @@ CLASSIFIER_NAME = "classifier.pt"
 
 @dataclass
 class EvalSetup:
-    """What every evaluation starts from: the data, the backbone and its metadata, where it runs."""
+    """What every evaluation starts from: the data, the backbone and its card, where it runs."""
 
     dataset: Dataset
     model: Backbone
-    meta: dict  # the checkpoint's metadata: image_size, mean/std, backbone, ...
+    card: ModelCard  # the checkpoint's: image_size, mean/std, architecture, ...
     device: torch.device
     precision: str  # as asked (auto | bf16 | fp16 | fp32); see ``resolved_precision``
     started: float = field(default_factory=time.perf_counter)  # for the "seconds" metric
@@ -55,14 +55,14 @@ class EvalSetup:
     def features(self, split: ImageSplit, rows: np.ndarray, *, batch_size: int = 256, progress: bool = True,
                  desc: str = "features") -> torch.Tensor:
         """(len(rows), D) float32 CPU features of ``split`` with the checkpoint's preprocessing."""
-        return extract_features(self.model, split.images, indices=rows, image_size=self.meta["image_size"],
-                                mean=self.meta["mean"], std=self.meta["std"], batch_size=batch_size,
+        return extract_features(self.model, split.images, indices=rows, image_size=self.card.image_size,
+                                mean=self.card.mean, std=self.card.std, batch_size=batch_size,
                                 device=self.device, precision=self.precision, progress=progress, desc=desc)
 
     def metrics(self, kind: str, args: dict) -> dict:
         """The fields every evaluation reports, before its own."""
         return {"kind": kind, "checkpoint": args["checkpoint"], "data": args["data"],
-                "backbone": self.meta["backbone"], "image_size": self.meta["image_size"]}
+                "backbone": self.card.architecture, "image_size": self.card.image_size}
 
     def seconds(self) -> float:
         return round(time.perf_counter() - self.started, 3)
@@ -76,8 +76,8 @@ def prepare(checkpoint: str, data: str, backbone: str | None = None, image_size:
     if dataset.test is None or len(dataset.test) == 0:
         raise DataError(f"{dataset.name} has no test split; evaluation needs a train/test layout "
                         f"(ROOT/train/<class>/ with ROOT/val/ or ROOT/test/, CIFAR, or an npz with x_test/y_test)")
-    model, meta = load_eval_backbone(str(checkpoint), backbone, image_size)
-    return EvalSetup(dataset, model, meta, resolve_device(device), precision, started)
+    model, card = load_eval_backbone(str(checkpoint), backbone, image_size)
+    return EvalSetup(dataset, model, card, resolve_device(device), precision, started)
 
 
 def run_eval(
@@ -178,19 +178,24 @@ def write_run(out: str | Path, args: dict, metrics: dict, classifier: EvalSetup 
     (out / "eval_config.json").write_text(json.dumps(args, indent=2))
     (out / "env.json").write_text(json.dumps(environment(), indent=2))
     if classifier is not None:
-        save_classifier(out / CLASSIFIER_NAME, classifier.model, classifier.meta, classifier.dataset, args, metrics)
+        save_classifier(out / CLASSIFIER_NAME, classifier.model, classifier.card, classifier.dataset, args, metrics)
         metrics["classifier"] = str(out / CLASSIFIER_NAME)
     write_metrics(out, metrics)
     return out
 
 
-def save_classifier(path: Path, model: Backbone, meta: dict, dataset: Dataset, args: dict, metrics: dict) -> None:
-    """The backbone with its classification head, in the checkpoint format (no resume state)."""
+def save_classifier(path: Path, model: Backbone, card: ModelCard, dataset: Dataset, args: dict, metrics: dict) -> None:
+    """The backbone with its classification head, in the checkpoint format (no resume state).
+
+    Its card keeps the backbone's architecture, preprocessing, method and config; the data,
+    classes and scores are the evaluation's, and ``parent`` names the checkpoint it came from.
+    """
     state = {name: t.detach().cpu().contiguous() for name, t in model.state_dict().items()}
-    classifier_meta = {**meta, "num_classes": model.num_classes, "classes": list(dataset.classes),
-                       **parent_record(args["checkpoint"]), "label_split": args.get("label_split"),
-                       "dataset": dataset.name, "dataset_digest": dataset.digest,
-                       "parent_dataset": meta.get("dataset"), "parent_dataset_digest": meta.get("dataset_digest"),
-                       "eval": {"kind": metrics["kind"], "top1": metrics["top1"], "top5": metrics["top5"]},
-                       "vipr_version": vipr.__version__}
-    save_atomic({"format": FORMAT, "meta": classifier_meta, "backbone": state}, path)
+    classifier = make_card(
+        architecture=card.architecture, architecture_kwargs=card.architecture_kwargs, image_size=card.image_size,
+        mean=card.mean, std=card.std, method=card.method, num_classes=model.num_classes, classes=dataset.classes,
+        dataset=dataset.name, dataset_digest=dataset.digest, config=card.config, config_hash=card.config_hash,
+        parent=parent_record(args["checkpoint"]), label_split=args.get("label_split"),
+        evaluation={"kind": metrics["kind"], "top1": metrics["top1"], "top5": metrics["top5"]},
+        extra={**card.extra, "parent_dataset": card.dataset, "parent_dataset_digest": card.dataset_digest})
+    save_atomic({"format": FORMAT, "card": classifier.to_dict(), "backbone": state}, path)

@@ -35,6 +35,7 @@ from torch import Tensor, nn
 
 from vipr.engine.device import precision_autocast
 from vipr.errors import ConfigError
+from vipr.fsutil import atomic_write_text
 from vipr.nas.config import StrategySettings
 from vipr.nas.flops import count_flops, count_params
 from vipr.nas.genotype import Genotype, from_dict
@@ -296,7 +297,5 @@ def write_front(series: list[Genotype], out_dir: str | Path) -> list[Path]:
     keys = ("epoch", "scored_epoch", "flops", "params", "val_acc", "train_acc", "live_ops", "lambda")
     front = [{"genotype": str(p.relative_to(out)), **{k: g.provenance[k] for k in keys if k in g.provenance}}
              for p, g in zip(paths, series)]
-    tmp = out / "front.json.tmp"
-    tmp.write_text(json.dumps(front, indent=2) + "\n")
-    tmp.replace(out / "front.json")
+    atomic_write_text(out / "front.json", json.dumps(front, indent=2) + "\n")
     return paths

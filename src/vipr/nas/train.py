@@ -17,7 +17,7 @@ is a regular vipr checkpoint (backbone ``darts_net``, the task's ``deployable()`
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 
@@ -25,13 +25,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import vipr
 from vipr.config import config_digest, to_dict, without_run_only
 from vipr.data.augment import IMAGENET_MEAN, IMAGENET_STD
 from vipr.data.batch import Batch
 from vipr.data.loader import BatchIterator
 from vipr.data.sources import open_dataset
 from vipr.engine import distributed as dist
+from vipr.engine.card import ModelCard, make_card
 from vipr.engine.checkpoint import CHECKPOINT_NAME
 from vipr.engine.device import resolve_device, resolve_precision
 from vipr.engine.progress import MetricsLog
@@ -169,18 +169,18 @@ def run_nas_train(config: NasTrainConfig, out_dir: str | Path, resume: bool = Fa
     if dist.is_main():
         print(f"darts_net C={config.channels} cells={layers}: {cost['params'] / 1e6:.3f} M params, "
               f"{cost['flops'] / 1e6:.1f} M FLOPs (multiply-adds) at {image_size} px", file=sys.stderr)
-    meta = {"backbone": "darts_net", "backbone_kwargs": kwargs, "num_classes": dataset.num_classes,
-            "image_size": image_size, "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD), "method": "supervised",
-            "classes": dataset.classes, "dataset": dataset.name, "dataset_digest": dataset.digest,
-            "config_hash": config_hash(config), "config": to_dict(config), "vipr_version": vipr.__version__,
-            "genotype_provenance": genotype.provenance, **cost}
-    trainer = _build_trainer(config, network, dataset, image_size, device, out, meta)
+    card = make_card(architecture="darts_net", architecture_kwargs=kwargs, num_classes=dataset.num_classes,
+                     image_size=image_size, mean=IMAGENET_MEAN, std=IMAGENET_STD, method="supervised",
+                     classes=dataset.classes, dataset=dataset.name, dataset_digest=dataset.digest,
+                     config=to_dict(config), config_hash=config_hash(config),
+                     extra={"genotype_provenance": genotype.provenance, **cost})
+    trainer = _build_trainer(config, network, dataset, image_size, device, out, card)
     if resume:
         trainer.restore(out / CHECKPOINT_NAME)
     trainer.fit(MetricsLog(out / "metrics.jsonl", enabled=dist.is_main()))
     test = _test_accuracy(network, dataset, image_size, device, config)
-    trainer.meta["test"] = test
-    trainer.save()  # the final checkpoint carries the test accuracy in its metadata
+    trainer.card = replace(trainer.card, evaluation=test)
+    trainer.save()  # the final checkpoint carries the test accuracy in its card
     metrics = {"steps": trainer.step, "epochs": config.epochs, **cost, **test, "image_size": image_size,
                "channels": config.channels, "layers": layers, "checkpoint": str(out / CHECKPOINT_NAME)}
     if dist.is_main():
@@ -199,7 +199,7 @@ def _open_labelled(source: str):
 
 
 def _build_trainer(config: NasTrainConfig, network: DartsNetwork, dataset, image_size: int, device: torch.device,
-                   out: Path, meta: dict) -> Trainer:
+                   out: Path, card: ModelCard) -> Trainer:
     world = dist.world_size()
     if config.batch_size % world or config.batch_size // world > len(dataset.train):
         raise ConfigError(f"batch_size {config.batch_size} must divide over {world} process(es) and not exceed "
@@ -214,7 +214,7 @@ def _build_trainer(config: NasTrainConfig, network: DartsNetwork, dataset, image
     settings = LoopSettings(epochs=config.epochs, precision=resolve_precision(config.precision, device),
                             checkpoint_every=config.checkpoint_every, log_every=config.log_every,
                             progress=config.progress, seed=config.seed)
-    return Trainer(model, optimizer, loader, settings, out, meta, device, generator)
+    return Trainer(model, optimizer, loader, settings, out, card, device, generator)
 
 
 def _test_accuracy(network: DartsNetwork, dataset, image_size: int, device: torch.device,

@@ -1,7 +1,7 @@
 """Lineage between registered models: a classifier names the pre-trained checkpoint it came from.
 
-A linear / fine-tuned classifier's metadata holds ``parent_checkpoint``: the checkpoint (or
-run folder) it was fitted on, as given to ``vipr eval``. Its content hash identifies the
+A linear / fine-tuned classifier's card holds ``parent``: the checkpoint it was fitted on
+(its absolute path when ``vipr eval`` ran) and that file's sha256. The content hash identifies the
 parent among registered versions, whichever name they were registered under, because
 ``register`` tags every version with its own ``checkpoint_sha256``.
 """
@@ -11,17 +11,18 @@ from __future__ import annotations
 from pathlib import Path
 
 from vipr.engine import checkpoint
+from vipr.engine.card import RANDOM, ModelCard
 from vipr.errors import CheckpointError
-from vipr.engine.checkpoint import file_sha256
+from vipr.fsutil import file_sha256
 
 
-def lineage_tags(meta: dict, client) -> dict:
+def lineage_tags(card: ModelCard, client) -> dict:
     """``parent_checkpoint`` (+ its sha256, and ``parent_model`` NAME/VERSION when registered)."""
-    parent = meta.get("parent_checkpoint")
-    if not parent or parent == "random":
+    if card.parent is None or card.parent.checkpoint == RANDOM:
         return {}
+    parent = card.parent.checkpoint
     tags = {"parent_checkpoint": parent}
-    sha = meta.get("parent_checkpoint_sha256")  # recorded at evaluation time, survives moves
+    sha = card.parent.sha256  # recorded at evaluation time, survives moves
     if sha is None:
         try:
             path = checkpoint.resolve_path(Path(parent))

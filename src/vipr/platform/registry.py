@@ -25,10 +25,9 @@ import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
-from vipr.data.store import cache_root
 from vipr.engine import checkpoint
-from vipr.engine.checkpoint import file_sha256
 from vipr.errors import CheckpointError, RegistryError
+from vipr.fsutil import cache_root, file_sha256
 from vipr.platform import tracking, workspace
 from vipr.platform.lineage import find_by_sha256, lineage_tags
 
@@ -52,14 +51,15 @@ def register(target: str | os.PathLike, name: str, alias: str | None = None, mlf
                             f"(no '/' or '@': they separate versions and aliases)")
     client = mlflow_client or workspace.client()
     ckpt_path, run_dir = _locate(Path(target))
-    ckpt = checkpoint.load(ckpt_path)
+    ckpt = checkpoint.load(ckpt_path)  # format 1 comes back migrated (a stripped copy is written as format 2)
+    card = checkpoint.read_card(ckpt, ckpt_path)
     sha = file_sha256(ckpt_path)
     run_id = tracking.ensure_logged(run_dir, client) if run_dir else tracking.log_checkpoint(ckpt_path, sha, client)
     with tempfile.TemporaryDirectory() as tmp:
         client.log_artifact(run_id, str(_artifact_file(ckpt, ckpt_path, Path(tmp))), artifact_path=ARTIFACT_PATH)
     if not _exists(client, name):
         client.create_registered_model(name, description="vipr model")
-    tags = {**tracking.meta_tags(ckpt["meta"]), **lineage_tags(ckpt["meta"], client), "checkpoint_sha256": sha,
+    tags = {**tracking.meta_tags(card), **lineage_tags(card, client), "checkpoint_sha256": sha,
             "checkpoint": str(ckpt_path.resolve()), "run_dir": str(run_dir.resolve()) if run_dir else None}
     source = f"{client.get_run(run_id).info.artifact_uri}/{ARTIFACT_PATH}"
     version = client.create_model_version(name, source, run_id=run_id,
@@ -197,7 +197,8 @@ def _locate(target: Path) -> tuple[Path, Path | None]:
 
 
 def _artifact_file(ckpt: dict, path: Path, tmp: Path) -> Path:
-    """The file to register: ``path`` itself, or a copy without the resume state when it has one."""
+    """The file to register: ``path`` itself, or a copy without the resume state when it has one
+    (a format-1 file is registered as it is: loading migrates it)."""
     if "state" not in ckpt:
         return path
     checkpoint.save_atomic({k: v for k, v in ckpt.items() if k != "state"}, tmp / path.name)

@@ -6,7 +6,7 @@ server shows, so logging is a copy made once the run has ended.
     config.yaml | eval_config.json  -> params (flattened: ``optim.lr``) and an artifact
     metrics.jsonl                   -> metric history: per step, per epoch as ``epoch_*``
     metrics.json                    -> final metrics, at the last step
-    checkpoint.pt | classifier.pt   -> tags from its metadata (dataset digest, config hash, ...)
+    checkpoint.pt | classifier.pt   -> tags from its model card (dataset digest, config hash, ...)
     env.json                        -> tags (vipr version, git revision)
 
 Every write goes through ``MlflowClient.log_batch``, MLflow's one write primitive. The run
@@ -22,11 +22,12 @@ import sys
 import time
 from pathlib import Path
 
-import torch
 import yaml
 
-from vipr.engine.checkpoint import file_sha256
-from vipr.errors import ViprError
+from vipr.engine import checkpoint
+from vipr.engine.card import ModelCard
+from vipr.errors import CheckpointError, ViprError
+from vipr.fsutil import atomic_write_text, file_sha256
 from vipr.platform import workspace
 
 MARKER = "mlflow_run.json"
@@ -34,11 +35,10 @@ ENV_SWITCH = "VIPR_TRACKING"  # "0" turns the automatic logging of `vipr pretrai
 CHECKPOINT_NAMES = ("checkpoint.pt", "classifier.pt")
 _BATCH_LIMITS = {"metrics": 1000, "params": 100, "tags": 100}  # MLflow's per-call maxima
 _MAX_PARAM_CHARS = 6000
-_META_TAGS = ("dataset", "dataset_digest", "config_hash", "backbone", "method", "image_size", "num_classes",
-              "parent_checkpoint", "label_split", "vipr_version")
 
 
-def log_run_folder(run_dir: str | os.PathLike, kind: str | None = None, mlflow_client=None) -> str:
+def log_run_folder(run_dir: str | os.PathLike, kind: str | None = None, mlflow_client=None,
+                   status: str | None = None) -> str:
     """Log the run folder ``run_dir`` as a new MLflow run; returns its run id.
 
     ``kind`` labels the run (``pretrain``, ``eval-linear``, ...; default: read from the
@@ -47,17 +47,18 @@ def log_run_folder(run_dir: str | os.PathLike, kind: str | None = None, mlflow_c
     folder = Path(run_dir)
     config_file, params = read_config(folder)
     kind = kind or _folder_kind(config_file, params)
-    meta = checkpoint_meta(_folder_checkpoint(folder))
+    card = checkpoint_card(_folder_checkpoint(folder))
     client = mlflow_client or workspace.client()
     run_id = client.create_run(workspace.experiment_id(client, kind.split("-")[0]), start_time=_mtime_ms(config_file),
                                run_name=folder.name).info.run_id
-    log_all(client, run_id, metrics=_folder_metrics(folder), params=params, tags=_folder_tags(folder, kind, meta))
-    _log_dataset(client, run_id, meta, params.get("data.source") or params.get("data"), kind)
+    log_all(client, run_id, metrics=_folder_metrics(folder), params=params, tags=_folder_tags(folder, kind, card))
+    _log_dataset(client, run_id, card, params.get("data.source") or params.get("data"), kind)
     for name in (config_file.name, "metrics.json", "env.json"):
         if (folder / name).is_file():
             client.log_artifact(run_id, str(folder / name), artifact_path="run")
     final_file = folder / "metrics.json"
-    client.set_terminated(run_id, "FINISHED" if final_file.is_file() else "KILLED", end_time=_mtime_ms(final_file))
+    status = status or ("FINISHED" if final_file.is_file() else "KILLED")  # FAILED / KILLED: the CLI saw it end
+    client.set_terminated(run_id, status, end_time=_mtime_ms(final_file))
     _remember(folder, client.tracking_uri, run_id)
     return run_id
 
@@ -78,22 +79,24 @@ def log_checkpoint(path: str | os.PathLike, sha256: str, mlflow_client=None) -> 
     found = client.search_runs([exp], f"tags.checkpoint_sha256 = '{sha256}'", max_results=1)
     if found and found[0].info.lifecycle_stage == "active":
         return found[0].info.run_id
-    meta = checkpoint_meta(path)
+    card = checkpoint_card(path)
     run_id = client.create_run(exp, start_time=_mtime_ms(path), run_name=path.stem).info.run_id
-    tags = {**meta_tags(meta), "kind": "checkpoint", "checkpoint": str(path.resolve()), "checkpoint_sha256": sha256}
-    log_all(client, run_id, metrics=_metrics(meta.get("eval") or {}, 0, _mtime_ms(path)),
-            params=flatten(meta.get("config") or {}), tags=tags)
-    _log_dataset(client, run_id, meta, None, "checkpoint")
+    tags = {**meta_tags(card), "kind": "checkpoint", "checkpoint": str(path.resolve()), "checkpoint_sha256": sha256}
+    log_all(client, run_id, metrics=_metrics(card.evaluation if card else {}, 0, _mtime_ms(path)),
+            params=flatten(card.config if card else {}), tags=tags)
+    _log_dataset(client, run_id, card, None, "checkpoint")
     client.set_terminated(run_id, "FINISHED")
     return run_id
 
 
-def track_run(run_dir: str | os.PathLike, kind: str, no_track: bool = False) -> str | None:
-    """The CLI's hook: log ``run_dir`` unless switched off; a failure warns and never fails the command."""
+def track_run(run_dir: str | os.PathLike, kind: str, no_track: bool = False, status: str | None = None) -> str | None:
+    """The CLI's hook: log ``run_dir`` unless switched off; a failure warns and never fails the command.
+
+    ``status``: FAILED after an error, KILLED after an interruption (default: FINISHED when metrics.json exists)."""
     if no_track or os.environ.get(ENV_SWITCH, "1").strip().lower() in ("0", "false", "no", "off"):
         return None
     try:
-        run_id = log_run_folder(run_dir, kind)
+        run_id = log_run_folder(run_dir, kind, status=status)
     except Exception as err:  # tracking is a convenience: the run folder already holds everything
         print(f"vipr: warning: run {run_dir} was not tracked ({type(err).__name__}: {err}); the run folder is "
               f"complete, log it later with `vipr model register`, or pass --no-track / set {ENV_SWITCH}=0",
@@ -138,19 +141,25 @@ def flatten(tree: dict, prefix: str = "") -> dict[str, str]:
     return flat
 
 
-def meta_tags(meta: dict) -> dict:
-    return {key: meta[key] for key in _META_TAGS if meta.get(key) is not None}
+def meta_tags(card: ModelCard | None) -> dict:
+    """The card's fields a model version or run is tagged with (tag names as in vipr 0.1: ``backbone``)."""
+    if card is None:
+        return {}
+    tags = {"dataset": card.dataset, "dataset_digest": card.dataset_digest, "config_hash": card.config_hash,
+            "backbone": card.architecture, "method": card.method, "image_size": card.image_size,
+            "num_classes": card.num_classes, "parent_checkpoint": card.parent.checkpoint if card.parent else None,
+            "label_split": card.label_split, "vipr_version": card.vipr_version}
+    return {key: value for key, value in tags.items() if value is not None}
 
 
-def checkpoint_meta(path: Path | None) -> dict:
-    """A checkpoint's metadata without reading its tensors into memory; {} when absent or unreadable."""
+def checkpoint_card(path: Path | None) -> ModelCard | None:
+    """A checkpoint's card without reading its tensors into memory; None when absent, unreadable or unsafe."""
     if path is None or not path.is_file():
-        return {}
+        return None
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
-    except Exception:  # tracking tolerates a damaged checkpoint; registering one fails on its own load
-        return {}
-    return ckpt.get("meta", {}) if isinstance(ckpt, dict) else {}
+        return checkpoint.load_card(path)
+    except CheckpointError:  # tracking tolerates a damaged checkpoint; registering one fails on its own load
+        return None
 
 
 def _folder_metrics(folder: Path) -> list:
@@ -163,10 +172,10 @@ def _folder_metrics(folder: Path) -> list:
             + _metrics(final, last_step, _mtime_ms(final_file) + 1))
 
 
-def _folder_tags(folder: Path, kind: str, meta: dict) -> dict:
+def _folder_tags(folder: Path, kind: str, card: ModelCard | None) -> dict:
     env = json.loads((folder / "env.json").read_text()) if (folder / "env.json").is_file() else {}
-    return {**meta_tags(meta), "kind": kind, "run_dir": str(folder.resolve()),
-            "vipr_version": env.get("vipr") or meta.get("vipr_version"), "git": env.get("git")}
+    return {**meta_tags(card), "kind": kind, "run_dir": str(folder.resolve()),
+            "vipr_version": env.get("vipr") or (card.vipr_version if card else None), "git": env.get("git")}
 
 
 def _folder_kind(config_file: Path, params: dict) -> str:
@@ -203,14 +212,14 @@ def _metrics(values: dict, step: int, timestamp: int) -> list:
             if isinstance(v, (int, float)) and not isinstance(v, bool)]
 
 
-def _log_dataset(client, run_id: str, meta: dict, source: str | None, kind: str) -> None:
+def _log_dataset(client, run_id: str, card: ModelCard | None, source: str | None, kind: str) -> None:
     """Record the data as an MLflow dataset input (name + content digest): lineage from data to run."""
-    if not meta.get("dataset_digest"):
+    if card is None or not card.dataset_digest:
         return
     from mlflow.entities import Dataset, DatasetInput, InputTag
 
-    dataset = Dataset(name=str(meta.get("dataset") or "dataset"), digest=str(meta["dataset_digest"])[:36],
-                      source_type="vipr", source=json.dumps({"source": source or meta.get("dataset")}))
+    dataset = Dataset(name=card.dataset or "dataset", digest=card.dataset_digest[:36],  # MLflow's maximum length
+                      source_type="vipr", source=json.dumps({"source": source or card.dataset}))
     context = "train" if kind == "pretrain" else "eval"
     client.log_inputs(run_id, datasets=[DatasetInput(dataset, tags=[InputTag("mlflow.data.context", context)])])
 
@@ -235,7 +244,7 @@ def _remember(folder: Path, uri: str, run_id: str) -> None:
     marker = _read_marker(folder)
     marker[uri] = {"run_id": run_id, "metrics_sha256": _metrics_sha256(folder)}
     try:
-        (folder / MARKER).write_text(json.dumps(marker, indent=2))
+        atomic_write_text(folder / MARKER, json.dumps(marker, indent=2))
     except OSError:
         pass
 

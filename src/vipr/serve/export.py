@@ -23,15 +23,16 @@ import numpy as np
 import torch
 
 import vipr
-from vipr.engine import checkpoint
+from vipr.engine.card import ModelCard
 from vipr.errors import ExportError
+from vipr.fsutil import atomic_write_text
+from vipr.models.loading import load_backbone
 
 FORMATS = ("onnx", "torchscript")
 EXPORT_FORMAT = "vipr-export/1"
 OPSET = 17
 EXTRA_FILE = "vipr.json"
 INPUT_NAME = "input"
-_REQUIRED = ("backbone", "image_size", "mean", "std")
 _TRACE_BATCH, _CHECK_BATCH = 2, 3  # a check batch unlike the traced one proves the batch axis dynamic
 _TOLERANCE = 1e-3  # max |exported - torch|, relative to the largest |output| (at least 1)
 
@@ -41,11 +42,11 @@ def export_model(path: str | os.PathLike, fmt: str, out: str | os.PathLike, *, n
     """Export checkpoint ``path`` as ``fmt`` to ``out`` (+ ``out``.json); returns the metadata and the check."""
     if fmt not in FORMATS:
         raise ExportError(f"unknown export format '{fmt}'; use one of {', '.join(FORMATS)}")
-    model, meta = load_for_export(path)
-    metadata = export_metadata(meta, model, fmt, name, version)
+    model, card = load_for_export(path)
+    metadata = export_metadata(card, model, fmt, name, version)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    size = int(meta["image_size"])
+    size = card.image_size
     generator = torch.Generator().manual_seed(seed)
     example = torch.randn(_TRACE_BATCH, 3, size, size, generator=generator)
     batch = torch.randn(_CHECK_BATCH, 3, size, size, generator=generator)
@@ -56,36 +57,30 @@ def export_model(path: str | os.PathLike, fmt: str, out: str | os.PathLike, *, n
         else:
             _export_torchscript(model, example, out, metadata)
             exported = _torchscript_outputs(out, batch)
-        check = compare(model(batch).numpy(), exported, out, meta["backbone"])
-    Path(f"{out}.json").write_text(json.dumps(metadata, indent=2))
+        check = compare(model(batch).numpy(), exported, out, card.architecture)
+    atomic_write_text(f"{out}.json", json.dumps(metadata, indent=2))
     return {**metadata, "file": str(out), **check}
 
 
-def load_for_export(path: str | os.PathLike) -> tuple[torch.nn.Module, dict]:
-    """The model in eval mode and its metadata; ExportError when the preprocessing metadata is missing."""
-    meta = checkpoint.load(path).get("meta") or {}
-    missing = [key for key in _REQUIRED if meta.get(key) is None]
-    if missing:
-        raise ExportError(f"checkpoint {path} has no {', '.join(missing)} in its metadata, and serving needs the "
-                          f"preprocessing that travels with the weights; re-create it with `vipr pretrain` or "
-                          f"`vipr eval linear --out` of vipr {vipr.__version__}")
-    model, meta = checkpoint.load_backbone(path)
-    return model.eval(), meta
+def load_for_export(path: str | os.PathLike) -> tuple[torch.nn.Module, ModelCard]:
+    """The model in eval mode and its card (the card's checks guarantee the preprocessing fields)."""
+    model, card = load_backbone(path)
+    return model.eval(), card
 
 
-def export_metadata(meta: dict, model: torch.nn.Module, fmt: str, name: str | None, version) -> dict:
-    num_classes = int(meta.get("num_classes") or 0)
-    size = int(meta["image_size"])
+def export_metadata(card: ModelCard, model: torch.nn.Module, fmt: str, name: str | None, version) -> dict:
+    """The exported file's metadata (format vipr-export/1): what a client needs, from the card."""
+    size, num_classes = card.image_size, card.num_classes
     return {"format": EXPORT_FORMAT, "export_format": fmt, "model_name": name,
-            "model_version": None if version is None else str(version), "backbone": meta["backbone"],
-            "backbone_kwargs": meta.get("backbone_kwargs", {}), "image_size": size, "mean": list(meta["mean"]),
-            "std": list(meta["std"]), "classes": list(meta.get("classes") or []) if num_classes else [],
+            "model_version": None if version is None else str(version), "backbone": card.architecture,
+            "backbone_kwargs": card.architecture_kwargs, "image_size": size, "mean": list(card.mean),
+            "std": list(card.std), "classes": list(card.classes) if num_classes else [],
             "num_classes": num_classes, "output": "logits" if num_classes else "features",
             "output_dim": num_classes or int(model.feature_dim),
             "input": {"name": INPUT_NAME, "shape": ["batch", 3, size, size], "dtype": "float32",
                       "layout": "NCHW", "normalised": True},
-            "dataset": meta.get("dataset"), "dataset_digest": meta.get("dataset_digest"),
-            "config_hash": meta.get("config_hash"), "vipr_version": vipr.__version__}
+            "dataset": card.dataset, "dataset_digest": card.dataset_digest,
+            "config_hash": card.config_hash, "vipr_version": vipr.__version__}
 
 
 def compare(expected: np.ndarray, actual: np.ndarray, out: Path, backbone: str) -> dict:

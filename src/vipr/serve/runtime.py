@@ -13,7 +13,6 @@ Both runtimes share one contract, so the batcher and the app never know which on
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,8 +21,10 @@ import numpy as np
 import torch
 
 from vipr.data.augment import eval_transform
+from vipr.engine.card import ModelCard
 from vipr.engine.device import precision_autocast
 from vipr.errors import ConfigError, ExportError
+from vipr.fsutil import atomic_path, cache_root, file_sha256
 
 RUNTIMES = ("onnx", "torch")
 
@@ -41,11 +42,19 @@ class ModelInfo:
     platform: str = "pytorch_torchscript"  # the OIP metadata's platform string
 
     @classmethod
-    def from_meta(cls, meta: dict, output_dim: int, platform: str) -> ModelInfo:
-        num_classes = int(meta.get("num_classes") or 0)
-        return cls(image_size=int(meta["image_size"]), mean=tuple(meta["mean"]), std=tuple(meta["std"]),
-                   classes=tuple(meta.get("classes") or ()) if num_classes else (),
-                   output="logits" if num_classes else "features", output_dim=output_dim, platform=platform)
+    def from_card(cls, card: ModelCard, output_dim: int, platform: str) -> ModelInfo:
+        return cls(image_size=card.image_size, mean=card.mean, std=card.std,
+                   classes=card.classes if card.num_classes else (),
+                   output="logits" if card.num_classes else "features", output_dim=output_dim, platform=platform)
+
+    @classmethod
+    def from_export(cls, metadata: dict, platform: str) -> ModelInfo:
+        """From an exported file's metadata (vipr.serve.export.export_metadata, itself built from the card)."""
+        num_classes = int(metadata["num_classes"])
+        return cls(image_size=int(metadata["image_size"]), mean=tuple(metadata["mean"]), std=tuple(metadata["std"]),
+                   classes=tuple(metadata["classes"]) if num_classes else (),
+                   output="logits" if num_classes else "features", output_dim=int(metadata["output_dim"]),
+                   platform=platform)
 
 
 def preprocess(images: list[np.ndarray], info: ModelInfo) -> np.ndarray:
@@ -73,20 +82,20 @@ def preprocess(images: list[np.ndarray], info: ModelInfo) -> np.ndarray:
 class TorchRuntime:
     """The checkpoint's model in eval mode, channels-last, bf16 autocast where the CPU runs it fast."""
 
-    def __init__(self, model: torch.nn.Module, meta: dict, precision: str = "auto"):
+    def __init__(self, model: torch.nn.Module, card: ModelCard, precision: str = "auto"):
         from vipr.engine.device import resolve_precision
 
         self.model = model.eval().to(memory_format=torch.channels_last)
         self.precision = resolve_precision(precision, torch.device("cpu"))
-        output_dim = int(meta.get("num_classes") or 0) or int(model.feature_dim)
-        self.info = ModelInfo.from_meta(meta, output_dim, platform="pytorch_torchscript")
+        output_dim = card.num_classes or int(model.feature_dim)
+        self.info = ModelInfo.from_card(card, output_dim, platform="pytorch_torchscript")
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike, precision: str = "auto") -> TorchRuntime:
         from vipr.serve.export import load_for_export
 
-        model, meta = load_for_export(path)  # ExportError when the preprocessing metadata is missing
-        return cls(model, meta, precision)
+        model, card = load_for_export(path)
+        return cls(model, card, precision)
 
     def preprocess(self, images: list[np.ndarray]) -> np.ndarray:
         return preprocess(images, self.info)
@@ -111,8 +120,7 @@ class OnnxRuntime:
         self.session = onnxruntime.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
         self.path = Path(onnx_path)
         self.input_name = INPUT_NAME
-        meta = read_onnx_metadata(onnx_path)
-        self.info = ModelInfo.from_meta(meta, int(meta["output_dim"]), platform="onnxruntime_onnx")
+        self.info = ModelInfo.from_export(read_onnx_metadata(onnx_path), platform="onnxruntime_onnx")
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike, cache_dir: str | os.PathLike | None = None,
@@ -122,11 +130,9 @@ class OnnxRuntime:
 
         path = resolve_path(path)
         out = onnx_cache_path(path, cache_dir)
-        if not out.exists():
-            tmp = out.with_name(f"{out.stem}.{os.getpid()}.tmp.onnx")
-            export_model(path, "onnx", tmp)
-            os.replace(tmp, out)  # concurrent servers never see a half-written file
-            os.replace(f"{tmp}.json", f"{out}.json")
+        if not out.exists():  # concurrent servers never see a half-written file; the .json lands first
+            with atomic_path(out) as tmp, atomic_path(f"{out}.json", tmp=f"{tmp}.json"):
+                export_model(path, "onnx", tmp)
         return cls(out, threads)
 
     def preprocess(self, images: list[np.ndarray]) -> np.ndarray:
@@ -139,9 +145,7 @@ class OnnxRuntime:
 
 def onnx_cache_path(checkpoint_path: Path, cache_dir: str | os.PathLike | None = None) -> Path:
     """Keyed by the checkpoint's bytes: a retrained file at the same path gets a fresh export."""
-    from vipr.data.store import cache_root
-
-    digest = hashlib.sha256(checkpoint_path.read_bytes()).hexdigest()[:16]
+    digest = file_sha256(checkpoint_path)[:16]
     folder = Path(cache_dir) if cache_dir else cache_root() / "serve"
     folder.mkdir(parents=True, exist_ok=True)
     return folder / f"{digest}.onnx"
