@@ -6,11 +6,13 @@ import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from typing import Annotated
 import numpy as np
 import torch
 
 from vipr import ssl
-from vipr.config import config_digest, from_dict, to_dict, without_run_only
+from vipr.config import (BATCH, COUNT, COUNT_OR_OFF, EPOCHS, LR, PRECISION, PROB, SEED, SIDE_PX, THREADS, WEIGHT_DECAY,
+                         Choices, Range, config_digest, from_dict, to_dict, without_run_only)
 from vipr.data.augment import IMAGENET_MEAN, IMAGENET_STD, get_recipe
 from vipr.data.loader import BatchIterator
 from vipr.data.sources import open_dataset
@@ -33,8 +35,8 @@ from vipr.models import create_backbone
 @dataclass(frozen=True)
 class DataConfig:
     source: str = "builtin:shapes"
-    image_size: int = 32  # side of the augmented crops, px
-    store_size: int | None = None  # side of decoded images for file trees (None: source default)
+    image_size: Annotated[int, SIDE_PX] = 32  # side of the augmented crops, px
+    store_size: Annotated[int | None, SIDE_PX] = None  # side of decoded images for file trees (None: source default)
 
 
 @dataclass(frozen=True)
@@ -45,28 +47,28 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class OptimConfig:
-    optimizer: str = "sgd"  # sgd | lars
-    lr: float = 0.3  # per 256 images; scaled linearly with the global batch size
-    weight_decay: float = 1e-4
-    momentum: float = 0.9
-    warmup_epochs: float = 0.0
-    min_lr_ratio: float = 0.0  # final lr / peak lr of the cosine
+    optimizer: Annotated[str, Choices("sgd", "lars")] = "sgd"
+    lr: Annotated[float, LR] = 0.3  # per 256 images; scaled linearly with the global batch size
+    weight_decay: Annotated[float, WEIGHT_DECAY] = 1e-4
+    momentum: Annotated[float, PROB] = 0.9
+    warmup_epochs: Annotated[float, Range(0, 10**6)] = 0.0
+    min_lr_ratio: Annotated[float, PROB] = 0.0  # final lr / peak lr of the cosine
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    epochs: int = 100
-    batch_size: int = 256  # global, over all processes
-    precision: str = "auto"  # auto | bf16 | fp16 | fp32; auto = bf16 where fast (this CPU included)
+    epochs: Annotated[int, EPOCHS] = 100
+    batch_size: Annotated[int, BATCH] = 256  # global, over all processes
+    precision: Annotated[str, PRECISION] = "auto"  # auto = bf16 where fast (this CPU included)
     channels_last: bool = True
     compile: bool = False  # torch.compile the online encoder (not faster on the 2-core CPU measured)
-    checkpoint_every: int = 200  # steps between mid-epoch checkpoints (0: epoch ends only)
-    log_every: int = 10  # steps between metric lines
-    seed: int = 0
+    checkpoint_every: Annotated[int, COUNT_OR_OFF] = 200  # steps between mid-epoch checkpoints (0: epoch ends only)
+    log_every: Annotated[int, COUNT] = 10  # steps between metric lines
+    seed: Annotated[int, SEED] = 0
     device: str = "auto"
-    num_threads: int = 0  # torch intra-op threads; 0 = torch's default
+    num_threads: Annotated[int, THREADS] = 0  # torch intra-op threads; 0 = torch's default
     progress: bool = True
-    on_nan: str = "stop"  # stop | skip: a non-finite loss stops the run, or skips its step
+    on_nan: Annotated[str, Choices("stop", "skip")] = "stop"  # a non-finite loss stops the run, or skips its step
 
 
 @dataclass(frozen=True)

@@ -91,11 +91,11 @@ def test_resume_after_sigterm_equals_an_uninterrupted_run(tmp_path, monkeypatch)
 @pytest.mark.parametrize("args, message", [
     (["--strategy", "dart"], "unknown strategy 'dart' (did you mean 'darts'?)"),
     (["--strategy", "pcdarts", "--channels", "6"], "divisible by partial_channels K=4"),
-    (["--layers", "2"], "network.layers must be >= 3"),
+    (["--layers", "2"], "must be an integer in [3, 1000], got 2"),
     (["--set", "strategy.oder=2"], "unknown config key 'strategy.oder' (did you mean 'strategy.order'?)"),
     (["--set", "strategy.name=pdarts", "strategy.stage_ops=[8,9,3]"], "never grow"),
     (["--warmup-epochs", "80"], "warmup_epochs <= epochs"),
-    (["--set", "data.train_portion=1.5"], "train_portion must be in (0, 1]"),
+    (["--set", "data.train_portion=1.5"], "'data.train_portion' must be a number in (0, 1], got 1.5"),
 ])
 def test_bad_input_is_a_clear_error_before_any_work(tmp_path, capsys, args, message):
     out = tmp_path / "run"

@@ -23,6 +23,7 @@ from torch import nn
 
 from vipr.config import suggest
 from vipr.errors import ConfigError
+from vipr.nas.network import build_darts_net
 
 _REGISTRY: dict[str, Callable[..., "Backbone"]] = {}
 
@@ -140,7 +141,5 @@ def tiny(small_stem: bool = True, num_classes: int = 0, width: int = 16) -> Back
 def darts_net(genotype: dict | None = None, channels: int = 16, layers: int = 8, small_stem: bool = True,
               num_classes: int = 0, auxiliary: bool = False, drop_path_prob: float = 0.0) -> nn.Module:
     """The evaluation network of a NAS genotype (``Genotype.to_dict()``; None: DARTS_V2), vipr.nas.network."""
-    from vipr.nas.network import build_darts_net  # vipr.nas imports this module: import on use
-
     return build_darts_net(genotype, channels=channels, layers=layers, small_stem=small_stem,
                            num_classes=num_classes, auxiliary=auxiliary, drop_path_prob=drop_path_prob)

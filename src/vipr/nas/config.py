@@ -9,7 +9,10 @@ so ``--set strategy.order=2`` is checked against DARTS' own typed fields.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Annotated
 
+from vipr.config import (BATCH, CELLS, COUNT_OR_OFF, EPOCHS, FRACTION, PRECISION, SEARCH_EPOCHS, SEED, SIDE_PX, THREADS,
+                         Range)
 from vipr.errors import ConfigError
 
 
@@ -22,8 +25,8 @@ class StrategySettings:
     """
 
     name: str = "darts"
-    epochs: int = 50  # passes over the weight half of the data (P-DARTS: per stage)
-    warmup_epochs: int = 0  # leading epochs that train weights only (no architecture step)
+    epochs: Annotated[int, SEARCH_EPOCHS] = 50  # passes over the weight half of the data (P-DARTS: per stage)
+    warmup_epochs: Annotated[int, EPOCHS] = 0  # leading epochs that train weights only (no architecture step)
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or not 0 <= self.warmup_epochs <= self.epochs:
@@ -37,27 +40,27 @@ class StrategySettings:
 @dataclass(frozen=True)
 class DataSection:
     source: str = "builtin:shapes"
-    image_size: int = 32  # side of the random crops fed to the supernet, px
-    train_portion: float = 0.5  # share of the train split for weights; the rest trains alpha (DARTS: 0.5)
-    store_size: int | None = None  # side of decoded images for file trees (None: source default)
+    image_size: Annotated[int, SIDE_PX] = 32  # side of the random crops fed to the supernet, px
+    train_portion: Annotated[float, FRACTION] = 0.5  # share of the train split for weights; the rest trains alpha (DARTS: 0.5)
+    store_size: Annotated[int | None, SIDE_PX] = None  # side of decoded images for file trees (None: source default)
 
 
 @dataclass(frozen=True)
 class NetworkSection:
-    channels: int = 16  # C: channels of the first cells (stem has 3C)
-    layers: int = 8  # cells in the supernet (P-DARTS: see strategy.stage_layers)
-    steps: int = 4  # intermediate nodes per cell (DARTS: 4 -> 14 edges)
+    channels: Annotated[int, Range(2, 4096)] = 16  # C: channels of the first cells (stem has 3C)
+    layers: Annotated[int, CELLS] = 8  # cells in the supernet (P-DARTS: see strategy.stage_layers)
+    steps: Annotated[int, Range(1, 16)] = 4  # intermediate nodes per cell (DARTS: 4 -> 14 edges)
 
 
 @dataclass(frozen=True)
 class TrainSection:
-    batch_size: int = 64  # per step, for the weight batch and for the alpha batch each
-    seed: int = 0
-    precision: str = "auto"  # auto | bf16 | fp16 | fp32 (auto: see SearchConfig's docstring)
+    batch_size: Annotated[int, BATCH] = 64  # per step, for the weight batch and for the alpha batch each
+    seed: Annotated[int, SEED] = 0
+    precision: Annotated[str, PRECISION] = "auto"  # auto | bf16 | fp16 | fp32 (auto: see SearchConfig's docstring)
     channels_last: bool = True  # 1.9x faster fp32 steps on CPU for the C=16 supernet (oneDNN depthwise convs)
     device: str = "auto"
-    num_threads: int = 0  # torch intra-op threads; 0 = torch's default
-    eval_batches: int = 10  # alpha-split batches scored after each epoch for "val acc"; 0 = none
+    num_threads: Annotated[int, THREADS] = 0  # torch intra-op threads; 0 = torch's default
+    eval_batches: Annotated[int, COUNT_OR_OFF] = 10  # alpha-split batches scored after each epoch for "val acc"; 0 = none
     progress: bool = True
 
 

@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Annotated
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from vipr.config import to_dict
+from vipr.config import BELOW_ONE, EPOCHS, GRAD_CLIP, LR, PROB, SEARCH_EPOCHS, WEIGHT_DECAY, Choices, Range, to_dict
 from vipr.engine.device import precision_autocast
 from vipr.errors import ConfigError
 from vipr.nas.architect import Architect
@@ -32,19 +33,19 @@ from vipr.nas.supernet import Supernet, SupernetSpec
 @dataclass(frozen=True)
 class DartsSettings(StrategySettings):
     name: str = "darts"
-    epochs: int = 50
-    warmup_epochs: int = 0
-    order: int = 1  # 1: first-order alpha gradient; 2: unrolled (DARTS' best cells; keep fp32: the
+    epochs: Annotated[int, SEARCH_EPOCHS] = 50
+    warmup_epochs: Annotated[int, EPOCHS] = 0
+    order: Annotated[int, Choices(1, 2)] = 1  # 1: first-order alpha gradient; 2: unrolled (DARTS' best cells; keep fp32: the
     # finite-difference Hessian-vector product perturbs weights by 0.01 / ||v||, below bf16 resolution)
-    lr: float = 0.025  # weight SGD lr at batch 64, cosine-annealed per epoch to lr_min
-    lr_min: float = 0.001
-    momentum: float = 0.9
-    weight_decay: float = 3e-4
-    grad_clip: float = 5.0  # max L2 norm of the weight gradient
-    arch_lr: float = 3e-4  # Adam on alpha
-    arch_betas: tuple[float, float] = (0.5, 0.999)
-    arch_weight_decay: float = 1e-3
-    partial_channels: int = 1  # K (PC-DARTS); 1 = every channel through the mixed op
+    lr: Annotated[float, LR] = 0.025  # weight SGD lr at batch 64, cosine-annealed per epoch to lr_min
+    lr_min: Annotated[float, Range(0, 100)] = 0.001
+    momentum: Annotated[float, PROB] = 0.9
+    weight_decay: Annotated[float, WEIGHT_DECAY] = 3e-4
+    grad_clip: Annotated[float, GRAD_CLIP] = 5.0  # max L2 norm of the weight gradient
+    arch_lr: Annotated[float, LR] = 3e-4  # Adam on alpha
+    arch_betas: Annotated[tuple[float, float], BELOW_ONE] = (0.5, 0.999)
+    arch_weight_decay: Annotated[float, WEIGHT_DECAY] = 1e-3
+    partial_channels: Annotated[int, Range(1, 64)] = 1  # K (PC-DARTS); 1 = every channel through the mixed op
     edge_normalization: bool = False  # PC-DARTS betas
 
     def __post_init__(self) -> None:

@@ -28,11 +28,13 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from vipr.config import BELOW_ONE, GRAD_CLIP, LR, PROB, SEARCH_EPOCHS, WEIGHT_DECAY, Range
 from vipr.engine.device import precision_autocast
 from vipr.errors import ConfigError
 from vipr.fsutil import atomic_write_text
@@ -51,21 +53,21 @@ MFLOPS = 1e6  # the penalty's FLOPs unit
 @dataclass(frozen=True)
 class GoldNasSettings(StrategySettings):
     name: str = "goldnas"
-    epochs: int = 50  # at most; the search stops earlier at the FLOPs floor
+    epochs: Annotated[int, SEARCH_EPOCHS] = 50  # at most; the search stops earlier at the FLOPs floor
     ops: tuple[str, ...] = ("skip_connect", "sep_conv_3x3")
-    alpha_init: float = 0.0  # every gate starts at sigmoid(0) = 0.5
-    alpha_lr: float = 1.0
-    alpha_momentum: float = 0.9
-    lr: float = 0.025  # weights, constant: the search length is not known in advance
-    momentum: float = 0.9
-    weight_decay: float = 3e-4
-    grad_clip: float = 5.0  # max L2 norm of the weight gradients
-    eta_min: float = 0.01  # prune every op whose node-normalised weight is <= this
-    eta_max: float = 0.05  # ... and up to n0 more that are <= this
-    n0: int = 4
-    c0: float = 2.0  # lambda /= c0 after an epoch that pruned >= n0 ops
-    lambda_step: float = 1e-5  # first (and reset) increment of lambda
-    flops_floor_ratio: float = 0.1  # stop when live-op FLOPs <= this share of the full space's
+    alpha_init: Annotated[float, Range(-100, 100)] = 0.0  # every gate starts at sigmoid(0) = 0.5
+    alpha_lr: Annotated[float, LR] = 1.0
+    alpha_momentum: Annotated[float, PROB] = 0.9
+    lr: Annotated[float, LR] = 0.025  # weights, constant: the search length is not known in advance
+    momentum: Annotated[float, PROB] = 0.9
+    weight_decay: Annotated[float, WEIGHT_DECAY] = 3e-4
+    grad_clip: Annotated[float, GRAD_CLIP] = 5.0  # max L2 norm of the weight gradients
+    eta_min: Annotated[float, BELOW_ONE] = 0.01  # prune every op whose node-normalised weight is <= this
+    eta_max: Annotated[float, BELOW_ONE] = 0.05  # ... and up to n0 more that are <= this
+    n0: Annotated[int, Range(0, 10**4)] = 4
+    c0: Annotated[float, Range(1, 10**3, low_open=True)] = 2.0  # lambda /= c0 after an epoch that pruned >= n0 ops
+    lambda_step: Annotated[float, Range(0, 1, low_open=True)] = 1e-5  # first (and reset) increment of lambda
+    flops_floor_ratio: Annotated[float, BELOW_ONE] = 0.1  # stop when live-op FLOPs <= this share of the full space's
 
     def validate(self, config) -> None:
         for name in self.ops:

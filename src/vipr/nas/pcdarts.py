@@ -17,7 +17,9 @@ the settings differ from DARTS; the supernet takes them as parameters (vipr.nas.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
+from vipr.config import EPOCHS, LR, Range
 from vipr.nas.darts import DartsSettings, DartsStrategy
 from vipr.nas.strategy import register_strategy
 
@@ -25,10 +27,10 @@ from vipr.nas.strategy import register_strategy
 @dataclass(frozen=True)
 class PcDartsSettings(DartsSettings):
     name: str = "pcdarts"
-    warmup_epochs: int = 15
-    lr: float = 0.1  # at batch 256 (the authors' setting)
-    arch_lr: float = 6e-4
-    partial_channels: int = 4  # K
+    warmup_epochs: Annotated[int, EPOCHS] = 15
+    lr: Annotated[float, LR] = 0.1  # at batch 256 (the authors' setting)
+    arch_lr: Annotated[float, LR] = 6e-4
+    partial_channels: Annotated[int, Range(1, 64)] = 4  # K
     edge_normalization: bool = True
 
 

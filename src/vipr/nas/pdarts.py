@@ -23,9 +23,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Annotated
 
 from torch import Tensor
 
+from vipr.config import BELOW_ONE, CELLS, EPOCHS, LR, PROB, SEARCH_EPOCHS, Range
 from vipr.nas.config import SearchConfig
 from vipr.nas.darts import BilevelSearch, DartsSettings, DartsStrategy, cosine_lr, supernet_spec
 from vipr.nas.derive import supernet_genotype
@@ -38,14 +40,14 @@ from vipr.nas.supernet import Candidates
 @dataclass(frozen=True)
 class PdartsSettings(DartsSettings):
     name: str = "pdarts"
-    epochs: int = 25  # per stage
-    warmup_epochs: int = 10  # per stage
-    arch_lr: float = 6e-4
-    stage_layers: tuple[int, ...] = (5, 11, 17)
-    stage_ops: tuple[int, ...] = (8, 5, 3)  # candidate ops per edge during each stage (the genotype keeps 1)
-    skip_dropout: tuple[float, ...] = (0.1, 0.4, 0.7)  # base dropout rate after skip_connect, per stage
-    dropout_decay: float = 0.2  # per epoch after the warm-up
-    max_skip: int = 2  # M: skip_connects allowed in the final normal cell
+    epochs: Annotated[int, SEARCH_EPOCHS] = 25  # per stage
+    warmup_epochs: Annotated[int, EPOCHS] = 10  # per stage
+    arch_lr: Annotated[float, LR] = 6e-4
+    stage_layers: Annotated[tuple[int, ...], CELLS] = (5, 11, 17)
+    stage_ops: Annotated[tuple[int, ...], Range(2, 64)] = (8, 5, 3)  # candidate ops per edge during each stage (the genotype keeps 1)
+    skip_dropout: Annotated[tuple[float, ...], BELOW_ONE] = (0.1, 0.4, 0.7)  # base dropout rate after skip_connect, per stage
+    dropout_decay: Annotated[float, PROB] = 0.2  # per epoch after the warm-up
+    max_skip: Annotated[int, Range(0, 64)] = 2  # M: skip_connects allowed in the final normal cell
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -20,12 +20,14 @@ import sys
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
+from typing import Annotated
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vipr.config import config_digest, to_dict, without_run_only
+from vipr.config import (BATCH, BELOW_ONE, CELLS, COUNT, COUNT_OR_OFF, EPOCHS, LR, PRECISION, PROB, SEED, SIDE_PX,
+                         THREADS, WEIGHT_DECAY, Range, config_digest, to_dict, without_run_only)
 from vipr.data.augment import IMAGENET_MEAN, IMAGENET_STD
 from vipr.data.batch import Batch
 from vipr.data.loader import BatchIterator
@@ -51,24 +53,24 @@ from vipr.nas.network import DartsNetwork
 class NasTrainConfig:
     genotype: str = ""  # path of a genotype JSON (vipr-genotype/1)
     data: str = "builtin:shapes"
-    image_size: int | None = None  # px; None: the data's native side
-    channels: int = 36  # C of the first cells (DARTS CIFAR eval: 36)
-    layers: int | None = None  # cells; None: the genotype's per-cell count, else 20 (DARTS)
-    epochs: int = 600
-    batch_size: int = 96  # global, over all processes
-    lr: float = 0.025  # at batch_size, not rescaled; cosine to 0
-    momentum: float = 0.9
-    weight_decay: float = 3e-4  # on all parameters, as DARTS
-    grad_clip: float = 5.0  # max global gradient L2 norm; 0 = off
-    auxiliary_weight: float = 0.4  # 0 removes the auxiliary tower
-    drop_path: float = 0.2  # drop-path probability reached at the end of training
-    cutout: int | None = None  # px side of the Cutout square; None: 16 px at 32 px, scaled; 0 = off
-    precision: str = "auto"
-    seed: int = 0
+    image_size: Annotated[int | None, SIDE_PX] = None  # px; None: the data's native side
+    channels: Annotated[int, Range(2, 4096)] = 36  # C of the first cells (DARTS CIFAR eval: 36)
+    layers: Annotated[int | None, CELLS] = None  # cells; None: the genotype's per-cell count, else 20 (DARTS)
+    epochs: Annotated[int, EPOCHS] = 600
+    batch_size: Annotated[int, BATCH] = 96  # global, over all processes
+    lr: Annotated[float, LR] = 0.025  # at batch_size, not rescaled; cosine to 0
+    momentum: Annotated[float, PROB] = 0.9
+    weight_decay: Annotated[float, WEIGHT_DECAY] = 3e-4  # on all parameters, as DARTS
+    grad_clip: Annotated[float, Range(0, 10**6)] = 5.0  # max global gradient L2 norm; 0 = off
+    auxiliary_weight: Annotated[float, Range(0, 100)] = 0.4  # 0 removes the auxiliary tower
+    drop_path: Annotated[float, BELOW_ONE] = 0.2  # drop-path probability reached at the end of training
+    cutout: Annotated[int | None, Range(0, 4096)] = None  # px side of the Cutout square; None: 16 px at 32 px, scaled; 0 = off
+    precision: Annotated[str, PRECISION] = "auto"
+    seed: Annotated[int, SEED] = 0
     device: str = "auto"
-    num_threads: int = 0  # torch intra-op threads; 0 = torch's default
-    checkpoint_every: int = 0  # steps between mid-epoch checkpoints; 0 = epoch ends only
-    log_every: int = 10
+    num_threads: Annotated[int, THREADS] = 0  # torch intra-op threads; 0 = torch's default
+    checkpoint_every: Annotated[int, COUNT_OR_OFF] = 0  # steps between mid-epoch checkpoints; 0 = epoch ends only
+    log_every: Annotated[int, COUNT] = 10
     progress: bool = True
 
 

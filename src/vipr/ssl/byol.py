@@ -12,10 +12,12 @@ many more steps per epoch.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
 import torch
 from torch import nn
 
+from vipr.config import DIM, PROB
 from vipr.ssl.losses import byol_loss
 from vipr.ssl.method import PretrainMethod
 from vipr.ssl.moco import Encoder, MomentumEncoder, cosine_momentum
@@ -25,11 +27,11 @@ from vipr.ssl.registry import MethodConfig, projection_head, register_method
 @dataclass(frozen=True)
 class BYOLConfig(MethodConfig):
     name: str = "byol"
-    proj_hidden_dim: int = 4096  # projector and predictor: Linear(4096)-BN-ReLU-Linear(256), as the paper
-    proj_dim: int = 256
-    pred_hidden_dim: int = 4096
-    momentum: float = 0.99  # target EMA at the start, raised to momentum_final on a cosine
-    momentum_final: float = 1.0
+    proj_hidden_dim: Annotated[int, DIM] = 4096  # projector and predictor: Linear(4096)-BN-ReLU-Linear(256), as the paper
+    proj_dim: Annotated[int, DIM] = 256
+    pred_hidden_dim: Annotated[int, DIM] = 4096
+    momentum: Annotated[float, PROB] = 0.99  # target EMA at the start, raised to momentum_final on a cosine
+    momentum_final: Annotated[float, PROB] = 1.0
 
 
 @register_method("byol", BYOLConfig)

@@ -26,9 +26,11 @@ key passes (anchor and positive). Not symmetrised.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Annotated
 
 import torch
 
+from vipr.config import COUNT, COUNT_OR_OFF, FRACTION, NEIGHBOURS, PROB, TEMPERATURE, Choices
 from vipr.errors import ConfigError
 from vipr.ssl.clusters import center_wise_candidates, kmeans
 from vipr.ssl.losses import weighted_info_nce
@@ -40,13 +42,13 @@ from vipr.ssl.registry import register_method
 @dataclass(frozen=True)
 class CLIMConfig(NeighbourMoCoConfig):
     name: str = "clim"
-    neighbours: int = 10  # nearest neighbours examined per anchor
-    clusters: int = 0  # k-means k; 0 = N // 100 clamped to 2..1000 (1,000 at ImageNet scale)
-    rule: str = "anchor"  # anchor | mean, see the module docstring
-    refresh_every: int = 10  # epochs between feature-bank refreshes (plain multi-resolution MoCo before)
-    mix_prob: float = 0.8  # share of anchors (with a candidate) mixed with one
-    mix_alpha: float = 0.2  # lambda ~ Beta(a, a)
-    low_res_ratio: float = 160 / 224  # side of the second query crop / training side
+    neighbours: Annotated[int, NEIGHBOURS] = 10  # nearest neighbours examined per anchor
+    clusters: Annotated[int, COUNT_OR_OFF] = 0  # k-means k; 0 = N // 100 clamped to 2..1000 (1,000 at ImageNet scale)
+    rule: Annotated[str, Choices("anchor", "mean")] = "anchor"  # anchor | mean, see the module docstring
+    refresh_every: Annotated[int, COUNT] = 10  # epochs between feature-bank refreshes (plain multi-resolution MoCo before)
+    mix_prob: Annotated[float, PROB] = 0.8  # share of anchors (with a candidate) mixed with one
+    mix_alpha: Annotated[float, TEMPERATURE] = 0.2  # lambda ~ Beta(a, a)
+    low_res_ratio: Annotated[float, FRACTION] = 160 / 224  # side of the second query crop / training side
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -22,11 +22,13 @@ similar images are pulled together at earlier layers too. ``stages=()`` gives Cs
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vipr.config import PROB, STAGE, TEMPERATURE, Range
 from vipr.errors import ConfigError
 from vipr.ssl.losses import info_nce, weighted_info_nce
 from vipr.ssl.mixing import cutmix, cutmix_boxes, draw_beta
@@ -40,11 +42,11 @@ from vipr.engine import distributed as dist
 @dataclass(frozen=True)
 class HSAConfig(NeighbourMoCoConfig):
     name: str = "hsa"
-    neighbour_weight: float = 0.5  # w: weight of the neighbour's key against the own key
+    neighbour_weight: Annotated[float, PROB] = 0.5  # w: weight of the neighbour's key against the own key
     mix: bool = True  # the CutMix query term
-    mix_alpha: float = 2.0  # lambda ~ Beta(a, a)
-    stages: tuple[int, ...] = (1, 2)  # backbone stages (0-based) with their own heads and losses
-    stage_weights: tuple[float, ...] = (0.5, 0.5)  # loss weight of each of those stages
+    mix_alpha: Annotated[float, TEMPERATURE] = 2.0  # lambda ~ Beta(a, a)
+    stages: Annotated[tuple[int, ...], STAGE] = (1, 2)  # backbone stages (0-based) with their own heads and losses
+    stage_weights: Annotated[tuple[float, ...], Range(0, 100)] = (0.5, 0.5)  # loss weight of each of those stages
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -11,11 +11,13 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass
+from typing import Annotated
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vipr.config import PROB, QUEUE, TEMPERATURE
 from vipr.engine import distributed as dist
 from vipr.ssl.losses import info_nce
 from vipr.ssl.method import PretrainMethod
@@ -26,10 +28,10 @@ from vipr.ssl.registry import MethodConfig, projection_head, register_method
 @dataclass(frozen=True)
 class MoCoConfig(MethodConfig):
     name: str = "moco_v2"
-    queue_size: int = 4096  # negatives; keep below the train-set size (65,536 at ImageNet scale)
-    temperature: float = 0.2
-    momentum: float = 0.99  # EMA at the start, raised to momentum_final on a cosine
-    momentum_final: float = 1.0
+    queue_size: Annotated[int, QUEUE] = 4096  # negatives; keep below the train-set size (65,536 at ImageNet scale)
+    temperature: Annotated[float, TEMPERATURE] = 0.2
+    momentum: Annotated[float, PROB] = 0.99  # EMA at the start, raised to momentum_final on a cosine
+    momentum_final: Annotated[float, PROB] = 1.0
     symmetric: bool = True  # both views as query (solo-learn's MoCo V2+), 2x the loss signal per step
 
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
 from torch import nn
 
+from vipr.config import COUNT, EPOCHS, NEIGHBOURS, Choices
 from vipr.errors import ConfigError
 from vipr.ssl.moco import MoCoConfig, MoCoV2
 from vipr.ssl.neighbours import NeighbourTable, SelectFn, refresh_if_due
@@ -14,10 +16,10 @@ from vipr.ssl.neighbours import NeighbourTable, SelectFn, refresh_if_due
 @dataclass(frozen=True)
 class NeighbourMoCoConfig(MoCoConfig):
     symmetric: bool = False  # MoCo v2 as the papers build on it: one query per image
-    neighbours: int = 5  # nearest neighbours kept per image
-    warmup_epochs: int = 10  # plain MoCo before the first feature bank
-    refresh_every: int = 5  # epochs between feature-bank refreshes
-    use_faiss: str = "auto"  # auto | yes | no
+    neighbours: Annotated[int, NEIGHBOURS] = 5  # nearest neighbours kept per image
+    warmup_epochs: Annotated[int, EPOCHS] = 10  # plain MoCo before the first feature bank
+    refresh_every: Annotated[int, COUNT] = 5  # epochs between feature-bank refreshes
+    use_faiss: Annotated[str, Choices("auto", "yes", "no")] = "auto"  # auto | yes | no
     keep_bank: bool = True  # the bank in checkpoints (float16, N x D); false at ImageNet scale
 
     def __post_init__(self) -> None:

@@ -17,11 +17,13 @@ too); the default here is SimCLR's, and ``method.recipe=byol`` selects BYOL's.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vipr.config import DIM, QUEUE, TEMPERATURE, Range
 from vipr.engine import distributed as dist
 from vipr.ssl.losses import nnclr_loss
 from vipr.ssl.method import PretrainMethod
@@ -33,11 +35,11 @@ from vipr.ssl.registry import MethodConfig, projection_head, register_method
 @dataclass(frozen=True)
 class NNCLRConfig(MethodConfig):
     name: str = "nnclr"
-    proj_dim: int = 256  # projector 2048-2048-256 (proj_hidden_dim from MethodConfig), as the paper
-    proj_layers: int = 3
-    pred_hidden_dim: int = 4096  # predictor 256-4096-256
-    queue_size: int = 4096  # support set; keep below the train-set size (98,304 at ImageNet scale)
-    temperature: float = 0.2  # solo-learn's CIFAR value; 0.1 in the paper (ImageNet)
+    proj_dim: Annotated[int, DIM] = 256  # projector 2048-2048-256 (proj_hidden_dim from MethodConfig), as the paper
+    proj_layers: Annotated[int, Range(1, 16)] = 3
+    pred_hidden_dim: Annotated[int, DIM] = 4096  # predictor 256-4096-256
+    queue_size: Annotated[int, QUEUE] = 4096  # support set; keep below the train-set size (98,304 at ImageNet scale)
+    temperature: Annotated[float, TEMPERATURE] = 0.2  # solo-learn's CIFAR value; 0.1 in the paper (ImageNet)
 
 
 @register_method("nnclr", NNCLRConfig)

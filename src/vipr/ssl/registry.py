@@ -25,11 +25,11 @@ Adding a method is one file and one line in ``vipr/ssl/__init__.py`` (docs/archi
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Annotated, Callable
 
 from torch import nn
 
-from vipr.config import register_variant, suggest
+from vipr.config import DIM, register_variant, suggest
 from vipr.errors import ConfigError
 
 
@@ -39,8 +39,8 @@ class MethodConfig:
 
     name: str = "moco_v2"
     recipe: str = ""  # augmentation recipe; "" = the method's own default
-    proj_hidden_dim: int = 2048
-    proj_dim: int = 128
+    proj_hidden_dim: Annotated[int, DIM] = 2048
+    proj_dim: Annotated[int, DIM] = 128
 
 
 _METHODS: dict[str, Callable[..., nn.Module]] = {}

@@ -14,10 +14,12 @@ with fully or partly labelled data: ``method.label_split`` names a split file fr
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
 import torch
 from torch import nn
 
+from vipr.config import NEIGHBOURS, STAGE, Range
 from vipr.errors import DataError
 from vipr.ssl.hsa import HSA, HSAConfig
 from vipr.ssl.registry import register_method
@@ -26,10 +28,10 @@ from vipr.ssl.registry import register_method
 @dataclass(frozen=True)
 class SCANConfig(HSAConfig):
     name: str = "scan"
-    neighbours: int = 20  # appearance neighbours examined per anchor; same-label ones are positives
+    neighbours: Annotated[int, NEIGHBOURS] = 20  # appearance neighbours examined per anchor; same-label ones are positives
     mix: bool = False
-    stages: tuple[int, ...] = ()
-    stage_weights: tuple[float, ...] = ()
+    stages: Annotated[tuple[int, ...], STAGE] = ()
+    stage_weights: Annotated[tuple[float, ...], Range(0, 100)] = ()
     label_split: str = ""  # split file (vipr data split); "" = all train labels
 
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
 import torch
 from torch import nn
 
+from vipr.config import TEMPERATURE
 from vipr.engine import distributed as dist
 from vipr.ssl.losses import nt_xent
 from vipr.ssl.method import PretrainMethod
@@ -17,7 +19,7 @@ from vipr.ssl.registry import MethodConfig, projection_head, register_method
 @dataclass(frozen=True)
 class SimCLRConfig(MethodConfig):
     name: str = "simclr"
-    temperature: float = 0.2  # 0.1-0.5 in the paper; 0.2 as solo-learn's CIFAR recipe
+    temperature: Annotated[float, TEMPERATURE] = 0.2  # 0.1-0.5 in the paper; 0.2 as solo-learn's CIFAR recipe
 
 
 @register_method("simclr", SimCLRConfig)

@@ -9,9 +9,11 @@ data trains SimCLR on the unlabelled part. Positives and negatives span the glob
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
 import torch
 
+from vipr.config import TEMPERATURE
 from vipr.engine import distributed as dist
 from vipr.ssl.losses import supcon_loss
 from vipr.ssl.registry import MethodConfig, register_method
@@ -21,7 +23,7 @@ from vipr.ssl.simclr import SimCLR
 @dataclass(frozen=True)
 class SupConConfig(MethodConfig):
     name: str = "supcon"
-    temperature: float = 0.1  # the paper's value
+    temperature: Annotated[float, TEMPERATURE] = 0.1  # the paper's value
     label_split: str = ""  # split file (vipr data split); "" = all train labels
 
 

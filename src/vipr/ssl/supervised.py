@@ -8,11 +8,13 @@ the self-supervised methods, at the same budget. Unlabelled images (label -1, e.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vipr.config import Range
 from vipr.errors import ConfigError
 from vipr.ssl.method import PretrainMethod
 from vipr.ssl.moco import Encoder
@@ -23,9 +25,9 @@ from vipr.ssl.registry import MethodConfig, register_method
 class SupervisedConfig(MethodConfig):
     name: str = "supervised"
     recipe: str = "moco_v2"  # one view of it; crops and colour jitter as the other methods
-    num_classes: int = 0  # 0 = the dataset's class count
+    num_classes: Annotated[int, Range(0, 10**6)] = 0  # 0 = the dataset's class count
     label_split: str = ""  # split file (vipr data split); "" = all train labels
-    label_smoothing: float = 0.0
+    label_smoothing: Annotated[float, Range(0, 1, high_open=True)] = 0.0
 
 
 @register_method("supervised", SupervisedConfig)
