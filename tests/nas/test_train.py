@@ -72,7 +72,7 @@ def test_resume_after_interrupt_is_exact(trained, genotype_file, tmp_path, monke
 @pytest.mark.parametrize("edit, layers, message", [
     (lambda g: g["normal"]["edges"][0].update(op="sep_conv_3x4"), "5", "unknown op 'sep_conv_3x4'"),
     (lambda g: g["normal"]["edges"][0].update(source=9), "5", "does not fit a cell of 4 nodes"),
-    (lambda g: None, "2", "at least 3 cells"),
+    (lambda g: None, "2", "must be an integer in [3, 1000], got 2"),  # --layers, before the genotype is read
     (lambda g: g.update(format="other"), "5", "not a vipr genotype"),
 ])
 def test_bad_genotype_fails_before_any_work(tmp_path, capsys, edit, layers, message):
