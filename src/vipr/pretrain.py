@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-
 from typing import Annotated
+
 import numpy as np
 import torch
 
@@ -105,6 +106,7 @@ def run_pretrain(config: PretrainConfig, out_dir: str | Path, resume: bool = Fal
     torch.manual_seed(config.train.seed)
     out = prepare_run_dir(out_dir, config, resume, checkpoint_name=CHECKPOINT_NAME)
     dataset = open_dataset(config.data.source, store_size=config.data.store_size)
+    warn_about_data(config, len(dataset.train))
     if dist.is_main() and dataset.skipped:
         (out / "skipped.txt").write_text("".join(f"{p}\t{r}\n" for p, r in dataset.skipped))
     trainer = build_trainer(config, dataset, device, out)
@@ -117,6 +119,15 @@ def run_pretrain(config: PretrainConfig, out_dir: str | Path, resume: bool = Fal
     if dist.is_main():
         write_metrics(out, metrics)
     return metrics
+
+
+def warn_about_data(config: PretrainConfig, num_train: int) -> None:
+    """Settings that run but are wrong for this many images: a queue of keys longer than the data."""
+    queue = getattr(config.method, "queue_size", None)
+    if queue is not None and queue > num_train and dist.is_main():
+        warnings.warn(f"method.queue_size {queue} is larger than the {num_train} training images: the queue holds "
+                      f"several keys of each image, so an image's own older keys count as its negatives; "
+                      f"use --set method.queue_size=N with N below {num_train}", stacklevel=2)
 
 
 def build_trainer(config: PretrainConfig, dataset, device: torch.device, out: Path) -> Trainer:

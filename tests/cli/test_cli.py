@@ -20,13 +20,13 @@ def test_unknown_option_suggests(capsys):
 def test_unknown_config_key_is_a_message_not_a_traceback(capsys, tmp_path):
     code = main(["pretrain", "--out", str(tmp_path), "--set", "optim.lrr=0.1"])
     err = capsys.readouterr().err
-    assert code == 2 and "did you mean 'optim.lr'" in err and "Traceback" not in err
+    assert code == 1 and "did you mean 'optim.lr'" in err and "Traceback" not in err
 
 
 def test_missing_data_path_is_a_message(capsys, tmp_path):
     code = main(["eval", "knn", "--checkpoint", "random", "--backbone", "tiny", "--image-size", "16",
                  "--data", str(tmp_path / "nowhere")])
-    assert code == 2 and "nowhere" in capsys.readouterr().err
+    assert code == 1 and "nowhere" in capsys.readouterr().err
 
 
 def test_data_info_and_split(capsys, tmp_path):

@@ -79,8 +79,9 @@ def test_missing_garbled_and_out_of_range(tmp_path):
     with pytest.raises(DataError, match="does not exist.*re-create"):
         load_label_split(tmp_path / "none.json", dataset())
     (tmp_path / "bad.json").write_text("{not json")
-    with pytest.raises(DataError, match="unreadable"):
+    with pytest.raises(DataError, match=r"bad.json is not a label split \(not JSON\)") as err:
         load_label_split(tmp_path / "bad.json", dataset())
+    assert f"--out {tmp_path / 'label-split.json'}" in str(err.value)  # never the user's own file
     with pytest.raises(ValueError, match="outside"):
         save_label_split(tmp_path / "s.json", [len(LABELS)], dataset())
     save_label_split(tmp_path / "s.json", [1, 2], dataset())

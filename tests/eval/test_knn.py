@@ -33,7 +33,8 @@ def test_knn_matches_explicit_vote(k, temperature, chunk_size):
 def test_k_is_clipped_to_train_size():
     g = torch.Generator().manual_seed(1)
     train, test, labels = torch.randn(7, 5, generator=g), torch.randn(6, 5, generator=g), torch.arange(7) % 3
-    clipped = knn_predict(train, labels, test, k=200, num_classes=3)
+    with pytest.warns(UserWarning, match="k=200 neighbours asked for, but there are only 7 train samples"):
+        clipped = knn_predict(train, labels, test, k=200, num_classes=3)
     torch.testing.assert_close(clipped, knn_predict(train, labels, test, k=7, num_classes=3))
     torch.testing.assert_close(clipped.double(), reference_knn(train, labels, test, 7, 0.07, 3), rtol=1e-4, atol=1e-4)
 

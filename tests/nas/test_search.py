@@ -99,16 +99,16 @@ def test_resume_after_sigterm_equals_an_uninterrupted_run(tmp_path, monkeypatch)
 ])
 def test_bad_input_is_a_clear_error_before_any_work(tmp_path, capsys, args, message):
     out = tmp_path / "run"
-    assert main(["nas", "search", "--out", str(out), "--data", DATA, *args]) == 2
+    assert main(["nas", "search", "--out", str(out), "--data", DATA, *args]) == 1
     assert message in capsys.readouterr().err
     assert not out.exists()
 
 
 def test_resume_without_checkpoint_and_rerun_into_a_used_folder(tmp_path, capsys):
     out = tmp_path / "run"
-    assert main(["nas", "search", "--out", str(out), *TINY, "--resume"]) == 2
+    assert main(["nas", "search", "--out", str(out), *TINY, "--resume"]) == 1
     assert "no checkpoint.pt" in capsys.readouterr().err
     assert main(["nas", "search", "--out", str(out), *TINY]) == 0
     capsys.readouterr()
-    assert main(["nas", "search", "--out", str(out), *TINY]) == 2  # no --resume: the finished run is kept
+    assert main(["nas", "search", "--out", str(out), *TINY]) == 1  # no --resume: the finished run is kept
     assert "already holds a run" in capsys.readouterr().err

@@ -82,13 +82,13 @@ def test_bad_genotype_fails_before_any_work(tmp_path, capsys, edit, layers, mess
     path.write_text(json.dumps(data))
     out = tmp_path / "never"
     args = ["nas", "train", str(path), "--out", str(out), "--layers", layers, "--data", "no/such/data"]
-    assert main(args) == 2
+    assert main(args) == 1
     assert message in capsys.readouterr().err
     assert not out.exists()
 
 
 def test_missing_genotype_file(tmp_path, capsys):
-    assert main(["nas", "train", str(tmp_path / "none.json"), "--out", str(tmp_path / "o")]) == 2
+    assert main(["nas", "train", str(tmp_path / "none.json"), "--out", str(tmp_path / "o")]) == 1
     assert "genotype file not found" in capsys.readouterr().err
 
 

@@ -117,7 +117,7 @@ def test_cli_list_show_alias_delete(registered, capsys):
     assert "linear-tiny/1" in derived
     assert main(["model", "alias", "linear-tiny", "1", "champion"]) == 0
     assert "linear-tiny@champion -> version 1" in capsys.readouterr().out
-    assert main(["model", "show", "linear-tiny@nope"]) == 2
+    assert main(["model", "show", "linear-tiny@nope"]) == 1
     assert "no alias 'nope'" in capsys.readouterr().err
 
 

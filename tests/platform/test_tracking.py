@@ -105,3 +105,11 @@ def test_cli_eval_logs_its_run(client, monkeypatch, capsys, pretrain_run, tmp_pa
     assert json.loads(captured.out.strip().splitlines()[-1])["kind"] == "knn"  # --json stays the last line
     run_id = json.loads((out / tracking.MARKER).read_text())[client.tracking_uri]["run_id"]
     assert run_id in captured.err and client.get_run(run_id).data.tags["kind"] == "eval-knn"
+
+
+@pytest.mark.parametrize("status", ["FAILED", "KILLED"])
+def test_a_run_that_ended_badly_is_logged_with_its_status(client, pretrain_run, tmp_path, status):
+    folder = tmp_path / "ended"
+    shutil.copytree(pretrain_run, folder)  # metrics.json present: without a status it would read FINISHED
+    run_id = tracking.log_run_folder(folder, "pretrain", mlflow_client=client, status=status)
+    assert client.get_run(run_id).info.status == status

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+from vipr.cli.options import SplitOptions
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("data", help="inspect data sources and make label splits")
@@ -17,9 +19,9 @@ def add_parser(sub) -> None:
                                             "(at least one image per class) for --label-split.")
     split.add_argument("src", metavar="SRC")
     group = split.add_mutually_exclusive_group(required=True)
-    group.add_argument("--label-fraction", type=float, metavar="F", help="fraction of each class, e.g. 0.01")
-    group.add_argument("--per-class", type=int, metavar="K", help="K images of each class")
-    split.add_argument("--seed", type=int, default=0)
+    group.add_argument("--label-fraction", type=float, metavar="F", help="fraction of each class, in (0, 1], e.g. 0.01")
+    group.add_argument("--per-class", type=int, metavar="K", help="K >= 1 images of each class")
+    split.add_argument("--seed", type=int, help=f"random seed (default {SplitOptions.seed})")
     split.add_argument("--out", required=True, metavar="FILE")
     split.set_defaults(run=run_split)
 
@@ -38,13 +40,17 @@ def run_info(args) -> int:
 
 
 def run_split(args) -> int:
+    from vipr.cli.options import read_options
+    from vipr.cli.paths import check_out_file
+
+    options = read_options(SplitOptions, args)  # before torch and the data are loaded
+    check_out_file(args.out)
     from vipr.data.sources import open_dataset
     from vipr.data.splits import make_label_split, save_label_split
 
     dataset = open_dataset(args.src)
-    indices = make_label_split(dataset.train.labels, label_fraction=args.label_fraction,
-                               per_class=args.per_class, seed=args.seed)
-    save_label_split(args.out, indices, dataset, label_fraction=args.label_fraction,
-                     per_class=args.per_class, seed=args.seed)
+    chosen = dict(label_fraction=options.label_fraction, per_class=options.per_class, seed=options.seed)
+    indices = make_label_split(dataset.train.labels, class_names=dataset.classes, **chosen)
+    save_label_split(args.out, indices, dataset, **chosen)
     print(f"{len(indices)} of {len(dataset.train)} train images labelled -> {args.out}")
     return 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import sys
 from pathlib import Path
 
 from vipr.cli.parser import add_json_flag
@@ -36,7 +37,7 @@ def add_parser(sub) -> None:
     show.add_argument("ref", metavar="NAME[@ALIAS|/VERSION]")
     alias = actions.add_parser("alias", help="point NAME@ALIAS at a version")
     alias.add_argument("name", metavar="NAME")
-    alias.add_argument("version", type=int, metavar="VERSION")
+    alias.add_argument("version", type=int, metavar="VERSION", help="version number, >= 1")
     alias.add_argument("alias", metavar="ALIAS")
     delete = actions.add_parser("delete", help="delete one version (NAME/VERSION)")
     delete.add_argument("ref", metavar="NAME/VERSION")
@@ -55,14 +56,15 @@ def _registry_errors(fn):
 
     @functools.wraps(fn)
     def wrapper(args) -> int:
-        from mlflow.exceptions import MlflowException
-
         from vipr.errors import RegistryError
         from vipr.platform import workspace
 
         try:
             return fn(args)
-        except MlflowException as err:
+        except Exception as err:
+            mlflow_errors = sys.modules.get("mlflow.exceptions")  # not imported: not MLflow's (and no slow import)
+            if mlflow_errors is None or not isinstance(err, mlflow_errors.MlflowException):
+                raise
             ws = workspace.current()
             hint = "" if ws.home else "; check that the server is up, or unset VIPR_TRACKING_URI for the local workspace"
             raise RegistryError(f"{ws.describe()}: {err.message}{hint}") from None
@@ -71,8 +73,11 @@ def _registry_errors(fn):
 
 
 def run_register(args) -> int:
+    from vipr.errors import RegistryError
     from vipr.platform import registry
 
+    if not Path(args.target).exists():  # before the workspace is opened (MLflow's start-up takes seconds)
+        raise RegistryError(f"{args.target} not found; pass a run folder or a checkpoint .pt file")
     record = registry.register(args.target, args.name, alias=args.alias)
     parent = f"; parent {record['parent_model']}" if record["parent_model"] else ""
     aliases = f" (@{', @'.join(record['aliases'])})" if record["aliases"] else ""
@@ -135,9 +140,11 @@ def _print_section(title: str | None, values: dict) -> None:
 
 
 def run_alias(args) -> int:
+    from vipr.cli.options import AliasOptions, read_options
     from vipr.platform import registry
 
-    result = registry.set_alias(args.name, args.version, args.alias)
+    version = read_options(AliasOptions, args, names={"version": "VERSION"}).version
+    result = registry.set_alias(args.name, version, args.alias)
     print(f"{result['name']}@{result['alias']} -> version {result['version']}")
     return _print_json(args, result)
 
@@ -151,9 +158,11 @@ def run_delete(args) -> int:
 
 
 def run_export(args) -> int:
+    from vipr.cli.paths import check_out_file
     from vipr.platform import registry
     from vipr.serve.export import export_model
 
+    check_out_file(args.out)  # before the export and its check against PyTorch
     if Path(args.ref).exists():
         path, name, version = Path(args.ref), None, None
     else:

@@ -7,7 +7,9 @@ import json
 from pathlib import Path
 
 from vipr.cli import nas_train_cmd
+from vipr.cli.options import naming_flags
 from vipr.cli.parser import Parser, add_json_flag, add_run_flags, config_overrides
+from vipr.cli.paths import check_out_dir
 
 SEARCH_HELP = """Search a cell architecture with a differentiable NAS strategy.
 
@@ -26,7 +28,7 @@ other key, e.g. --set strategy.partial_channels=2 strategy.warmup_epochs=5 train
 The run folder gets genotype.json (the final architecture, with provenance), metrics.jsonl
 (loss, val acc and the genotype of every epoch), config.yaml, env.json, metrics.json and
 checkpoint.pt; Ctrl-C or SIGTERM saves a checkpoint and --resume continues exactly.
-Train the found cell with `vipr nas train --genotype DIR/genotype.json`."""
+Train the found cell with `vipr nas train DIR/genotype.json` (or --genotype DIR/genotype.json)."""
 
 # option -> dotted config key
 FLAG_KEYS = {"strategy": "strategy.name", "data": "data.source", "epochs": "strategy.epochs",
@@ -67,9 +69,14 @@ def config_from_args(args) -> dict:
 
 
 def run_search_command(args) -> int:
+    from vipr.config import ConfigValueError
     from vipr.nas.search import build_config, run_search
 
-    config = build_config(config_from_args(args))  # every config error before any data is read
+    try:
+        config = build_config(config_from_args(args))  # every config error before any data is read
+    except ConfigValueError as err:
+        raise naming_flags(err, FLAG_KEYS) from None
+    check_out_dir(args.out)
     metrics = run_search(config, args.out, resume=args.resume)
     print(f"searched with {config.strategy.name}: genotype {Path(args.out) / 'genotype.json'}")
     if args.json:

@@ -5,9 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 from dataclasses import replace
+from pathlib import Path
 
+from vipr.cli.options import naming_flags
 from vipr.cli.parser import add_json_flag, add_run_flags, config_overrides
-from vipr.config import from_dict
+from vipr.cli.paths import check_out_dir
+from vipr.config import ConfigValueError, from_dict
 from vipr.errors import ConfigError
 
 HELP = """Train the network a genotype defines (DARTS' evaluation network), supervised, from scratch.
@@ -52,8 +55,14 @@ def config_from_args(args):
 
     if args.genotype and args.genotype_option and args.genotype != args.genotype_option:
         raise ConfigError(f"two genotypes given ({args.genotype} and --genotype {args.genotype_option}); pass one")
-    config = from_dict(NasTrainConfig, config_overrides(args, {name: name for name in FLAGS}, progress_key="progress"))
+    flag_keys = {name: name for name in FLAGS}
+    try:
+        config = from_dict(NasTrainConfig, config_overrides(args, flag_keys, progress_key="progress"))
+    except ConfigValueError as err:
+        raise naming_flags(err, flag_keys) from None
     path = args.genotype or args.genotype_option  # not through YAML parsing: a path is a string as given
+    if path and Path(path).is_dir():
+        raise ConfigError(f"genotype {path} is a folder; pass the JSON file in it, e.g. {Path(path) / 'genotype.json'}")
     return replace(config, genotype=path) if path else config
 
 
@@ -62,6 +71,7 @@ def run(args) -> int:
     from vipr.nas.train import run_nas_train
 
     config = config_from_args(args)
+    check_out_dir(args.out)
     metrics = run_nas_train(config, args.out, resume=args.resume)
     if dist.is_main():
         print(f"trained darts_net ({metrics['params'] / 1e6:.3f} M params, {metrics['flops'] / 1e6:.1f} M FLOPs): "

@@ -21,9 +21,21 @@ class Parser(argparse.ArgumentParser):
 
     def parse_args(self, args=None, namespace=None):
         parsed, unknown = self.parse_known_args(args, namespace)
-        if unknown:
-            self.error(self._unknown_message(unknown, parsed))
+        if unknown:  # the usage of the command the option was meant for, not the top level's
+            self._active_subparser(parsed).error(self._unknown_message(unknown, parsed))
         return parsed
+
+    def format_usage(self) -> str:
+        _LazyHelpStore.usage_only = True  # a usage error must not import torch for the backbone list
+        try:
+            return super().format_usage()
+        finally:
+            _LazyHelpStore.usage_only = False
+
+    def format_help(self) -> str:
+        if callable(self.description):  # a help text built from the code's defaults when asked for
+            self.description = self.description()
+        return super().format_help()
 
     def _unknown_message(self, unknown: list[str], parsed) -> str:
         parser = self._active_subparser(parsed)
@@ -47,6 +59,15 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
+def name_commands(parser: argparse.ArgumentParser) -> None:
+    """Give every (sub)command's namespace its full name, ``vipr data split``, for messages."""
+    parser.set_defaults(command_name=parser.prog)
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                name_commands(sub)
+
+
 class _LazyHelpStore(argparse._StoreAction):
     """A plain option whose help text ``make_help()`` builds only when help is shown."""
 
@@ -54,7 +75,10 @@ class _LazyHelpStore(argparse._StoreAction):
         super().__init__(*args, **kwargs)
         self.make_help = make_help
 
-    help = property(lambda self: self.make_help(), lambda self, value: None)  # argparse's own help= is unused
+    usage_only = False  # while a usage line is formatted: argparse reads help there only to test for SUPPRESS
+
+    help = property(lambda self: "" if _LazyHelpStore.usage_only else self.make_help(),
+                    lambda self, value: None)  # argparse's own help= is unused
 
 
 def add_backbone_flag(parser: argparse.ArgumentParser, lead: str = "", shown_default: str | None = None,

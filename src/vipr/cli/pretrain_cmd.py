@@ -9,6 +9,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from vipr.cli.options import LaunchOptions, naming_flags, read_options
+from vipr.cli.paths import check_out_dir
+from vipr.cli.runs import tracked
 from vipr.cli.parser import add_backbone_flag, add_json_flag, add_run_flags, add_track_flag, config_overrides
 
 HELP = """Pre-train a backbone on unlabeled images with a self-supervised method.
@@ -37,7 +40,8 @@ def add_parser(sub) -> None:
     p.add_argument("--batch-size", type=int, metavar="B", help="global batch size (default 256)")
     p.add_argument("--lr", type=float, help="learning rate per 256 images (default 0.3)")
     p.add_argument("--out", metavar="DIR", default="runs/pretrain", help="run folder (default runs/pretrain)")
-    p.add_argument("--nproc-per-node", type=int, default=1, metavar="N", help="processes (DDP via torchrun)")
+    p.add_argument("--nproc-per-node", type=int, metavar="N",
+                   help=f"processes (DDP via torchrun; default {LaunchOptions.nproc_per_node})")
     add_run_flags(p)
     add_track_flag(p)
     add_json_flag(p)
@@ -48,15 +52,29 @@ def config_from_args(args) -> dict:
     return config_overrides(args, FLAG_KEYS)
 
 
+def read_config(args):
+    """The resolved PretrainConfig; a bad value names its option too (``--batch-size (train.batch_size)``)."""
+    from vipr.config import ConfigValueError
+    from vipr.pretrain import build_config
+
+    try:
+        return build_config(config_from_args(args))
+    except ConfigValueError as err:
+        raise naming_flags(err, FLAG_KEYS) from None
+
+
 def run(args) -> int:
-    if args.nproc_per_node > 1 and "LOCAL_RANK" not in os.environ:
-        return launch_torchrun(args.argv, args.nproc_per_node)
+    launch = read_options(LaunchOptions, args)
+    config = read_config(args)  # a bad option fails here, once, before torchrun starts its processes
+    check_out_dir(args.out)
+    if launch.nproc_per_node > 1 and "LOCAL_RANK" not in os.environ:
+        return launch_torchrun(args.argv, launch.nproc_per_node)
     from vipr.engine import distributed as dist
     from vipr.platform.tracking import track_run
-    from vipr.pretrain import build_config, run_pretrain
+    from vipr.pretrain import run_pretrain
 
-    config = build_config(config_from_args(args))
-    metrics = run_pretrain(config, args.out, resume=args.resume)
+    with tracked(args.out, "pretrain", args.no_track):
+        metrics = run_pretrain(config, args.out, resume=args.resume)
     if dist.is_main():
         print(f"pre-trained {config.model.backbone} with {config.method.name}: checkpoint {Path(args.out) / 'checkpoint.pt'}")
         track_run(args.out, "pretrain", args.no_track)

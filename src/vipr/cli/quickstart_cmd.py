@@ -37,15 +37,21 @@ QUICK = {"method.name": "moco_v2", "model.backbone": "tiny", "data.image_size": 
 
 
 def run(args) -> int:
-    from vipr.config import apply_overrides
+    from vipr.cli.options import naming_flags
+    from vipr.cli.paths import check_out_dir
+    from vipr.config import ConfigValueError, apply_overrides
     from vipr.eval.runner import run_eval
     from vipr.pretrain import build_config, run_pretrain
 
     out = Path(args.out)
+    check_out_dir(out)
     if (out / "pretrain").exists():
         shutil.rmtree(out / "pretrain")  # the quickstart always starts fresh
     settings = {**QUICK, "train.epochs": args.epochs, "model.backbone": args.backbone, "data.source": args.data, "train.progress": not args.no_progress}
-    config = build_config(apply_overrides({}, [f"{k}={v}" for k, v in settings.items()]))
+    try:
+        config = build_config(apply_overrides({}, [f"{k}={v}" for k, v in settings.items()]))
+    except ConfigValueError as err:
+        raise naming_flags(err, {"epochs": "train.epochs", "backbone": "model.backbone", "data": "data.source"}) from None
     print(f"pre-training {config.model.backbone} with {config.method.name} on {args.data} for {args.epochs} epochs")
     pretrain = run_pretrain(config, out / "pretrain")
     results = {}

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import socket
 import sys
 from pathlib import Path
+
+from vipr.cli.options import ServeOptions
+from vipr.errors import ViprError
 
 HELP = """Serve a registered model (or a checkpoint / exported .onnx file) over HTTP until Ctrl-C.
 
@@ -23,19 +27,24 @@ accepting connections and finishes the requests in flight.
   curl -F files=@cat.png 'http://127.0.0.1:8000/v1/models/linear-tiny/classify?k=3'"""
 
 
+MODEL_FILES = (".pt", ".pth", ".onnx")  # a reference ending so means a file, not a registered name
+
+
 def add_parser(sub) -> None:
     p = sub.add_parser("serve", help="online inference service (Open Inference Protocol v2)", description=HELP,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("ref", metavar="NAME[@ALIAS|/VERSION]|CHECKPOINT")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
-    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument("--port", type=int, help=f"port (default {ServeOptions.port})")
     p.add_argument("--runtime", choices=["onnx", "torch"], default="onnx",
                    help="onnx: onnxruntime on an export cached per checkpoint (default); torch: PyTorch")
-    p.add_argument("--max-batch-size", type=int, default=16, help="rows per model call (default 16)")
-    p.add_argument("--max-delay-ms", type=float, default=5.0,
-                   help="how long the first request of a batch waits for others, in ms (default 5)")
-    p.add_argument("--max-queue", type=int, default=256, help="requests waiting before 503 (default 256)")
-    p.add_argument("--max-pixels", type=int, default=4096 * 4096, help="largest image accepted, in pixels (413 over)")
+    o = ServeOptions
+    p.add_argument("--max-batch-size", type=int, help=f"rows per model call (default {o.max_batch_size})")
+    p.add_argument("--max-delay-ms", type=float,
+                   help=f"how long the first request of a batch waits for others, in ms (default {o.max_delay_ms:g})")
+    p.add_argument("--max-queue", type=int, help=f"requests waiting before 503 (default {o.max_queue})")
+    p.add_argument("--max-pixels", type=int,
+                   help=f"largest image accepted, in pixels; 413 over (default {o.max_pixels})")
     p.add_argument("--token", help="bearer token required by every endpoint but health (default $VIPR_SERVE_TOKEN)")
     p.set_defaults(run=run)
 
@@ -45,25 +54,53 @@ def resolve(ref: str) -> tuple[Path, str, str | None]:
     path = Path(ref)
     if path.exists():
         return path, path.stem, None
+    if path.suffix in MODEL_FILES:
+        raise ViprError(f"model file {ref} does not exist; pass an existing checkpoint or .onnx file, or a "
+                        f"registered NAME[@ALIAS|/VERSION] (vipr model list)")
     from vipr.platform import registry
 
     found = registry.get_version(ref)
     return registry.resolve_model(f"{found.name}/{found.version}"), found.name, str(found.version)
 
 
-def run(args) -> int:
-    import uvicorn
+def check_port_free(host: str, port: int) -> None:
+    """Raise ViprError when ``host:port`` cannot be listened on (in use, or not an address of this machine).
 
-    from vipr.serve.app import create_app
+    Bound the way uvicorn binds (SO_REUSEADDR), so a port a closed server left in TIME_WAIT counts as free."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as err:
+        raise ViprError(f"--host {host}: not an address of this machine ({err.strerror}); "
+                        f"use 127.0.0.1, 0.0.0.0 or a local interface's address") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as err:
+            raise ViprError(f"cannot listen on {host}:{port} ({err.strerror}); stop the process using it "
+                            f"or pick another --port") from None
+
+
+def run(args) -> int:
+    from vipr.cli.options import read_options
+
+    options = read_options(ServeOptions, args)
+    check_port_free(args.host, options.port)  # before loading the model, and before saying where it serves
     from vipr.serve.runtime import load_runtime
 
     path, name, version = resolve(args.ref)
     runtime = load_runtime(path, args.runtime)
-    app = create_app(runtime, name, model_version=version, max_batch_size=args.max_batch_size,
-                     max_delay_ms=args.max_delay_ms, max_queue=args.max_queue, token=args.token,
-                     max_pixels=args.max_pixels)
+    import uvicorn
+
+    from vipr.serve.app import create_app
+
+    app = create_app(runtime, name, model_version=version, max_batch_size=options.max_batch_size,
+                     max_delay_ms=options.max_delay_ms, max_queue=options.max_queue, token=args.token,
+                     max_pixels=options.max_pixels)
+    check_port_free(args.host, options.port)  # loading took a while: still free?
     label = f"{name}/{version}" if version else name
-    print(f"serving {label} ({args.runtime}) on http://{args.host}:{args.port}/v2/models/{name} "
+    print(f"serving {label} ({args.runtime}) on http://{args.host}:{options.port}/v2/models/{name} "
           f"(Ctrl-C stops it)", file=sys.stderr, flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="info", timeout_graceful_shutdown=30)
+    uvicorn.run(app, host=args.host, port=options.port, log_level="info", timeout_graceful_shutdown=30)
     return 0

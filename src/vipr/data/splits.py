@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -21,13 +22,14 @@ _RESERVED = ("format", "dataset", "dataset_digest", "num_images", "indices")
 
 
 def make_label_split(labels: np.ndarray, *, label_fraction: float | None = None, per_class: int | None = None,
-                     seed: int = 0) -> np.ndarray:
+                     seed: int = 0, class_names: Sequence[str] | None = None) -> np.ndarray:
     """Sorted int64 indices of the images that keep their label, stratified per class.
 
     Pass exactly one of ``label_fraction`` (in (0, 1]: ``round(fraction * class size)`` images of
     each class, at least one) or ``per_class`` (>= 1 images of each class). Images labelled -1
     are never chosen. Every image gets one random key from ``seed`` and each class keeps its
     lowest keys, so for one seed smaller splits are subsets of larger ones (1% inside 10%).
+    ``class_names[label]`` names a class in messages (default: its label).
 
     Examples:
         >>> make_label_split(np.array([0, 0, 1, 1, 1, 1]), per_class=1, seed=0)
@@ -49,8 +51,8 @@ def make_label_split(labels: np.ndarray, *, label_fraction: float | None = None,
     if per_class is not None:
         short = np.flatnonzero(counts < per_class)
         if len(short):
-            raise DataError(f"per_class={per_class} but class {classes[short[0]]} has only {counts[short[0]]} "
-                            f"images; lower per_class to at most {counts.min()}")
+            raise DataError(f"per_class={per_class} but class {_class_name(classes[short[0]], class_names)} has "
+                            f"only {counts[short[0]]} images; lower per_class to at most {counts.min()}")
         take = np.full(len(classes), int(per_class))
     else:
         take = np.maximum(1, np.floor(label_fraction * counts + 0.5)).astype(np.int64)
@@ -59,6 +61,12 @@ def make_label_split(labels: np.ndarray, *, label_fraction: float | None = None,
     order = np.lexsort((keys, cls))  # by class, then by key
     rank = np.arange(len(order)) - np.concatenate([[0], np.cumsum(counts)[:-1]])[cls[order]]
     return np.sort(labelled[order[rank < take[cls[order]]]]).astype(np.int64)
+
+
+def _class_name(label: int, class_names: Sequence[str] | None) -> str:
+    if class_names is not None and 0 <= label < len(class_names):
+        return f"{class_names[label]!r} (label {label})"
+    return str(label)
 
 
 def save_label_split(path: str | os.PathLike, indices: np.ndarray, dataset: Dataset, **meta) -> None:
@@ -75,14 +83,18 @@ def save_label_split(path: str | os.PathLike, indices: np.ndarray, dataset: Data
 def load_label_split(path: str | os.PathLike, dataset: Dataset) -> np.ndarray:
     """The indices saved by ``save_label_split``, checked against ``dataset`` (digest and range)."""
     path = Path(path)
+    if path.is_dir():
+        raise DataError(f"label split {path} is a folder; pass the JSON file `vipr data split` wrote")
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise DataError(f"label split file {path} does not exist; {_fix(path, dataset, {})}") from None
-    except (OSError, ValueError) as e:
-        raise DataError(f"label split file {path} is unreadable ({e}); {_fix(path, dataset, {})}") from None
+    except OSError as e:
+        raise DataError(f"label split file {path} cannot be read ({e.strerror}); check its permissions") from None
+    except ValueError:  # not JSON (or not UTF-8): someone else's file, never to be overwritten
+        raise DataError(f"{path} is not a label split (not JSON); {_fix(_new_path(path), dataset, {})}") from None
     if not isinstance(doc, dict) or doc.get("format") != LABEL_SPLIT_FORMAT or "indices" not in doc:
-        raise DataError(f"{path} is not a {LABEL_SPLIT_FORMAT} file; {_fix(path, dataset, {})}")
+        raise DataError(f"{path} is not a {LABEL_SPLIT_FORMAT} file; {_fix(_new_path(path), dataset, {})}")
     if doc.get("dataset_digest") != dataset.digest:
         raise DataError(f"label split {path} was drawn from {doc.get('dataset')!r} (digest "
                         f"{doc.get('dataset_digest')}), but {dataset.name!r} has digest {dataset.digest}: "
@@ -102,6 +114,11 @@ def _checked(indices: np.ndarray, num_images: int, what: str) -> np.ndarray:
         raise ValueError(f"{what}: index {indices[0] if indices[0] < 0 else indices[-1]} is outside the "
                          f"train split's {num_images} images")
     return indices
+
+
+def _new_path(path: Path) -> Path:
+    """Where to write a new split instead of ``path``, which holds something else."""
+    return path.with_name("label-split.json") if path.name != "label-split.json" else path.with_name("label-split-2.json")
 
 
 def _fix(path: Path, dataset: Dataset, doc: dict) -> str:

@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from vipr.config import describe_changes
 from vipr.data.batch import Batch
 from vipr.engine import checkpoint as ckpt
 from vipr.engine import distributed as dist
@@ -102,7 +103,9 @@ class Trainer:
 
     def restore(self, path: Path) -> None:
         saved = ckpt.load(path)
-        check_same_config(ckpt.read_card(saved, path).config_hash, self.card.config_hash, path)
+        saved_card = ckpt.read_card(saved, path)
+        check_same_config(saved_card.config_hash, self.card.config_hash, path,
+                          lambda: describe_changes(saved_card.config, self.card.config))
         state = saved["state"]
         self.model.load_checkpoint_state(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])

@@ -6,6 +6,7 @@ lightly): no training, so it measures the features and nothing else.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import torch
@@ -31,7 +32,7 @@ def knn_predict(
         score_c = sum_{i in N_k} exp(s_i / T) * [y_i == c]
 
     as in MoCo's and solo-learn's kNN monitors (T = 0.07, k = 200 by default). ``k`` is
-    clipped to the number of training samples. Test rows are processed ``chunk_size`` at
+    clipped to the number of training samples, with a warning. Test rows are processed ``chunk_size`` at
     a time, so memory is ``chunk_size x N_train`` similarities.
 
     Args:
@@ -53,7 +54,9 @@ def knn_predict(
     """
     if len(train_features) == 0:
         raise ValueError("knn_predict needs at least one training sample")
-    k = min(k, len(train_features))
+    if k < 1 or not temperature > 0:
+        raise ValueError(f"knn_predict needs k >= 1 and temperature > 0, got k={k}, temperature={temperature}")
+    k = clamped_k(k, len(train_features))
     train = F.normalize(train_features.float(), dim=1)  # (N_train, D)
     train_labels = train_labels.to(train.device).long()
     scores = []
@@ -65,6 +68,14 @@ def knn_predict(
         chunk_scores.scatter_add_(1, train_labels[top_idx], weights)  # (B, C)
         scores.append(chunk_scores)
     return torch.cat(scores) if scores else torch.zeros(0, num_classes, device=train.device)
+
+
+def clamped_k(k: int, num_train: int) -> int:
+    """``min(k, num_train)``, warning when that changes ``k``: a vote over every train sample is another classifier."""
+    if k > num_train:
+        warnings.warn(f"k={k} neighbours asked for, but there are only {num_train} train samples: the vote uses "
+                      f"all {num_train} (pass --k {num_train} or less to choose it yourself)", stacklevel=3)
+    return min(k, num_train)
 
 
 def topk_accuracy(scores: Tensor, labels: Tensor, ks: Sequence[int] = (1, 5)) -> dict[str, float]:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from vipr.config import config_digest, from_dict, to_dict
+from vipr.config import config_digest, describe_changes, from_dict, to_dict
 from vipr.data.sources import open_dataset
 from vipr.engine import signals
 from vipr.engine.checkpoint import CHECKPOINT_NAME, load, rng_state, save_atomic, set_rng_state
@@ -99,7 +99,8 @@ class SearchLoop:
         path = self.out / CHECKPOINT_NAME
         saved = load(path, expected_format=FORMAT)
         saved_digest = saved.get("config_hash") or config_digest(saved["config"])  # older checkpoints: no digest
-        check_same_config(saved_digest, self.config_hash(), path)
+        check_same_config(saved_digest, self.config_hash(), path,
+                          lambda: describe_changes(saved["config"], _compared(self.config)))
         self.strategy.load_state_dict(saved["strategy"])
         self.step, self.last = saved["step"], saved.get("last", {})
         set_rng_state(saved["rng"], self.generator)  # after load_state_dict: rebuilding a stage draws from it
