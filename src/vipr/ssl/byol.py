@@ -41,7 +41,8 @@ class BYOL(PretrainMethod, nn.Module):
     def __init__(self, backbone: nn.Module, config: BYOLConfig):
         super().__init__()
         self.config = config
-        self.online = Encoder(backbone, projection_head(backbone.feature_dim, config.proj_hidden_dim, config.proj_dim))
+        self.online = Encoder(backbone, projection_head(backbone.feature_dim, config.proj_hidden_dim, config.proj_dim,
+                                                       batch_norm=config.proj_batch_norm))
         self.predictor = projection_head(config.proj_dim, config.pred_hidden_dim, config.proj_dim)
         self.target = MomentumEncoder(self.online)
         self.momentum = config.momentum

@@ -73,8 +73,10 @@ class LevelEncoder(nn.Module):
         if any(not -len(dims) <= s < len(dims) for s in config.stages):
             raise ConfigError(f"method.stages {list(config.stages)} out of range for a backbone with {len(dims)} stages")
         self.backbone, self.stages = backbone, tuple(config.stages)
-        self.head = projection_head(backbone.feature_dim, config.proj_hidden_dim, config.proj_dim)
-        self.stage_heads = nn.ModuleList(projection_head(dims[s], config.proj_hidden_dim, config.proj_dim)
+        self.head = projection_head(backbone.feature_dim, config.proj_hidden_dim, config.proj_dim,
+                                    batch_norm=config.proj_batch_norm)
+        self.stage_heads = nn.ModuleList(projection_head(dims[s], config.proj_hidden_dim, config.proj_dim,
+                                                         batch_norm=config.proj_batch_norm)
                                          for s in self.stages)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -99,7 +99,8 @@ class MoCoV2(PretrainMethod, nn.Module):
         super().__init__()
         self.config = config
         if online is None:
-            online = Encoder(backbone, projection_head(backbone.feature_dim, config.proj_hidden_dim, config.proj_dim))
+            online = Encoder(backbone, projection_head(backbone.feature_dim, config.proj_hidden_dim, config.proj_dim,
+                                                       batch_norm=config.proj_batch_norm))
         self.online = online
         self.target = MomentumEncoder(self.online)
         self.momentum = config.momentum

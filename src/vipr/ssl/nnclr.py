@@ -49,7 +49,8 @@ class NNCLR(PretrainMethod, nn.Module):
     def __init__(self, backbone: nn.Module, config: NNCLRConfig):
         super().__init__()
         self.config = config
-        projector = projection_head(backbone.feature_dim, config.proj_hidden_dim, config.proj_dim, config.proj_layers)
+        projector = projection_head(backbone.feature_dim, config.proj_hidden_dim, config.proj_dim, config.proj_layers,
+                                    batch_norm=config.proj_batch_norm)
         self.online = Encoder(backbone, projector)
         self.predictor = projection_head(config.proj_dim, config.pred_hidden_dim, config.proj_dim)
         self.register_buffer("queue", torch.zeros(config.queue_size, config.proj_dim))

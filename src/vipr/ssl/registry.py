@@ -41,6 +41,7 @@ class MethodConfig:
     recipe: str = ""  # augmentation recipe; "" = the method's own default
     proj_hidden_dim: Annotated[int, DIM] = 2048
     proj_dim: Annotated[int, DIM] = 128
+    proj_batch_norm: bool = True  # BatchNorm after each hidden layer of the projector
 
 
 _METHODS: dict[str, Callable[..., nn.Module]] = {}
@@ -81,11 +82,15 @@ def _checked(name: str) -> str:
     return name
 
 
-def projection_head(in_dim: int, hidden_dim: int, out_dim: int, layers: int = 2) -> nn.Sequential:
-    """MLP projector: (Linear-BN-ReLU) x (layers - 1), then Linear (SimCLR / MoCo v2 style)."""
+def projection_head(in_dim: int, hidden_dim: int, out_dim: int, layers: int = 2,
+                    batch_norm: bool = True) -> nn.Sequential:
+    """MLP projector: (Linear-BN-ReLU) x (layers - 1), then Linear (SimCLR / MoCo v2 style).
+
+    Without ``batch_norm`` the hidden layers are Linear-ReLU with a bias (MoCo v2's own head)."""
     blocks, dim = [], in_dim
     for _ in range(layers - 1):
-        blocks += [nn.Linear(dim, hidden_dim, bias=False), nn.BatchNorm1d(hidden_dim), nn.ReLU(inplace=True)]
+        norm = [nn.BatchNorm1d(hidden_dim)] if batch_norm else []
+        blocks += [nn.Linear(dim, hidden_dim, bias=not batch_norm), *norm, nn.ReLU(inplace=True)]
         dim = hidden_dim
     blocks.append(nn.Linear(dim, out_dim))
     return nn.Sequential(*blocks)

@@ -29,7 +29,8 @@ class SimCLR(PretrainMethod, nn.Module):
     def __init__(self, backbone: nn.Module, config: SimCLRConfig):
         super().__init__()
         self.config = config
-        self.online = Encoder(backbone, projection_head(backbone.feature_dim, config.proj_hidden_dim, config.proj_dim))
+        self.online = Encoder(backbone, projection_head(backbone.feature_dim, config.proj_hidden_dim, config.proj_dim,
+                                                       batch_norm=config.proj_batch_norm))
 
     def forward_views(self, views: list[torch.Tensor], batch) -> dict[str, torch.Tensor]:
         # Negatives come from every rank's batch; gradients flow back to each rank's share.
