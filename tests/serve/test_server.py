@@ -79,7 +79,10 @@ def test_triton_client_talks_to_the_server(server, torch_runtime):
 
 
 def test_serve_command_parses():
-    args = build_parser().parse_args(["serve", "linear-tiny@champion", "--runtime", "torch", "--port", "0",
+    from vipr.cli.options import ServeOptions, read_options
+
+    args = build_parser().parse_args(["serve", "linear-tiny@champion", "--runtime", "torch", "--port", "8123",
                                       "--max-delay-ms", "2.5", "--token", "t"])
-    assert (args.ref, args.runtime, args.port, args.max_delay_ms, args.max_batch_size, args.max_queue) == \
-        ("linear-tiny@champion", "torch", 0, 2.5, 16, 256)
+    options = read_options(ServeOptions, args)  # the defaults live in the typed options, with their ranges
+    assert (args.ref, args.runtime, options.port, options.max_delay_ms, options.max_batch_size, options.max_queue) == \
+        ("linear-tiny@champion", "torch", 8123, 2.5, 16, 256)
