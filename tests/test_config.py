@@ -181,3 +181,14 @@ def test_describe_changes_names_the_differing_keys():
     new = to_dict(build_config(apply_overrides({}, ["train.batch_size=32", "optim.lr=0.1", "train.progress=false"])))
     assert describe_changes(old, new) == "optim.lr: 0.3 -> 0.1, train.batch_size: 256 -> 32"  # progress: run-only
     assert "and 1 more" in describe_changes({"a": 1, "b": 1}, {"a": 2, "b": 2}, limit=1)
+
+
+@pytest.mark.parametrize("text, value", [("5e-4", 5e-4), ("1e-3", 1e-3), ("3E-5", 3e-5)])
+def test_a_number_in_exponent_form_without_a_dot_is_a_number(text, value):
+    """YAML 1.1 reads 5e-4 as a string; --set optim.weight_decay=5e-4 must still mean 0.0005."""
+    assert build_config(apply_overrides({}, [f"optim.weight_decay={text}"])).optim.weight_decay == value
+
+
+def test_text_for_a_number_is_still_refused():
+    with pytest.raises(ConfigError, match="'optim.lr' must be a number"):
+        build_config(apply_overrides({}, ["optim.lr=fast"]))

@@ -304,6 +304,10 @@ def _scalar(hint: Any, value: Any, path: str) -> Any:
         return value
     if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
+    if hint is float and isinstance(value, str):
+        number = _float_or_none(value)  # YAML 1.1 reads 5e-4 (no dot) as text, not as a number
+        if number is not None:
+            return number
     if hint is str and isinstance(value, (int, float)) and not isinstance(value, bool):
         return str(value)
     if isinstance(value, hint) and not (hint is int and isinstance(value, bool)):
@@ -311,12 +315,18 @@ def _scalar(hint: Any, value: Any, path: str) -> Any:
     raise ConfigValueError(path, value, _TYPE_NAMES.get(hint, getattr(hint, "__name__", str(hint))))
 
 
+def _float_or_none(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
 _TYPE_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
 
 
-# Settings that change how a run is watched or stored, not what it computes: a resume may change them.
-# may change on --resume: how a run is watched and guarded, not what it computes (on_nan: resume
-# a run a non-finite loss stopped with train.on_nan=skip)
+# Settings a --resume may change: how a run is watched and guarded, not what it computes (on_nan:
+# resume a run a non-finite loss stopped with train.on_nan=skip).
 RUN_ONLY_KEYS = frozenset({"progress", "log_every", "checkpoint_every", "num_threads", "device", "on_nan"})
 
 
