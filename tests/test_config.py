@@ -179,7 +179,7 @@ def test_describe_changes_names_the_differing_keys():
 
     old = to_dict(build_config({}))
     new = to_dict(build_config(apply_overrides({}, ["train.batch_size=32", "optim.lr=0.1", "train.progress=false"])))
-    assert describe_changes(old, new) == "optim.lr: 0.3 -> 0.1, train.batch_size: 256 -> 32"  # progress: run-only
+    assert describe_changes(old, new) == "optim.lr: 0.12 -> 0.1, train.batch_size: 256 -> 32"  # progress: run-only
     assert "and 1 more" in describe_changes({"a": 1, "b": 1}, {"a": 2, "b": 2}, limit=1)
 
 

@@ -6,7 +6,7 @@ import json
 import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, ClassVar
 
 import numpy as np
 import torch
@@ -31,6 +31,7 @@ from vipr.engine.rundir import prepare_run_dir, write_metrics
 from vipr.engine.trainer import LoopSettings, Trainer, training_generator
 from vipr.errors import ConfigError
 from vipr.models import create_backbone
+from vipr.profiles import PROFILES, apply_profile
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,8 @@ class DataConfig:
     source: str = "builtin:shapes"
     image_size: Annotated[int, SIDE_PX] = 32  # side of the augmented crops, px
     store_size: Annotated[int | None, SIDE_PX] = None  # side of decoded images for file trees (None: source default)
+    # defaults recipe: small (<= 64 px) or large images; auto picks by image_size (vipr.profiles)
+    profile: Annotated[str, Choices(*PROFILES)] = "auto"
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,9 @@ class OptimConfig:
     momentum: Annotated[float, PROB] = 0.9
     warmup_epochs: Annotated[float, Range(0, 10**6)] = 0.0
     min_lr_ratio: Annotated[float, PROB] = 0.0  # final lr / peak lr of the cosine
+    # images <= 64 px (vipr.profiles): lr 0.06 per 128 images and weight decay 5e-4, as lightly's CIFAR
+    # recipes; with MoCo's small-image head and temperature, +14 kNN points on unseen photos (docs/peer_quality.md)
+    SMALL_IMAGES: ClassVar[dict] = {"lr": 0.12, "weight_decay": 5e-4}
 
 
 @dataclass(frozen=True)
@@ -83,7 +89,8 @@ class PretrainConfig:
 
 
 def build_config(data: dict) -> PretrainConfig:
-    config = from_dict(PretrainConfig, data)
+    """The typed config of ``data`` (nested settings), with the image-size profile's defaults resolved."""
+    config = apply_profile(from_dict(PretrainConfig, data), data)
     if config.model.small_stem is None:
         config = replace(config, model=replace(config.model, small_stem=config.data.image_size <= 64))
     return config

@@ -131,7 +131,7 @@ def test_resume_with_changed_options_names_the_keys(tmp_path, capsys, one_thread
            "--set", "method.queue_size=40", "method.proj_hidden_dim=16", "method.proj_dim=8"]
     assert run_cli(run, capsys)[0] == 0
     code, _, err = run_cli([*run, "--resume", "--lr", "0.1", "--seed", "3"], capsys)
-    assert code == 1 and "written with another configuration (optim.lr: 0.3 -> 0.1, train.seed: 0 -> 3)" in err
+    assert code == 1 and "written with another configuration (optim.lr: 0.12 -> 0.1, train.seed: 0 -> 3)" in err
 
 
 def test_errors_name_the_subcommand_and_its_usage(capsys):

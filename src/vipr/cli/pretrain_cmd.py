@@ -38,7 +38,7 @@ def add_parser(sub) -> None:
     p.add_argument("--image-size", type=int, metavar="PX", help="crop side in pixels (default 32)")
     p.add_argument("--epochs", type=int, metavar="N", help="passes over the data (default 100)")
     p.add_argument("--batch-size", type=int, metavar="B", help="global batch size (default 256)")
-    p.add_argument("--lr", type=float, help="learning rate per 256 images (default 0.3)")
+    p.add_argument("--lr", type=float, help="learning rate per 256 images (default 0.12 for images <= 64 px, else 0.3)")
     p.add_argument("--out", metavar="DIR", default="runs/pretrain", help="run folder (default runs/pretrain)")
     p.add_argument("--nproc-per-node", type=int, metavar="N",
                    help=f"processes (DDP via torchrun; default {LaunchOptions.nproc_per_node})")

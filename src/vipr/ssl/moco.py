@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -33,6 +33,9 @@ class MoCoConfig(MethodConfig):
     momentum: Annotated[float, PROB] = 0.99  # EMA at the start, raised to momentum_final on a cosine
     momentum_final: Annotated[float, PROB] = 1.0
     symmetric: bool = True  # both views as query (solo-learn's MoCo V2+), 2x the loss signal per step
+    # images <= 64 px (vipr.profiles): MoCo v2's own head (no BatchNorm) at 512 wide and T 0.1; the
+    # 2048-wide BatchNorm head cost 8.6 kNN points and T 0.2 5.0 on unseen photos (docs/peer_quality.md)
+    SMALL_IMAGES: ClassVar[dict] = {"temperature": 0.1, "proj_hidden_dim": 512, "proj_batch_norm": False}
 
 
 class MomentumEncoder(nn.Module):
