@@ -128,9 +128,6 @@ def run_job(source: str, method: str, runner: str, seed: int, args) -> dict:
             torch.manual_seed(0)
             backbone, record = create_backbone(BACKBONE, small_stem=True), {"steps": 0, "seconds": 0.0}
         record.update(evaluate(backbone, dataset, args.precision))
-    if runner != "random":
-        symmetric = not any(o.replace(" ", "") == "method.symmetric=false" for o in args.set) or runner == "lightly"
-        record["gflops_per_image"] = gflops_per_image(method, symmetric)
     images = record["steps"] * args.batch_size
     record["images_per_s"] = images / record["seconds"] if record["seconds"] else None
     return record
@@ -187,7 +184,16 @@ def main(argv: list[str] | None = None) -> None:
                         print(json.dumps(record), flush=True)
     from render_peer import render
 
-    render(load_results())
+    render(with_flops(load_results()))
+
+
+def with_flops(results: dict) -> dict:
+    """Each trained record with its training GFLOPs per image (counted once per method and loss shape)."""
+    for record in results.values():
+        if record["runner"] != "random" and "gflops_per_image" not in record:
+            symmetric = record["runner"] == "lightly" or "method.symmetric=false" not in record["overrides"]
+            record["gflops_per_image"] = gflops_per_image(record["method"], symmetric)
+    return results
 
 
 if __name__ == "__main__":
