@@ -134,6 +134,16 @@ def test_resume_with_changed_options_names_the_keys(tmp_path, capsys, one_thread
     assert code == 1 and "written with another configuration (optim.lr: 0.12 -> 0.1, train.seed: 0 -> 3)" in err
 
 
+def test_a_refused_resume_leaves_the_run_folders_config(tmp_path, capsys, one_thread):
+    run = ["pretrain", "--data", DATA, "--backbone", "tiny", "--image-size", "16", "--epochs", "1", "--batch-size",
+           "20", "--out", str(tmp_path), "--no-progress", "--no-track", "--precision", "fp32",
+           "--set", "method.queue_size=40", "method.proj_hidden_dim=16", "method.proj_dim=8"]
+    assert run_cli(run, capsys)[0] == 0
+    before = (tmp_path / "config.yaml").read_text()
+    assert run_cli([*run, "--resume", "--seed", "3"], capsys)[0] == 1
+    assert (tmp_path / "config.yaml").read_text() == before  # still the checkpoint's settings
+
+
 def test_errors_name_the_subcommand_and_its_usage(capsys):
     code, _, err = run_cli(["data", "split", DATA, "--per-class", "0", "--out", "x.json"], capsys)
     assert code == 1 and err.startswith("vipr data split: error: ")

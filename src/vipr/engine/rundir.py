@@ -29,7 +29,8 @@ def prepare_run_dir(out: str | Path, config: Any, resume: bool, checkpoint_name:
         raise ViprError(f"{out} already holds a run; pass --resume to continue it, or choose another --out")
     if dist.is_main():
         out.mkdir(parents=True, exist_ok=True)
-        save_yaml(config, out / "config.yaml")
+        if not resume:  # a resume keeps the folder's config.yaml: it must match the checkpoint, checked after
+            save_yaml(config, out / "config.yaml")
         (out / "env.json").write_text(json.dumps(environment(), indent=2))
     dist.barrier()
     return out
