@@ -33,6 +33,9 @@ class MoCoConfig(MethodConfig):
     momentum: Annotated[float, PROB] = 0.99  # EMA at the start, raised to momentum_final on a cosine
     momentum_final: Annotated[float, PROB] = 1.0
     symmetric: bool = True  # both views as query (solo-learn's MoCo V2+), 2x the loss signal per step
+    # symmetric only: enqueue the keys of both views (2 x batch per step, as solo-learn), so the queue
+    # holds keys half as old; both loss terms read the queue as it was before the step
+    enqueue_both: bool = True
     # images <= 64 px (vipr.profiles): MoCo v2's own head (no BatchNorm) at 512 wide and T 0.1; the
     # 2048-wide BatchNorm head cost 8.6 kNN points and T 0.2 5.0 on unseen photos (docs/peer_quality.md)
     SMALL_IMAGES: ClassVar[dict] = {"temperature": 0.1, "proj_hidden_dim": 512, "proj_batch_norm": False}
@@ -126,8 +129,10 @@ class MoCoV2(PretrainMethod, nn.Module):
     def forward_views(self, views: list[torch.Tensor], batch) -> dict[str, torch.Tensor]:
         loss, keys = self.contrast(views[0], views[1])
         if self.config.symmetric:
-            loss_b, _ = self.contrast(views[1], views[0])
+            loss_b, keys_b = self.contrast(views[1], views[0])
             loss = (loss + loss_b) / 2
+            if self.config.enqueue_both:
+                keys = torch.cat([keys, keys_b])
         self.enqueue(keys)
         return {"loss": loss}
 
