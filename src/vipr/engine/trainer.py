@@ -25,6 +25,7 @@ from vipr.engine import signals
 from vipr.engine.card import ModelCard
 from vipr.engine.device import precision_autocast
 from vipr.engine.guards import LossGuard
+from vipr.engine.monitor import EpochMonitor
 from vipr.engine.optim import warmup_cosine
 from vipr.engine.progress import Progress
 from vipr.engine.resume import check_same_config
@@ -62,7 +63,8 @@ class Trainer:
     """
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, loader, settings: LoopSettings,
-                 run_dir: Path, card: ModelCard, device: torch.device, generator: torch.Generator | None = None):
+                 run_dir: Path, card: ModelCard, device: torch.device, generator: torch.Generator | None = None,
+                 monitor: EpochMonitor | None = None):
         check_task(model)  # a missing member fails here, not at the first save
         if settings.epochs < 1:
             raise ConfigError(f"epochs must be >= 1, got {settings.epochs}: a run of no epochs trains nothing "
@@ -82,6 +84,7 @@ class Trainer:
         self.stop = signals.StopRequest()
         self.guard = LossGuard(settings.on_nan)
         self._in_step = False  # True while a step mutates state: a checkpoint then would be inconsistent
+        self.monitor = monitor  # scored after each epoch's checkpoint (a kNN probe); None: no probe
 
     def _lr_factor(self, step: int) -> float:
         s = self.settings
@@ -128,6 +131,7 @@ class Trainer:
                     epoch_stats = self._run_epoch(epoch, start_in_epoch if epoch == start_epoch else 0, bar,
                                                   progress_log)
                     self.save()
+                    epoch_stats.update(self._run_monitor(epoch + 1, bar))
                     progress_log({"epoch": epoch + 1, "step": self.step, **epoch_stats})
         except KeyboardInterrupt:
             raise self._interrupted() from None
@@ -194,6 +198,13 @@ class Trainer:
         if stats:
             bar.note(" ".join(f"{k} {v:.3g}" for k, v in stats.items()))
             progress_log({"epoch": epoch + 1, "step": self.step, **stats})
+        return stats
+
+    def _run_monitor(self, epoch: int, bar: Progress) -> dict:
+        """The monitor's scalars after ``epoch`` (vipr.engine.monitor), shown on the progress line."""
+        stats = self.monitor(self, epoch) if self.monitor is not None else {}
+        if stats:
+            bar.note(" ".join(f"{k} {v:.3g}" for k, v in stats.items()))
         return stats
 
     def train_step(self, batch: Batch) -> dict[str, torch.Tensor]:
