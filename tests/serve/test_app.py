@@ -51,6 +51,16 @@ def test_infer_fp32_and_uint8_match_the_runtime(serve, request, kind):
     np.testing.assert_allclose(np.reshape(out["data"], (2, 10)), expected, atol=2e-2)
 
 
+def test_infer_echoes_the_request_id(serve):
+    client = serve()
+    x = np.zeros((1, 3, SIZE, SIZE), np.float32)
+    answer = client.post(f"/v2/models/{MODEL}/infer", json={"id": "req-42", **oip_body(x)}).json()
+    assert answer["id"] == "req-42" and answer["model_version"] == "1"  # OIP v2: the response carries the id
+    assert "id" not in client.post(f"/v2/models/{MODEL}/infer", json=oip_body(x)).json()
+    answer = client.post(f"/v2/models/{MODEL}/infer", json={"id": 7, **oip_body(x)})
+    assert answer.status_code == 400 and "id must be a string" in answer.json()["error"]
+
+
 def test_classify_png_and_jpeg(serve, torch_runtime):
     client = serve()
     files = [("files", ("a.png", image_file(), "image/png")),

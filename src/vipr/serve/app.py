@@ -199,12 +199,13 @@ async def infer(name: str, request: Request):
     state = _served(request, name)
     body = await request.body()
     runtime = state.runtime
-    datatype, batch = await run_in_threadpool(parse_infer_request, body, runtime.info.image_size,
+    datatype, batch, request_id = await run_in_threadpool(parse_infer_request, body, runtime.info.image_size,
                                               state.max_batch_size)
     if datatype == "UINT8":
         batch = await run_in_threadpool(runtime.preprocess, list(batch))
     outputs = await _predict(state, batch)  # (B, C)
     response = {"model_name": state.model_name,
+                **({"id": request_id} if request_id is not None else {}),  # OIP v2: the response echoes the id
                 "outputs": [{"name": runtime.info.output, "shape": list(outputs.shape), "datatype": "FP32",
                              "data": outputs.reshape(-1).tolist()}]}
     if state.model_version:

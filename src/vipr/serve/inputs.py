@@ -24,8 +24,11 @@ class BadInput(Exception):
         self.status = status
 
 
-def parse_infer_request(body: bytes, image_size: int, max_batch_size: int) -> tuple[str, np.ndarray]:
-    """The body's one input tensor -> (datatype, array (B, 3, S, S)) with B <= ``max_batch_size``."""
+def parse_infer_request(body: bytes, image_size: int, max_batch_size: int) -> tuple[str, np.ndarray, str | None]:
+    """The body's one input tensor -> (datatype, array (B, 3, S, S), request id) with B <= ``max_batch_size``.
+
+    The id is the request's optional ``"id"`` string, which the response echoes (OIP v2), or None.
+    """
     try:
         request = json.loads(body)
     except (ValueError, UnicodeDecodeError) as err:
@@ -34,6 +37,9 @@ def parse_infer_request(body: bytes, image_size: int, max_batch_size: int) -> tu
     inputs = request.get("inputs") if isinstance(request, dict) else None
     if not isinstance(inputs, list) or len(inputs) != 1 or not isinstance(inputs[0], dict):
         raise BadInput("send exactly one tensor: {\"inputs\": [{\"name\", \"shape\", \"datatype\", \"data\"}]}")
+    request_id = request.get("id")
+    if request_id is not None and not isinstance(request_id, str):
+        raise BadInput(f"the request id must be a string, got {request_id!r}")
     tensor = inputs[0]
     missing = [key for key in ("shape", "datatype", "data") if key not in tensor]
     if missing:
@@ -42,7 +48,7 @@ def parse_infer_request(body: bytes, image_size: int, max_batch_size: int) -> tu
     if datatype not in DATATYPES:
         raise BadInput(f"datatype {datatype!r} is not served; use FP32 (normalised) or UINT8 (raw pixels)")
     shape = _check_shape(tensor["shape"], image_size, max_batch_size)
-    return datatype, _to_array(tensor["data"], shape, datatype)
+    return datatype, _to_array(tensor["data"], shape, datatype), request_id
 
 
 def _check_shape(shape, image_size: int, max_batch_size: int) -> list[int]:
