@@ -13,9 +13,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from vipr.data.augment import IMAGENET_MEAN, IMAGENET_STD, eval_transform
+from vipr.data.augment import IMAGENET_MEAN, IMAGENET_STD
+from vipr.embedding import encode_split
 from vipr.engine.card import RANDOM, ModelCard, make_card
-from vipr.engine.device import precision_autocast, resolve_device, resolve_precision
+from vipr.engine.device import resolve_device, resolve_precision
 from vipr.errors import ConfigError
 from vipr.models import Backbone, create_backbone
 from vipr.models.loading import load_backbone
@@ -92,19 +93,7 @@ def extract_features(
     batches = [rows[i:i + batch_size] for i in range(0, len(rows), batch_size)]
     bar = tqdm(batches, desc=desc, unit="batch", file=sys.stderr, dynamic_ncols=True,
                disable=not progress or len(batches) < MIN_BATCHES_FOR_BAR)
-    features = [torch.zeros(0, backbone.feature_dim)]
-    for batch in bar:
-        uint8 = torch.from_numpy(_read_rows(split_images, batch, indices is None)).to(device)  # (B, 3, H, W)
-        x = eval_transform(uint8, image_size, mean, std)  # (B, 3, S, S) float32, channels-last
-        with precision_autocast(device, precision):
-            features.append(backbone.forward_features(x).float().cpu())  # (B, D)
-    return torch.cat(features)
-
-
-def _read_rows(images: np.ndarray, rows: np.ndarray, contiguous: bool) -> np.ndarray:
-    # A slice of a memmap reads one contiguous block; fancy indexing gathers row by row.
-    # Either way a writable copy, as torch.from_numpy wants (memmaps are read-only).
-    if contiguous:
-        return np.array(images[rows[0]:rows[-1] + 1], copy=True)
-    return np.ascontiguousarray(images[rows])
-
+    blocks = (slice(batch[0], batch[-1] + 1) if indices is None else batch for batch in bar)  # a slice: one memmap read
+    features = encode_split(backbone.forward_features, split_images, blocks, image_size=image_size, mean=mean,
+                            std=std, device=device, precision=precision, out_device="cpu")  # (B, D) each
+    return torch.cat([torch.zeros(0, backbone.feature_dim), *features])

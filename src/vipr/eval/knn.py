@@ -10,8 +10,9 @@ import warnings
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
+
+from vipr.embedding import cosine_topk
 
 
 def knn_predict(
@@ -57,17 +58,11 @@ def knn_predict(
     if k < 1 or not temperature > 0:
         raise ValueError(f"knn_predict needs k >= 1 and temperature > 0, got k={k}, temperature={temperature}")
     k = clamped_k(k, len(train_features))
-    train = F.normalize(train_features.float(), dim=1)  # (N_train, D)
-    train_labels = train_labels.to(train.device).long()
-    scores = []
-    for test_chunk in torch.split(test_features.float(), chunk_size):
-        sim = F.normalize(test_chunk, dim=1) @ train.T  # (B, N_train)
-        top_sim, top_idx = sim.topk(k, dim=1)  # (B, k)
-        weights = (top_sim / temperature).exp()  # (B, k)
-        chunk_scores = torch.zeros(len(test_chunk), num_classes, device=train.device)
-        chunk_scores.scatter_add_(1, train_labels[top_idx], weights)  # (B, C)
-        scores.append(chunk_scores)
-    return torch.cat(scores) if scores else torch.zeros(0, num_classes, device=train.device)
+    train_labels = train_labels.to(train_features.device).long()
+    top_sim, top_idx = cosine_topk(test_features, train_features, k, chunk_size=chunk_size, normalize=True)  # (N_test, k)
+    weights = (top_sim / temperature).exp()  # (N_test, k)
+    scores = torch.zeros(len(test_features), num_classes, device=train_features.device)
+    return scores.scatter_add_(1, train_labels[top_idx], weights)  # (N_test, C)
 
 
 def clamped_k(k: int, num_train: int) -> int:

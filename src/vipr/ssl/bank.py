@@ -16,11 +16,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 from tqdm import tqdm
 
-from vipr.data.augment import IMAGENET_MEAN, IMAGENET_STD, eval_transform
+from vipr.data.augment import IMAGENET_MEAN, IMAGENET_STD
+from vipr.embedding import cosine_topk, encode_split
 from vipr.engine.distributed import gather, is_main, rank, world_size
 
 
@@ -86,15 +86,11 @@ def _encode_shard(encoder, images: np.ndarray, me: int, ranks: int, *, image_siz
                   batch_size: int, device: torch.device, progress: bool) -> Tensor:
     """Normalised features (ceil((N - me) / ranks), D) float32 of images ``me::ranks``."""
     count = len(range(me, len(images), ranks))
-    parts = []
+    blocks = (slice(me + first * ranks, me + (min(first + batch_size, count) - 1) * ranks + 1, ranks)
+              for first in range(0, count, batch_size))  # basic slices: no index array
     with tqdm(total=count, desc="feature bank", unit="img", file=sys.stderr, leave=False, disable=not progress) as bar:
-        for first in range(0, count, batch_size):
-            last = min(first + batch_size, count)
-            block = images[me + first * ranks: me + (last - 1) * ranks + 1: ranks]  # basic slice: no index array
-            batch = torch.from_numpy(np.array(block)).to(device, non_blocking=True)  # a copy: memory maps are read-only
-            x = eval_transform(batch, image_size, mean, std)  # (B, 3, S, S)
-            parts.append(F.normalize(encoder(x).float(), dim=1))  # (B, D)
-            bar.update(len(block))
+        parts = encode_split(encoder, images, blocks, image_size=image_size, mean=mean, std=std, device=device,
+                             normalize=True, on_block=bar.update)  # (B, D) each
     return torch.cat(parts)
 
 
@@ -140,15 +136,7 @@ def knn_indices(
         raise ValueError(f"exclude_self means the queries are bank rows 0..M-1, but M={m} > N={n}")
     if use_faiss:
         return _faiss_knn(queries, bank, k, exclude_self).to(queries.device)
-    bank = bank.float()
-    out = []
-    for first in range(0, m, chunk_size):
-        sim = queries[first:first + chunk_size].float() @ bank.T  # (B, N)
-        if exclude_self:
-            rows = torch.arange(len(sim), device=sim.device)
-            sim[rows, first + rows] = -float("inf")
-        out.append(sim.topk(k, dim=1).indices)  # (B, k)
-    return torch.cat(out) if out else torch.zeros(0, k, dtype=torch.long, device=queries.device)
+    return cosine_topk(queries, bank, k, chunk_size=chunk_size, exclude_self=exclude_self)[1]
 
 
 def _faiss_knn(queries: Tensor, bank: Tensor, k: int, exclude_self: bool) -> Tensor:
