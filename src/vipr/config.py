@@ -25,6 +25,7 @@ import difflib
 import hashlib
 import json
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass
@@ -151,6 +152,21 @@ WEIGHT_DECAY = Range(0, 1)
 TEMPERATURE = Range(0, 100, low_open=True)  # softmax temperatures, Beta concentrations
 THREADS = Range(0, 4096)  # 0 = torch's default
 PRECISION = Choices("auto", "bf16", "fp16", "fp32")
+
+
+class DeviceChoice(Choices):
+    """A device name: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` (any index N) or ``mps``.
+
+    Whether this machine has it is vipr.engine.device.resolve_device's question, asked before any work."""
+
+    def __init__(self):
+        super().__init__("auto", "cpu", "cuda", "cuda:N", "mps")
+
+    def allows(self, value: Any) -> bool:
+        return value in ("auto", "cpu", "cuda", "mps") or bool(re.fullmatch(r"cuda:\d+", str(value)))
+
+
+DEVICE = DeviceChoice()
 
 
 def constraints(hint: Any) -> tuple[Any, list]:

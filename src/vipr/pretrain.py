@@ -12,8 +12,8 @@ import numpy as np
 import torch
 
 from vipr import ssl
-from vipr.config import (BATCH, COUNT, COUNT_OR_OFF, EPOCHS, LR, PRECISION, PROB, SEED, SIDE_PX, THREADS, WEIGHT_DECAY,
-                         Choices, Range, config_digest, from_dict, to_dict, without_run_only)
+from vipr.config import (BATCH, COUNT, COUNT_OR_OFF, DEVICE, EPOCHS, LR, PRECISION, PROB, SEED, SIDE_PX, THREADS,
+                         WEIGHT_DECAY, Choices, Range, config_digest, from_dict, to_dict, without_run_only)
 from vipr.data.augment import IMAGENET_MEAN, IMAGENET_STD, get_recipe
 from vipr.data.loader import BatchIterator
 from vipr.data.sources import open_dataset
@@ -72,7 +72,7 @@ class TrainConfig:
     checkpoint_every: Annotated[int, COUNT_OR_OFF] = 200  # steps between mid-epoch checkpoints (0: epoch ends only)
     log_every: Annotated[int, COUNT] = 10  # steps between metric lines
     seed: Annotated[int, SEED] = 0
-    device: str = "auto"
+    device: Annotated[str, DEVICE] = "auto"  # auto | cpu | cuda | cuda:N | mps (vipr.engine.device)
     num_threads: Annotated[int, THREADS] = 0  # torch intra-op threads; 0 = torch's default
     progress: bool = True
     on_nan: Annotated[str, Choices("stop", "skip")] = "stop"  # a non-finite loss stops the run, or skips its step
@@ -121,8 +121,9 @@ def run_pretrain(config: PretrainConfig, out_dir: str | Path, resume: bool = Fal
         trainer.restore(out / CHECKPOINT_NAME)
     log = MetricsLog(out / "metrics.jsonl", enabled=dist.is_main())
     trainer.fit(log)
-    metrics = {"steps": trainer.step, "epochs": config.train.epochs, **_last_epoch(out / "metrics.jsonl"),
-               "checkpoint": str(out / CHECKPOINT_NAME), "skipped_images": len(dataset.skipped)}
+    metrics = {"steps": trainer.step, "epochs": config.train.epochs, "device": str(device),
+               **_last_epoch(out / "metrics.jsonl"), "checkpoint": str(out / CHECKPOINT_NAME),
+               "skipped_images": len(dataset.skipped)}
     if dist.is_main():
         write_metrics(out, metrics)
     return metrics

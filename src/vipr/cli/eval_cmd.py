@@ -6,7 +6,7 @@ import argparse
 import json
 
 from vipr.cli.options import EvalOptions, FewshotOptions, FinetuneOptions, KnnOptions
-from vipr.cli.parser import Parser, add_backbone_flag, add_json_flag, add_track_flag
+from vipr.cli.parser import Parser, add_backbone_flag, add_device_flag, add_json_flag, add_track_flag
 
 OPTIONS = {"knn": KnnOptions, "linear": EvalOptions, "finetune": FinetuneOptions, "fewshot": FewshotOptions}
 
@@ -71,6 +71,7 @@ def _add_common(p, classifier: bool) -> None:
     p.add_argument("--image-size", type=int, metavar="PX", help="input size (default: the checkpoint's)")
     saved = "metrics.json and classifier.pt" if classifier else "metrics.json"
     p.add_argument("--out", metavar="DIR", help=f"run folder for {saved}")
+    add_device_flag(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_track_flag(p)
     add_json_flag(p)
@@ -102,10 +103,13 @@ def run(args) -> int:
     from vipr.cli.runs import tracked
 
     options = read_options(OPTIONS[args.kind], args)  # every bad number before any data is read
+    from vipr.engine.device import resolve_device
+
+    resolve_device(options.device)  # a device this machine lacks, before any work
     if args.out:
         check_out_dir(args.out)  # before the work: the score must not be lost to an unwritable folder
     common = dict(checkpoint=args.checkpoint, data=args.data, backbone=args.backbone, image_size=options.image_size,
-                  out=args.out, progress=not args.no_progress)
+                  out=args.out, device=options.device, progress=not args.no_progress)
     with tracked(args.out, f"eval-{args.kind}", args.no_track):
         metrics = evaluate(args, options, common)
     if args.out:

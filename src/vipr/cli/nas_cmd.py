@@ -8,7 +8,7 @@ from pathlib import Path
 
 from vipr.cli import nas_train_cmd
 from vipr.cli.options import naming_flags
-from vipr.cli.parser import Parser, add_json_flag, add_run_flags, config_overrides
+from vipr.cli.parser import Parser, add_device_flag, add_json_flag, add_run_flags, config_overrides
 from vipr.cli.paths import check_out_dir
 
 SEARCH_HELP = """Search a cell architecture with a differentiable NAS strategy.
@@ -34,7 +34,7 @@ Train the found cell with `vipr nas train DIR/genotype.json` (or --genotype DIR/
 FLAG_KEYS = {"strategy": "strategy.name", "data": "data.source", "epochs": "strategy.epochs",
              "warmup_epochs": "strategy.warmup_epochs", "order": "strategy.order", "layers": "network.layers",
              "channels": "network.channels", "batch_size": "train.batch_size", "image_size": "data.image_size",
-             "precision": "train.precision", "seed": "train.seed"}
+             "precision": "train.precision", "seed": "train.seed", "device": "train.device"}
 
 
 def add_parser(sub) -> None:
@@ -59,6 +59,7 @@ def add_search_parser(sub) -> None:
     p.add_argument("--channels", type=int, metavar="C", help="initial channels (default 16)")
     p.add_argument("--batch-size", type=int, metavar="B", help="images per weight step and per alpha step (default 64)")
     p.add_argument("--image-size", type=int, metavar="PX", help="crop side in pixels (default 32)")
+    add_device_flag(p)
     add_run_flags(p, precision_help="auto | bf16 | fp16 | fp32 (auto: fp32 on CPU)")
     add_json_flag(p)
     p.set_defaults(run=run_search_command)
@@ -70,12 +71,14 @@ def config_from_args(args) -> dict:
 
 def run_search_command(args) -> int:
     from vipr.config import ConfigValueError
+    from vipr.engine.device import resolve_device
     from vipr.nas.search import build_config, run_search
 
     try:
         config = build_config(config_from_args(args))  # every config error before any data is read
     except ConfigValueError as err:
         raise naming_flags(err, FLAG_KEYS) from None
+    resolve_device(config.train.device)  # a device this machine lacks, before the run folder
     check_out_dir(args.out)
     metrics = run_search(config, args.out, resume=args.resume)
     print(f"searched with {config.strategy.name}: genotype {Path(args.out) / 'genotype.json'}")

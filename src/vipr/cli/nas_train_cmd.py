@@ -8,7 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from vipr.cli.options import naming_flags
-from vipr.cli.parser import add_json_flag, add_run_flags, config_overrides
+from vipr.cli.parser import add_device_flag, add_json_flag, add_run_flags, config_overrides
 from vipr.cli.paths import check_out_dir
 from vipr.config import ConfigValueError, from_dict
 from vipr.errors import ConfigError
@@ -26,7 +26,7 @@ finetune --checkpoint DIR` read. Ctrl-C or SIGTERM saves; --resume continues exa
 
 # option -> config key
 FLAGS = ("data", "epochs", "channels", "layers", "batch_size", "lr", "auxiliary_weight", "drop_path", "cutout",
-         "image_size", "precision", "seed")
+         "image_size", "precision", "seed", "device")
 
 
 def add_parser(sub) -> None:
@@ -45,6 +45,7 @@ def add_parser(sub) -> None:
     p.add_argument("--drop-path", type=float, metavar="P", help="final drop-path probability (default 0.2)")
     p.add_argument("--cutout", type=int, metavar="PX", help="Cutout square side; 0 = off (default 16 at 32 px)")
     p.add_argument("--image-size", type=int, metavar="PX", help="input side (default: the data's)")
+    add_device_flag(p)
     add_run_flags(p)
     add_json_flag(p)
     p.set_defaults(run=run)
@@ -68,9 +69,11 @@ def config_from_args(args):
 
 def run(args) -> int:
     from vipr.engine import distributed as dist
+    from vipr.engine.device import resolve_device
     from vipr.nas.train import run_nas_train
 
     config = config_from_args(args)
+    resolve_device(config.device)  # a device this machine lacks, before the run folder
     check_out_dir(args.out)
     metrics = run_nas_train(config, args.out, resume=args.resume)
     if dist.is_main():

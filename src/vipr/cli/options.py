@@ -12,8 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated, Any, TypeVar
 
-from vipr.config import (BATCH, COUNT, EPOCHS, FRACTION, SEED, SIDE_PX, TEMPERATURE, ConfigValueError, LR, Range,
-                         from_dict)
+from vipr.config import (BATCH, COUNT, DEVICE, EPOCHS, FRACTION, SEED, SIDE_PX, TEMPERATURE, ConfigValueError, LR,
+                         Range, from_dict)
 from vipr.errors import ConfigError
 
 T = TypeVar("T")
@@ -24,6 +24,7 @@ PORT = Range(1, 65535)
 @dataclass(frozen=True)
 class EvalOptions:
     image_size: Annotated[int | None, SIDE_PX] = None  # px; None: the checkpoint's
+    device: Annotated[str, DEVICE] = "auto"  # vipr.engine.device.resolve_device
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,7 @@ class ServeOptions:
     max_delay_ms: Annotated[float, Range(0, 60_000)] = 5.0
     max_queue: Annotated[int, Range(1, 10**6)] = 256
     max_pixels: Annotated[int, Range(1, 2**31)] = 4096 * 4096  # largest image accepted (413 over)
+    device: Annotated[str, DEVICE] = "auto"  # the torch runtime's device; onnx: CUDA where onnxruntime has it
 
 
 @dataclass(frozen=True)

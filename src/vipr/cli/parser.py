@@ -103,6 +103,15 @@ def add_track_flag(parser: argparse.ArgumentParser) -> None:
                         help="do not log this run to the workspace's MLflow store (also: VIPR_TRACKING=0)")
 
 
+DEVICE_HELP = ("auto | cpu | cuda | cuda:N | mps (default auto: this process's GPU when there is one, else the "
+               "CPU; a device this machine lacks is refused before any work)")
+
+
+def add_device_flag(parser: argparse.ArgumentParser, help: str = DEVICE_HELP) -> None:
+    """--device: where the command computes (vipr.engine.device.resolve_device reads it)."""
+    parser.add_argument("--device", metavar="DEVICE", help=help)
+
+
 def add_run_flags(parser: argparse.ArgumentParser,
                   precision_help: str = "auto | bf16 | fp16 | fp32 (default auto)") -> None:
     """The flags every training command shares; ``config_overrides`` reads them."""

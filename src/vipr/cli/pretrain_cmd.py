@@ -12,7 +12,8 @@ from pathlib import Path
 from vipr.cli.options import LaunchOptions, naming_flags, read_options
 from vipr.cli.paths import check_out_dir
 from vipr.cli.runs import tracked
-from vipr.cli.parser import add_backbone_flag, add_json_flag, add_run_flags, add_track_flag, config_overrides
+from vipr.cli.parser import (add_backbone_flag, add_device_flag, add_json_flag, add_run_flags, add_track_flag,
+                             config_overrides)
 
 HELP = """Pre-train a backbone on unlabeled images with a self-supervised method.
 
@@ -26,7 +27,7 @@ A finished run is logged to the workspace's MLflow store (`vipr ui`) unless --no
 # option -> dotted config key
 FLAG_KEYS = {"data": "data.source", "method": "method.name", "backbone": "model.backbone",
              "image_size": "data.image_size", "epochs": "train.epochs", "batch_size": "train.batch_size",
-             "lr": "optim.lr", "precision": "train.precision", "seed": "train.seed"}
+             "lr": "optim.lr", "precision": "train.precision", "seed": "train.seed", "device": "train.device"}
 
 
 def add_parser(sub) -> None:
@@ -42,6 +43,7 @@ def add_parser(sub) -> None:
     p.add_argument("--out", metavar="DIR", default="runs/pretrain", help="run folder (default runs/pretrain)")
     p.add_argument("--nproc-per-node", type=int, metavar="N",
                    help=f"processes (DDP via torchrun; default {LaunchOptions.nproc_per_node})")
+    add_device_flag(p)
     add_run_flags(p)
     add_track_flag(p)
     add_json_flag(p)
@@ -66,6 +68,9 @@ def read_config(args):
 def run(args) -> int:
     launch = read_options(LaunchOptions, args)
     config = read_config(args)  # a bad option fails here, once, before torchrun starts its processes
+    from vipr.engine.device import resolve_device
+
+    resolve_device(config.train.device)  # a device this machine lacks, before the run folder
     check_out_dir(args.out)
     if launch.nproc_per_node > 1 and "LOCAL_RANK" not in os.environ:
         return launch_torchrun(args.argv, launch.nproc_per_node)

@@ -7,7 +7,7 @@ import json
 import shutil
 from pathlib import Path
 
-from vipr.cli.parser import add_backbone_flag
+from vipr.cli.parser import add_backbone_flag, add_device_flag
 
 HELP = """A tour in one command: MoCo v2 pre-training of a small conv net on builtin:shapes
 (procedurally generated shapes whose colour, background, position, scale and rotation vary),
@@ -22,6 +22,7 @@ def add_parser(sub) -> None:
     p.add_argument("--epochs", type=int, default=QUICK["train.epochs"], help=f"pre-training epochs (default {QUICK['train.epochs']})")
     add_backbone_flag(p, shown_default=QUICK["model.backbone"], default=QUICK["model.backbone"])
     p.add_argument("--data", default="builtin:shapes", metavar="SRC", help="data source (default builtin:shapes)")
+    add_device_flag(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--json", action="store_true", help="print the results as one JSON line at the end")
     p.set_defaults(run=run)
@@ -40,18 +41,22 @@ def run(args) -> int:
     from vipr.cli.options import naming_flags
     from vipr.cli.paths import check_out_dir
     from vipr.config import ConfigValueError, apply_overrides
+    from vipr.engine.device import resolve_device
     from vipr.eval.runner import run_eval
     from vipr.pretrain import build_config, run_pretrain
 
     out = Path(args.out)
-    check_out_dir(out)
-    if (out / "pretrain").exists():
-        shutil.rmtree(out / "pretrain")  # the quickstart always starts fresh
-    settings = {**QUICK, "train.epochs": args.epochs, "model.backbone": args.backbone, "data.source": args.data, "train.progress": not args.no_progress}
+    settings = {**QUICK, "train.epochs": args.epochs, "model.backbone": args.backbone, "data.source": args.data,
+                "train.progress": not args.no_progress, "train.device": args.device or "auto"}
     try:
         config = build_config(apply_overrides({}, [f"{k}={v}" for k, v in settings.items()]))
     except ConfigValueError as err:
-        raise naming_flags(err, {"epochs": "train.epochs", "backbone": "model.backbone", "data": "data.source"}) from None
+        raise naming_flags(err, {"epochs": "train.epochs", "backbone": "model.backbone", "data": "data.source",
+                                 "device": "train.device"}) from None
+    resolve_device(config.train.device)  # a device this machine lacks, before any work
+    check_out_dir(out)
+    if (out / "pretrain").exists():
+        shutil.rmtree(out / "pretrain")  # the quickstart always starts fresh
     print(f"pre-training {config.model.backbone} with {config.method.name} on {args.data} for {args.epochs} epochs")
     pretrain = run_pretrain(config, out / "pretrain")
     results = {}
@@ -59,7 +64,7 @@ def run(args) -> int:
         for kind in ("knn", "linear"):
             metrics = run_eval(kind, checkpoint=checkpoint, data=args.data, backbone=config.model.backbone,
                                image_size=config.data.image_size, out=out / f"eval-{kind}-{name.split()[0]}",
-                               progress=not args.no_progress)
+                               device=config.train.device, progress=not args.no_progress)
             results[(name, kind)] = metrics["top1"]
     print_table(results, pretrain, out)
     if args.json:

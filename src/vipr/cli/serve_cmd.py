@@ -45,6 +45,9 @@ def add_parser(sub) -> None:
     p.add_argument("--max-queue", type=int, help=f"requests waiting before 503 (default {o.max_queue})")
     p.add_argument("--max-pixels", type=int,
                    help=f"largest image accepted, in pixels; 413 over (default {o.max_pixels})")
+    p.add_argument("--device", metavar="DEVICE",
+                   help="auto | cpu | cuda | cuda:N | mps (default auto: a GPU when there is one and the runtime "
+                        "can use it, else the CPU)")
     p.add_argument("--token", help="bearer token required by every endpoint but health (default $VIPR_SERVE_TOKEN)")
     p.set_defaults(run=run)
 
@@ -86,11 +89,14 @@ def run(args) -> int:
     from vipr.cli.options import read_options
 
     options = read_options(ServeOptions, args)
+    from vipr.engine.device import resolve_device
+
+    resolve_device(options.device)  # a device this machine lacks, before the port and the model
     check_port_free(args.host, options.port)  # before loading the model, and before saying where it serves
     from vipr.serve.runtime import load_runtime
 
     path, name, version = resolve(args.ref)
-    runtime = load_runtime(path, args.runtime)
+    runtime = load_runtime(path, args.runtime, device=options.device)
     import uvicorn
 
     from vipr.serve.app import create_app
@@ -100,7 +106,7 @@ def run(args) -> int:
                      max_pixels=options.max_pixels)
     check_port_free(args.host, options.port)  # loading took a while: still free?
     label = f"{name}/{version}" if version else name
-    print(f"serving {label} ({args.runtime}) on http://{args.host}:{options.port}/v2/models/{name} "
+    print(f"serving {label} ({args.runtime} on {runtime.device}) on http://{args.host}:{options.port}/v2/models/{name} "
           f"(Ctrl-C stops it)", file=sys.stderr, flush=True)
     uvicorn.run(app, host=args.host, port=options.port, log_level="info", timeout_graceful_shutdown=30)
     return 0

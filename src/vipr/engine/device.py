@@ -1,4 +1,10 @@
-"""Device, precision and thread choices."""
+"""Device, precision and thread choices.
+
+One resolver for every command's ``--device`` (and the ``train.device`` / ``device`` config
+keys): ``auto`` (this rank's GPU when there is one, else the CPU; Apple's ``mps`` only when
+asked for), ``cpu``, ``cuda`` (this rank's GPU), ``cuda:N``, ``mps``. A device the machine
+lacks fails at once, in one line naming the flag and what to use instead.
+"""
 
 from __future__ import annotations
 
@@ -7,22 +13,33 @@ from contextlib import nullcontext
 
 import torch
 
+from vipr.config import DEVICE
 from vipr.errors import ConfigError
 
+DEVICE_NAMES = DEVICE.values  # declared in vipr.config, beside the other value sets
 
-def resolve_device(name: str = "auto") -> torch.device:
-    """``auto``: this rank's GPU when there is one, else the CPU."""
+
+def resolve_device(name: str = "auto", flag: str = "--device") -> torch.device:
+    """The ``torch.device`` for ``name`` (see the module docstring), or a ConfigError naming ``flag``."""
+    if not DEVICE.allows(name):
+        raise ConfigError(f"{flag} {name}: unknown device; use {' | '.join(DEVICE_NAMES)}")
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))  # under torchrun: this process's GPU
     if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        return torch.device("cuda", local_rank) if torch.cuda.is_available() else torch.device("cpu")
+    if name == "cpu":
         return torch.device("cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"unknown device '{name}'; use auto, cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device 'cuda' asked for but no GPU is visible; use --set train.device=cpu")
-    return device
+    if name == "mps":
+        if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            raise ConfigError(f"{flag} mps: no Apple MPS device on this machine; use {flag} cpu or auto")
+        return torch.device("mps")
+    if not torch.cuda.is_available():
+        raise ConfigError(f"{flag} {name}: no CUDA device on this machine; use {flag} cpu or auto")
+    index = local_rank if name == "cuda" else int(name.split(":")[1])
+    count = torch.cuda.device_count()
+    if index >= count:
+        raise ConfigError(f"{flag} {name}: this machine has {count} CUDA device(s), cuda:0 to cuda:{count - 1}; "
+                          f"pick one of them, or {flag} cuda or auto")
+    return torch.device("cuda", index)
 
 
 def cpu_has_fast_bf16() -> bool:

@@ -62,7 +62,7 @@ class EvalSetup:
     def metrics(self, kind: str, args: dict) -> dict:
         """The fields every evaluation reports, before its own."""
         return {"kind": kind, "checkpoint": args["checkpoint"], "data": args["data"],
-                "backbone": self.card.architecture, "image_size": self.card.image_size}
+                "backbone": self.card.architecture, "image_size": self.card.image_size, "device": str(self.device)}
 
     def seconds(self) -> float:
         return round(time.perf_counter() - self.started, 3)

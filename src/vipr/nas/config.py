@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Annotated
 
-from vipr.config import (BATCH, CELLS, COUNT_OR_OFF, EPOCHS, FRACTION, PRECISION, SEARCH_EPOCHS, SEED, SIDE_PX, THREADS,
-                         Range)
+from vipr.config import (BATCH, CELLS, COUNT_OR_OFF, DEVICE, EPOCHS, FRACTION, PRECISION, SEARCH_EPOCHS, SEED,
+                         SIDE_PX, THREADS, Range)
 from vipr.errors import ConfigError
 
 
@@ -58,7 +58,7 @@ class TrainSection:
     seed: Annotated[int, SEED] = 0
     precision: Annotated[str, PRECISION] = "auto"  # auto | bf16 | fp16 | fp32 (auto: see SearchConfig's docstring)
     channels_last: bool = True  # 1.9x faster fp32 steps on CPU for the C=16 supernet (oneDNN depthwise convs)
-    device: str = "auto"
+    device: Annotated[str, DEVICE] = "auto"  # auto | cpu | cuda | cuda:N | mps (vipr.engine.device)
     num_threads: Annotated[int, THREADS] = 0  # torch intra-op threads; 0 = torch's default
     eval_batches: Annotated[int, COUNT_OR_OFF] = 10  # alpha-split batches scored after each epoch for "val acc"; 0 = none
     progress: bool = True

@@ -58,8 +58,8 @@ def run_search(config: SearchConfig, out: str | Path, resume: bool = False) -> d
 
 
 def _run(config: SearchConfig, out: Path, resume: bool) -> dict:
+    device = resolve_device(config.train.device)  # a device this machine lacks fails before the run folder
     out = prepare_run_dir(out, config, resume, CHECKPOINT_NAME)
-    device = resolve_device(config.train.device)
     precision = resolve_search_precision(config.train.precision, device)
     torch.manual_seed(config.train.seed)
     dataset = open_dataset(config.data.source, store_size=config.data.store_size)

@@ -26,8 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vipr.config import (BATCH, BELOW_ONE, CELLS, COUNT, COUNT_OR_OFF, EPOCHS, LR, PRECISION, PROB, SEED, SIDE_PX,
-                         THREADS, WEIGHT_DECAY, Range, config_digest, to_dict, without_run_only)
+from vipr.config import (BATCH, BELOW_ONE, CELLS, COUNT, COUNT_OR_OFF, DEVICE, EPOCHS, LR, PRECISION, PROB, SEED,
+                         SIDE_PX, THREADS, WEIGHT_DECAY, Range, config_digest, to_dict, without_run_only)
 from vipr.data.augment import IMAGENET_MEAN, IMAGENET_STD
 from vipr.data.batch import Batch
 from vipr.data.loader import BatchIterator
@@ -67,7 +67,7 @@ class NasTrainConfig:
     cutout: Annotated[int | None, Range(0, 4096)] = None  # px side of the Cutout square; None: 16 px at 32 px, scaled; 0 = off
     precision: Annotated[str, PRECISION] = "auto"
     seed: Annotated[int, SEED] = 0
-    device: str = "auto"
+    device: Annotated[str, DEVICE] = "auto"  # auto | cpu | cuda | cuda:N | mps (vipr.engine.device)
     num_threads: Annotated[int, THREADS] = 0  # torch intra-op threads; 0 = torch's default
     checkpoint_every: Annotated[int, COUNT_OR_OFF] = 0  # steps between mid-epoch checkpoints; 0 = epoch ends only
     log_every: Annotated[int, COUNT] = 10
@@ -184,7 +184,8 @@ def run_nas_train(config: NasTrainConfig, out_dir: str | Path, resume: bool = Fa
     trainer.card = replace(trainer.card, evaluation=test)
     trainer.save()  # the final checkpoint carries the test accuracy in its card
     metrics = {"steps": trainer.step, "epochs": config.epochs, **cost, **test, "image_size": image_size,
-               "channels": config.channels, "layers": layers, "checkpoint": str(out / CHECKPOINT_NAME)}
+               "channels": config.channels, "layers": layers, "checkpoint": str(out / CHECKPOINT_NAME),
+               "device": str(device)}
     if dist.is_main():
         write_metrics(out, metrics)
     return metrics

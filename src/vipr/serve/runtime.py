@@ -22,7 +22,7 @@ import torch
 
 from vipr.data.augment import eval_transform
 from vipr.engine.card import ModelCard
-from vipr.engine.device import precision_autocast
+from vipr.engine.device import precision_autocast, resolve_device
 from vipr.errors import ConfigError, ExportError
 from vipr.fsutil import atomic_path, cache_root, file_sha256
 
@@ -80,51 +80,53 @@ def preprocess(images: list[np.ndarray], info: ModelInfo) -> np.ndarray:
 
 
 class TorchRuntime:
-    """The checkpoint's model in eval mode, channels-last, bf16 autocast where the CPU runs it fast."""
+    """The checkpoint's model in eval mode on ``device``, channels-last, bf16 autocast where it runs fast."""
 
-    def __init__(self, model: torch.nn.Module, card: ModelCard, precision: str = "auto"):
+    def __init__(self, model: torch.nn.Module, card: ModelCard, precision: str = "auto", device: str = "cpu"):
         from vipr.engine.device import resolve_precision
 
-        self.model = model.eval().to(memory_format=torch.channels_last)
-        self.precision = resolve_precision(precision, torch.device("cpu"))
+        self.device = resolve_device(device)
+        self.model = model.eval().to(device=self.device, memory_format=torch.channels_last)
+        self.precision = resolve_precision(precision, self.device)
         output_dim = card.num_classes or int(model.feature_dim)
         self.info = ModelInfo.from_card(card, output_dim, platform="pytorch_torchscript")
 
     @classmethod
-    def from_checkpoint(cls, path: str | os.PathLike, precision: str = "auto") -> TorchRuntime:
+    def from_checkpoint(cls, path: str | os.PathLike, precision: str = "auto", device: str = "cpu") -> TorchRuntime:
         from vipr.serve.export import load_for_export
 
         model, card = load_for_export(path)
-        return cls(model, card, precision)
+        return cls(model, card, precision, device)
 
     def preprocess(self, images: list[np.ndarray]) -> np.ndarray:
         return preprocess(images, self.info)
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
         x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))
-        x = x.contiguous(memory_format=torch.channels_last)  # (B, 3, S, S)
-        with torch.inference_mode(), precision_autocast(torch.device("cpu"), self.precision):
-            return self.model(x).float().numpy()  # (B, C)
+        x = x.to(self.device).contiguous(memory_format=torch.channels_last)  # (B, 3, S, S)
+        with torch.inference_mode(), precision_autocast(self.device, self.precision):
+            return self.model(x).float().cpu().numpy()  # (B, C)
 
 
 class OnnxRuntime:
     """An onnxruntime session on an exported file; a checkpoint is exported once into the cache."""
 
-    def __init__(self, onnx_path: str | os.PathLike, threads: int = 0):
+    def __init__(self, onnx_path: str | os.PathLike, threads: int = 0, device: str = "cpu"):
         import onnxruntime
 
         from vipr.serve.export import INPUT_NAME, read_onnx_metadata
 
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = threads  # 0: onnxruntime's default (one per core)
-        self.session = onnxruntime.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+        self.session = onnxruntime.InferenceSession(str(onnx_path), options, providers=onnx_providers(device))
+        self.device = "cuda" if "CUDAExecutionProvider" in self.session.get_providers() else "cpu"  # for messages
         self.path = Path(onnx_path)
         self.input_name = INPUT_NAME
         self.info = ModelInfo.from_export(read_onnx_metadata(onnx_path), platform="onnxruntime_onnx")
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike, cache_dir: str | os.PathLike | None = None,
-                        threads: int = 0) -> OnnxRuntime:
+                        threads: int = 0, device: str = "cpu") -> OnnxRuntime:
         from vipr.engine.checkpoint import resolve_path
         from vipr.serve.export import export_model
 
@@ -133,7 +135,7 @@ class OnnxRuntime:
         if not out.exists():  # concurrent servers never see a half-written file; the .json lands first
             with atomic_path(out) as tmp, atomic_path(f"{out}.json", tmp=f"{tmp}.json"):
                 export_model(path, "onnx", tmp)
-        return cls(out, threads)
+        return cls(out, threads, device)
 
     def preprocess(self, images: list[np.ndarray]) -> np.ndarray:
         return preprocess(images, self.info)
@@ -141,6 +143,21 @@ class OnnxRuntime:
     def predict(self, batch: np.ndarray) -> np.ndarray:
         x = np.ascontiguousarray(batch, dtype=np.float32)  # (B, 3, S, S)
         return self.session.run(None, {self.input_name: x})[0]  # (B, C)
+
+
+def onnx_providers(device: str) -> list:
+    """onnxruntime's execution providers for a ``--device``: CUDA where both torch and onnxruntime have it."""
+    import onnxruntime
+
+    resolved = resolve_device(device)  # a device this machine lacks is refused here, as everywhere
+    if resolved.type == "cpu":
+        return ["CPUExecutionProvider"]
+    if resolved.type == "cuda" and "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+        return [("CUDAExecutionProvider", {"device_id": resolved.index or 0}), "CPUExecutionProvider"]
+    if device == "auto":  # a GPU, but an onnxruntime built without CUDA: the CPU, as before
+        return ["CPUExecutionProvider"]
+    raise ConfigError(f"--device {device}: this onnxruntime cannot run on {resolved.type} (providers: "
+                      f"{', '.join(onnxruntime.get_available_providers())}); use --runtime torch, or --device cpu")
 
 
 def onnx_cache_path(checkpoint_path: Path, cache_dir: str | os.PathLike | None = None) -> Path:
@@ -151,15 +168,16 @@ def onnx_cache_path(checkpoint_path: Path, cache_dir: str | os.PathLike | None =
     return folder / f"{digest}.onnx"
 
 
-def load_runtime(path: str | os.PathLike, kind: str = "onnx", *, cache_dir: str | os.PathLike | None = None):
-    """A runtime of ``kind`` for a checkpoint file, or for an exported ``.onnx`` file."""
+def load_runtime(path: str | os.PathLike, kind: str = "onnx", *, cache_dir: str | os.PathLike | None = None,
+                 device: str = "cpu"):
+    """A runtime of ``kind`` on ``device`` (vipr.engine.device) for a checkpoint file or an exported ``.onnx`` file."""
     if kind not in RUNTIMES:
         raise ConfigError(f"unknown runtime '{kind}'; use one of {', '.join(RUNTIMES)}")
     path = Path(path)
     if path.suffix == ".onnx":
         if kind != "onnx":
             raise ExportError(f"{path} is an exported ONNX file; serve it with --runtime onnx, or pass the checkpoint")
-        return OnnxRuntime(path)
+        return OnnxRuntime(path, device=device)
     if kind == "onnx":
-        return OnnxRuntime.from_checkpoint(path, cache_dir)
-    return TorchRuntime.from_checkpoint(path)
+        return OnnxRuntime.from_checkpoint(path, cache_dir, device=device)
+    return TorchRuntime.from_checkpoint(path, device=device)
