@@ -3,7 +3,9 @@
 Each recipe is lightly's own parts (transform, heads, loss, momentum schedule) with the
 optimiser of lightly's ``cifar10_benchmark.py``: SGD lr 0.06 x B/128, momentum 0.9, weight
 decay 5e-4, cosine over the epochs. The backbone is vipr's (the same network both sides are
-measured on); augmentation is lightly's per-image PIL pipeline, as its users run it.
+measured on); augmentation is lightly's per-image PIL pipeline, as its users run it, or, with
+``aug="vipr"`` (an ablation), vipr's batched views of the same recipe, to tell the augmentation's
+share of a difference from the rest of the recipe's.
 Needs the ``bench`` extra (``pip install -e ".[bench]"``).
 """
 
@@ -79,9 +81,18 @@ def _views(transform, images: np.ndarray, rows: np.ndarray) -> tuple[torch.Tenso
             torch.stack([p[1] for p in pairs]).contiguous(memory_format=torch.channels_last))
 
 
+def _vipr_views(method: str, image_size: int, seed: int):
+    """vipr's views of ``method``'s recipe (blur off at 32 px, as lightly's runs here), batched."""
+    from vipr.data.augment import augment_views, get_recipe
+
+    recipe, generator = get_recipe(method, image_size), torch.Generator().manual_seed(seed)
+    return lambda images, rows: tuple(augment_views(torch.from_numpy(images[rows]), recipe,
+                                                    generator=generator))
+
+
 def pretrain(method: str, backbone: nn.Module, images: np.ndarray, *, image_size: int, epochs: int,
-             batch_size: int, seed: int, precision: str) -> dict:
-    """Train ``backbone`` in place with lightly's recipe; returns steps and seconds."""
+             batch_size: int, seed: int, precision: str, aug: str = "lightly") -> dict:
+    """Train ``backbone`` in place with lightly's recipe (views by ``aug``: lightly | vipr); returns steps and seconds."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     model = _Recipe(method, backbone).to(memory_format=torch.channels_last)
@@ -89,11 +100,15 @@ def pretrain(method: str, backbone: nn.Module, images: np.ndarray, *, image_size
                                 momentum=0.9, weight_decay=5e-4)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, epochs)
     transform, steps_per_epoch = _transform(method, image_size), len(images) // batch_size
+    if aug == "vipr":
+        views = _vipr_views(method, image_size, seed)
+    else:
+        views = lambda images, rows: _views(transform, images, rows)  # noqa: E731
     started, step = time.perf_counter(), 0
     for _ in range(epochs):
         order = rng.permutation(len(images))
         for s in range(steps_per_epoch):
-            x0, x1 = _views(transform, images, order[s * batch_size:(s + 1) * batch_size])
+            x0, x1 = views(images, order[s * batch_size:(s + 1) * batch_size])
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
                 loss = model.loss(x0, x1, step / (epochs * steps_per_epoch))
             optimizer.zero_grad(set_to_none=True)

@@ -91,7 +91,8 @@ def run_lightly(dataset, method: str, args, seed: int) -> tuple:
     torch.manual_seed(seed)
     backbone = create_backbone(BACKBONE, small_stem=True)
     record = peer_lightly.pretrain(method, backbone, dataset.train.images, image_size=IMAGE_SIZE, epochs=args.epochs,
-                                   batch_size=args.batch_size, seed=seed, precision=args.precision)
+                                   batch_size=args.batch_size, seed=seed, precision=args.precision,
+                                   aug=args.lightly_aug)
     return backbone, record
 
 
@@ -161,6 +162,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--precision", default="bf16", choices=("bf16", "fp32"))
     parser.add_argument("--set", nargs="*", default=[], help="vipr config overrides (an ablation row; give --tag)")
     parser.add_argument("--tag", default="default", help="name of this setting in the results")
+    parser.add_argument("--lightly-aug", default="lightly", choices=("lightly", "vipr"),
+                        help="views for lightly's recipe: its own PIL pipeline, or vipr's (an ablation; give --tag)")
     parser.add_argument("--redo", action="store_true", help="re-run jobs already in the results")
     parser.add_argument("--render-only", action="store_true")
     args = parser.parse_args(argv)
@@ -170,14 +173,16 @@ def main(argv: list[str] | None = None) -> None:
             for method in args.methods:
                 for runner in args.runners:
                     for seed in args.seeds:
-                        tag = args.tag if runner == "vipr" else "default"
+                        tag = "default" if runner == "random" or (runner == "lightly" and args.lightly_aug == "lightly") \
+                            else args.tag
                         method_name = "-" if runner == "random" else method
                         key = job_key(source, method_name, runner, tag, seed) + f"/{args.epochs}"
                         if key in done and not args.redo:
                             continue
                         record = {"source": source, "method": method_name, "runner": runner, "tag": tag,
                                   "seed": seed, "epochs": args.epochs, "batch_size": args.batch_size,
-                                  "overrides": args.set if runner == "vipr" else [],
+                                  "overrides": args.set if runner == "vipr" else
+                                  [f"aug={args.lightly_aug}"] if runner == "lightly" and args.lightly_aug != "lightly" else [],
                                   **run_job(source, method, runner, seed, args)}
                         save_result(key, record)
                         done[key] = record
