@@ -54,6 +54,48 @@ def test_onnx_metadata_round_trip(onnx_file, linear_run):
     assert json.loads(props.custom_metadata_map["classes"]) == list(card.classes)
 
 
+def preprocess_from_metadata(image_bytes, rule):
+    """A client's preprocessing written from the ONNX file's metadata alone (PIL and numpy, no vipr)."""
+    import io
+
+    from PIL import Image
+
+    image = Image.open(io.BytesIO(image_bytes)).convert(rule["color"])
+    width, height = image.size
+    side = min(width, height)
+    left, top = (width - side) // 2, (height - side) // 2
+    assert rule["resize"]["interpolation"] == "bilinear" and rule["resize"]["antialias"]  # PIL's BILINEAR is both
+    square = image.crop((left, top, left + side, top + side)).resize(tuple(rule["resize"]["size"]),
+                                                                     Image.Resampling.BILINEAR)
+    pixels = np.asarray(square, np.float32)[:, :, [rule["channel_order"].index(c) for c in "RGB"]]  # (S, S, 3)
+    x = (pixels * rule["scale"] - np.float32(rule["mean"])) / np.float32(rule["std"])
+    assert (rule["layout"], rule["dtype"]) == ("NCHW", "float32")
+    return x.transpose(2, 0, 1)[None].astype(np.float32)  # (1, 3, S, S)
+
+
+@pytest.mark.parametrize("size", [(40, 24), (11, 13)])  # shrunk and enlarged
+def test_onnx_metadata_alone_reproduces_the_served_model(onnx_file, linear_run, size):
+    import io
+
+    import onnx
+    from PIL import Image
+
+    from vipr.serve.inputs import decode_image
+    from vipr.serve.runtime import TorchRuntime
+
+    out, _ = onnx_file
+    props = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
+    rule = json.loads(props["preprocessing"])
+    buffer = io.BytesIO()
+    rng = np.random.default_rng(5)
+    Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)).save(buffer, format="PNG")
+    session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    [actual] = session.run(None, {"input": preprocess_from_metadata(buffer.getvalue(), rule)})
+    torch_model = TorchRuntime.from_checkpoint(linear_run / "classifier.pt", precision="fp32")
+    expected = torch_model.predict(torch_model.preprocess([decode_image(buffer.getvalue(), "x.png", 10**6)]))
+    np.testing.assert_allclose(actual, expected, atol=1e-2 * max(1.0, np.abs(expected).max()))  # PIL vs torch: ~3e-3
+
+
 @pytest.mark.filterwarnings("ignore:`torch.jit:FutureWarning")
 def test_torchscript_of_a_backbone_gives_features(pretrain_run, tmp_path):
     out = tmp_path / "backbone.pt"

@@ -3,8 +3,10 @@
 The exported graph takes float32 NCHW images at ``image_size`` x ``image_size``, already
 normalised with the metadata's mean/std, any batch size, and returns class logits (a
 classifier) or pooled features (a pre-trained backbone without a head). The metadata
-(classes, image_size, mean, std, backbone, model name/version) travels in the file (ONNX
-``metadata_props``; TorchScript ``_extra_files["vipr.json"]``) and beside it as FILE.json.
+(classes, image_size, mean, std, backbone, model name/version, and ``preprocessing``: the
+whole rule from an image file to the input tensor, as ``vipr serve`` applies it) travels in
+the file (ONNX ``metadata_props``; TorchScript ``_extra_files["vipr.json"]``) and beside it
+as FILE.json, so the exported file alone is enough to prepare its inputs.
 
 Every export is checked before it is kept: the file, run by its own runtime (onnxruntime,
 ``torch.jit.load``), must reproduce PyTorch's outputs on a random batch of another size
@@ -79,8 +81,27 @@ def export_metadata(card: ModelCard, model: torch.nn.Module, fmt: str, name: str
             "output_dim": num_classes or int(model.feature_dim),
             "input": {"name": INPUT_NAME, "shape": ["batch", 3, size, size], "dtype": "float32",
                       "layout": "NCHW", "normalised": True},
+            "preprocessing": preprocessing_rule(size, card.mean, card.std),
             "dataset": card.dataset, "dataset_digest": card.dataset_digest,
             "config_hash": card.config_hash, "vipr_version": vipr.__version__}
+
+
+def preprocessing_rule(size: int, mean, std) -> dict:
+    """Image file -> input tensor, step by step: what vipr.serve (inputs.decode_image, runtime.preprocess) does.
+
+    The centre square, then one resize to ``size`` (the evaluation transform of training,
+    vipr.data.augment.eval_transform), then per-channel normalisation of pixel / 255.
+    """
+    return {"color": "RGB", "channel_order": ["R", "G", "B"], "source_dtype": "uint8", "source_range": [0, 255],
+            "crop": {"kind": "centre square", "side": "min(height, width)",
+                     "box": "left = (width - side) // 2, top = (height - side) // 2"},
+            "resize": {"kind": "the whole crop to size x size", "size": [size, size], "interpolation": "bilinear",
+                       "antialias": True, "align_corners": False},  # as PIL's BILINEAR and torch's antialias=True
+            "scale": 1 / 255, "mean": list(mean), "std": list(std),
+            "normalise": "(pixel / 255 - mean[c]) / std[c] per channel c",
+            "dtype": "float32", "layout": "NCHW",
+            "steps": ["decode the image to RGB uint8", "crop the centre square", "resize it to size x size",
+                      "divide by 255", "subtract mean and divide by std per channel", "stack as float32 NCHW"]}
 
 
 def compare(expected: np.ndarray, actual: np.ndarray, out: Path, backbone: str) -> dict:
