@@ -86,6 +86,10 @@ class StoreWriter:
             "digest": _digest(self.folder, classes), "splits": self.sizes, "store_size": store_size,
             "skipped": [list(item) for item in skipped], "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
+        self.publish(meta)
+
+    def publish(self, meta: dict) -> None:
+        """Flush every file, write ``meta.json`` (its presence marks the entry complete), rename into place."""
         for path in self.folder.iterdir():  # data must be on disk before the rename makes it visible
             with open(path, "rb") as f:
                 os.fsync(f.fileno())

@@ -1,0 +1,55 @@
+"""The canvas every dense image is stored on: longer side resized to S, top-left aligned, zero padding.
+
+Scaling by ``(sx, sy) = (new width / width, new height / height)`` maps a source coordinate to the
+canvas; boxes, polygons and label maps all go through the same factors, so they stay aligned
+with the image.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+
+
+def letterbox_scale(height: int, width: int, canvas: int) -> tuple[int, int]:
+    """(height, width) of an image resized so its longer side is ``canvas`` pixels, aspect kept."""
+    scale = canvas / max(height, width)
+    return max(1, min(canvas, round(height * scale))), max(1, min(canvas, round(width * scale)))
+
+
+def decode_canvas(path: str, canvas: int) -> tuple[np.ndarray, tuple[int, int], tuple[int, int]] | str:
+    """(uint8 (3, S, S) canvas, valid (h, w), source (h, w)) of the image file, or why it cannot be read."""
+    try:
+        with Image.open(path) as im:
+            width, height = im.size
+            h, w = letterbox_scale(height, width, canvas)
+            im.draft("RGB", (w, h))  # JPEG: decode at the smallest scale still >= the target (much faster)
+            im = im.convert("RGB").resize((w, h), Image.Resampling.BILINEAR)
+            out = np.zeros((3, canvas, canvas), np.uint8)
+            out[:, :h, :w] = np.asarray(im).transpose(2, 0, 1)
+            return out, (h, w), (height, width)
+    except Exception as e:  # noqa: BLE001 -- any decoder failure means "skip this image", never a crash
+        return f"{type(e).__name__}: {e}"
+
+
+def place_label_map(label_map: np.ndarray, valid: tuple[int, int], canvas: int, fill: int) -> np.ndarray:
+    """uint8 (h, w) label map -> (canvas, canvas): resized (nearest) to ``valid`` at the top-left, ``fill`` elsewhere."""
+    h, w = valid
+    out = np.full((canvas, canvas), fill, np.uint8)
+    if label_map.shape != (h, w):
+        label_map = np.asarray(Image.fromarray(label_map).resize((w, h), Image.Resampling.NEAREST))
+    out[:h, :w] = label_map
+    return out
+
+
+def clip_box(box: tuple[float, float, float, float], height: int, width: int):
+    """An xyxy box in source pixels clipped to the image: (box, clipped?) or a reason to skip it."""
+    x0, y0, x1, y1 = box
+    if not all(np.isfinite(v) for v in box):
+        return f"box {list(box)} has a non-finite coordinate"
+    if x1 <= x0 or y1 <= y0:
+        return f"zero-area box {list(box)} (xyxy)"
+    cx0, cy0, cx1, cy1 = max(x0, 0.0), max(y0, 0.0), min(x1, float(width)), min(y1, float(height))
+    if cx1 <= cx0 or cy1 <= cy0:
+        return f"box {list(box)} (xyxy) lies entirely outside the {width}x{height} image"
+    return (cx0, cy0, cx1, cy1), (cx0, cy0, cx1, cy1) != (x0, y0, x1, y1)

@@ -1,0 +1,78 @@
+"""A JSON-ready summary of a detection / segmentation dataset (what ``vipr data info`` prints for it)."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+
+from vipr.data.dense.types import DenseDataset, DenseSplit
+
+MAX_SKIPPED_SHOWN = 10  # the full list is the store's skipped.txt
+SMALL, MEDIUM = 32**2, 96**2  # COCO's area thresholds, in source-image pixels
+
+
+def dense_info(ds: DenseDataset) -> dict:
+    """Name, digest, classes, canvas, per split: instances per class, box sizes, semantic pixel shares; skipped.
+
+    Examples:
+        >>> info = dense_info(open_dense("builtin:scenes?train=8&test=0&size=64"))
+        >>> sorted(info["splits"]["train"]["box_sizes"])
+        ['large', 'medium', 'small']
+    """
+    return {
+        "name": ds.name,
+        "kind": ds.kind,
+        "digest": ds.digest,
+        "num_classes": ds.num_classes,  # with the background
+        "classes": list(ds.classes),
+        "canvas": ds.train.canvas_size,  # every image lies on an S x S canvas, top-left, zero padding
+        "masks": ds.train.has_masks,
+        "semantic": ds.train.semantic_maps is not None,
+        "splits": {split: None if data is None else _split_info(data, ds.classes, ds.stats.get(split, {}))
+                   for split, data in (("train", ds.train), ("test", ds.test))},
+        "clipped_boxes": ds.clipped,
+        "skipped": {"count": len(ds.skipped), "file": ds.skipped_file,
+                    "by_reason": _reasons(ds.skipped),
+                    "first": [list(item) for item in ds.skipped[:MAX_SKIPPED_SHOWN]]},
+    }
+
+
+def box_areas(split: DenseSplit) -> np.ndarray:
+    """float64 (M,) area of every box in source-image pixels (canvas area over the image's scale)."""
+    inst = split.instances
+    owner = np.repeat(np.arange(len(split)), np.diff(inst.offsets))
+    scale = split.sizes.astype(np.float64) / np.maximum(split.orig_sizes, 1)  # (N, 2) canvas / source
+    wh = (inst.boxes[:, 2:] - inst.boxes[:, :2]).astype(np.float64)
+    return wh[:, 0] * wh[:, 1] / (scale[owner, 0] * scale[owner, 1])
+
+
+def _split_info(split: DenseSplit, classes: list[str], stats: dict) -> dict:
+    inst = split.instances
+    crowd = inst.iscrowd.astype(bool)
+    counts = np.bincount(inst.labels[~crowd], minlength=len(classes))
+    areas = box_areas(split)[~crowd]
+    info = {
+        "images": len(split),
+        "images_without_instances": int((np.diff(inst.offsets) == 0).sum()),
+        "instances": int((~crowd).sum()),
+        "crowd": int(crowd.sum()),
+        "difficult": int(inst.difficult.sum()),
+        "instances_per_class": {name: int(c) for name, c in zip(classes[1:], counts[1:])},
+        "box_sizes": {"small": int((areas < SMALL).sum()), "medium": int(((areas >= SMALL) & (areas < MEDIUM)).sum()),
+                      "large": int((areas >= MEDIUM).sum())},  # COCO: area < 32^2, < 96^2, else
+    }
+    if "semantic_pixels" in stats:
+        pixels = np.asarray(stats["semantic_pixels"], np.float64)
+        total = max(pixels.sum(), 1.0)
+        info["semantic_pixel_share"] = {name: round(float(pixels[k]) / total, 4) for k, name in enumerate(classes)}
+        info["semantic_pixel_share"]["ignore"] = round(float(pixels[255]) / total, 4)
+    return info
+
+
+def _reasons(skipped: list) -> dict[str, int]:
+    """Count of skipped items per kind of reason (the reason's text up to its first digit or quote)."""
+    def kind(reason: str) -> str:
+        cut = min([i for i, ch in enumerate(reason) if ch.isdigit() or ch in "'[("] + [len(reason)])
+        return reason[:cut].strip(" :,") or reason
+    return dict(Counter(kind(item[3]) for item in skipped if len(item) > 3).most_common())
