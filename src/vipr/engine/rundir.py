@@ -11,9 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 
 import vipr
-from vipr.config import save_yaml
+from vipr.config import to_dict
 from vipr.engine import distributed as dist
 from vipr.errors import ViprError
 from vipr.fsutil import atomic_write_text
@@ -30,8 +31,8 @@ def prepare_run_dir(out: str | Path, config: Any, resume: bool, checkpoint_name:
     if dist.is_main():
         out.mkdir(parents=True, exist_ok=True)
         if not resume:  # a resume keeps the folder's config.yaml: it must match the checkpoint, checked after
-            save_yaml(config, out / "config.yaml")
-        (out / "env.json").write_text(json.dumps(environment(), indent=2))
+            write_config(out, config)
+        write_environment(out)
     dist.barrier()
     return out
 
@@ -63,6 +64,16 @@ def _git_revision() -> str | None:
         return out.stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         return None
+
+
+def write_config(out: str | Path, config: Any) -> None:
+    """config.yaml: the resolved config (a dataclass or a plain dict), in the order its fields are declared."""
+    atomic_write_text(Path(out) / "config.yaml", yaml.safe_dump(to_dict(config), sort_keys=False))
+
+
+def write_environment(out: str | Path) -> None:
+    """env.json: versions, host, code revision and argv (``environment``)."""
+    atomic_write_text(Path(out) / "env.json", json.dumps(environment(), indent=2))
 
 
 def write_metrics(out: Path, metrics: dict) -> None:

@@ -26,11 +26,12 @@ from vipr.data.types import Dataset, ImageSplit
 from vipr.engine.card import ModelCard, make_card
 from vipr.engine.checkpoint import FORMAT, parent_record, save_atomic
 from vipr.engine.device import resolve_device, resolve_precision
-from vipr.engine.rundir import environment, write_metrics
+from vipr.engine.rundir import write_environment, write_metrics
 from vipr.errors import ConfigError, DataError
 from vipr.eval.features import extract_features, load_eval_backbone
 from vipr.eval.knn import knn_predict, topk_accuracy
 from vipr.eval.linear import train_linear
+from vipr.fsutil import atomic_write_text
 from vipr.models import Backbone
 
 KINDS = ("knn", "linear")  # run_eval's; finetune and fewshot have their own runners
@@ -175,8 +176,8 @@ def write_run(out: str | Path, args: dict, metrics: dict, classifier: EvalSetup 
     model (backbone + head) as classifier.pt, whose path then joins ``metrics``."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "eval_config.json").write_text(json.dumps(args, indent=2))
-    (out / "env.json").write_text(json.dumps(environment(), indent=2))
+    atomic_write_text(out / "eval_config.json", json.dumps(args, indent=2))
+    write_environment(out)
     if classifier is not None:
         save_classifier(out / CLASSIFIER_NAME, classifier.model, classifier.card, classifier.dataset, args, metrics)
         metrics["classifier"] = str(out / CLASSIFIER_NAME)
