@@ -343,7 +343,8 @@ _TYPE_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "tru
 
 # Settings a --resume may change: how a run is watched and guarded, not what it computes (on_nan:
 # resume a run a non-finite loss stopped with train.on_nan=skip).
-RUN_ONLY_KEYS = frozenset({"progress", "log_every", "checkpoint_every", "num_threads", "device", "on_nan"})
+RUN_ONLY_KEYS = frozenset({"progress", "log_every", "checkpoint_every", "num_threads", "device", "on_nan",
+                           "knn_every", "knn_k", "keep_best"})  # the kNN probe watches, it does not train
 
 
 def without_run_only(settings: dict) -> dict:

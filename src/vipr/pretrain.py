@@ -30,6 +30,7 @@ from vipr.engine.progress import MetricsLog
 from vipr.engine.rundir import prepare_run_dir, write_metrics
 from vipr.engine.trainer import LoopSettings, Trainer, training_generator
 from vipr.errors import ConfigError
+from vipr.eval.monitor import BEST_NAME, build_monitor
 from vipr.models import create_backbone
 from vipr.profiles import PROFILES, apply_profile
 
@@ -76,6 +77,10 @@ class TrainConfig:
     num_threads: Annotated[int, THREADS] = 0  # torch intra-op threads; 0 = torch's default
     progress: bool = True
     on_nan: Annotated[str, Choices("stop", "skip")] = "stop"  # a non-finite loss stops the run, or skips its step
+    # online monitoring (vipr.eval.monitor): a kNN probe on the source's labelled train/test images
+    knn_every: Annotated[int, COUNT_OR_OFF] = 0  # epochs between probes; 0 = no probe
+    knn_k: Annotated[int, Range(1, 10**6)] = 200  # neighbours of the probe's vote (at most the labelled images)
+    keep_best: bool = False  # keep the best probe's backbone as RUN/best.pt (needs knn_every > 0)
 
 
 @dataclass(frozen=True)
@@ -116,14 +121,14 @@ def run_pretrain(config: PretrainConfig, out_dir: str | Path, resume: bool = Fal
     warn_about_data(config, len(dataset.train))
     if dist.is_main() and dataset.skipped:
         (out / "skipped.txt").write_text("".join(f"{p}\t{r}\n" for p, r in dataset.skipped))
-    trainer = build_trainer(config, dataset, device, out)
+    trainer = build_trainer(config, dataset, device, out, resume)
     if resume:
         trainer.restore(out / CHECKPOINT_NAME)
     log = MetricsLog(out / "metrics.jsonl", enabled=dist.is_main())
     trainer.fit(log)
     metrics = {"steps": trainer.step, "epochs": config.train.epochs, "device": str(device),
                **_last_epoch(out / "metrics.jsonl"), "checkpoint": str(out / CHECKPOINT_NAME),
-               "skipped_images": len(dataset.skipped)}
+               "skipped_images": len(dataset.skipped), **_best(trainer, out)}
     if dist.is_main():
         write_metrics(out, metrics)
     return metrics
@@ -138,8 +143,10 @@ def warn_about_data(config: PretrainConfig, num_train: int) -> None:
                       f"use --set method.queue_size=N with N below {num_train}", stacklevel=2)
 
 
-def build_trainer(config: PretrainConfig, dataset, device: torch.device, out: Path) -> Trainer:
+def build_trainer(config: PretrainConfig, dataset, device: torch.device, out: Path, resume: bool = False) -> Trainer:
     world = dist.world_size()
+    precision = resolve_precision(config.train.precision, device)
+    monitor = build_monitor(config, dataset, out, resume, precision, IMAGENET_MEAN, IMAGENET_STD)  # its errors first
     if config.train.batch_size % world:
         raise ConfigError(f"train.batch_size {config.train.batch_size} must divide evenly over {world} processes")
     per_rank = config.train.batch_size // world
@@ -150,7 +157,6 @@ def build_trainer(config: PretrainConfig, dataset, device: torch.device, out: Pa
     method_config = config.method
     if getattr(method_config, "num_classes", None) == 0:  # supervised: the dataset's classes
         method_config = replace(method_config, num_classes=dataset.num_classes)
-    precision = resolve_precision(config.train.precision, device)
     train = ImageSplit(dataset.train.images, train_labels(config, dataset))
     generator = training_generator(config.train.seed)  # views and the method's draws; checkpointed by the trainer
     views = ViewMaker(tuple(get_recipe(ssl.method_recipe(method_config), config.data.image_size)), generator,
@@ -175,7 +181,7 @@ def build_trainer(config: PretrainConfig, dataset, device: torch.device, out: Pa
                      image_size=config.data.image_size, mean=IMAGENET_MEAN, std=IMAGENET_STD,
                      method=config.method.name, classes=dataset.classes, dataset=dataset.name,
                      dataset_digest=dataset.digest, config=to_dict(config), config_hash=config_hash(config))
-    return Trainer(model, optimizer, loader, settings, out, card, device, generator)
+    return Trainer(model, optimizer, loader, settings, out, card, device, generator, monitor=monitor)
 
 
 def train_labels(config: PretrainConfig, dataset) -> np.ndarray:
@@ -188,6 +194,12 @@ def train_labels(config: PretrainConfig, dataset) -> np.ndarray:
     masked = np.full_like(labels, -1)
     masked[keep] = labels[keep]
     return masked
+
+
+def _best(trainer: Trainer, out: Path) -> dict:
+    """The kNN probe's best top-1 and best.pt, for metrics.json (nothing without train.keep_best)."""
+    best = getattr(trainer.monitor, "best", None)
+    return {} if best is None else {"knn_best_top1": best, "best_checkpoint": str(out / BEST_NAME)}
 
 
 def _last_epoch(path: Path) -> dict:
