@@ -40,6 +40,7 @@ NUMERIC = {
                       "--lr": ALL + FLOAT, "--seed": NO_ZERO},
     "eval fewshot": {"--image-size": ALL, "--ways": ALL, "--shots": ALL, "--queries": ALL, "--episodes": ALL,
                      "--seed": NO_ZERO},
+    "features": {"--image-size": ALL, "--batch-size": ALL},
     "data split": {"--label-fraction": ALL + FLOAT, "--per-class": ALL, "--seed": NO_ZERO},
     "nas search": {"--epochs": ALL, "--warmup-epochs": NO_ZERO, "--order": ALL, "--layers": ALL,
                    "--channels": ALL, "--batch-size": ALL, "--image-size": ALL, "--seed": NO_ZERO},
@@ -65,6 +66,7 @@ def base_argv(command: str, option: str, out: Path) -> list[str]:
         "serve": ["serve", "model.pt"],
         "ui": ["ui"],
         "quickstart": ["quickstart", "--data", DATA, "--out", never],
+        "features": ["features", *checkpoint, "--out", str(out / "never.npz")],
     }.get(command) or [*command.split(), *checkpoint, "--out", never, "--no-track"]
     if command == "data split" and option not in ("--label-fraction", "--per-class"):
         argv += ["--per-class", "2"]
@@ -122,6 +124,34 @@ def test_the_table_covers_every_numeric_option_of_every_command():
     assert found == {command: set(options) for command, options in NUMERIC.items()}
 
 
+def commands_with(option: str, parser: argparse.ArgumentParser | None = None) -> list[str]:
+    """Every (sub)command that takes ``option``, as ``eval knn``."""
+    found = []
+    for action in (parser or build_parser())._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                found += commands_with(option, sub)
+        elif option in action.option_strings:
+            found.append(parser.prog.removeprefix("vipr "))
+    return found
+
+
+DEVICE_COMMANDS = commands_with("--device", build_parser())
+
+
+def test_every_training_evaluation_and_serving_command_takes_device():
+    assert set(DEVICE_COMMANDS) == {"pretrain", "nas search", "nas train", "eval knn", "eval linear", "eval finetune",
+                                    "eval fewshot", "features", "serve", "quickstart"}
+
+
+@pytest.mark.parametrize("command", DEVICE_COMMANDS)
+@pytest.mark.parametrize("value", ["gpu", "cuda:x", "0"])
+def test_a_bad_device_is_one_line_naming_it(command, value, tmp_path, capsys):
+    code, err = run_cli([*base_argv(command, "--device", tmp_path), "--device", value], capsys)
+    assert value in assert_one_line_error(code, err, "--device")
+    assert not (tmp_path / "never").exists()
+
+
 # ---- paths ---------------------------------------------------------------------------------------
 
 @pytest.fixture
@@ -170,6 +200,10 @@ PATH_CASES = [  # argv with {P} for the path under test, the kinds to try
                                                                                         "under_file")),
     ("eval finetune --out {P} --no-track --data " + DATA + " " + " ".join(CHECKPOINT), ("read_only", "file")),
     ("eval fewshot --out {P} --no-track --data " + DATA + " " + " ".join(CHECKPOINT), ("read_only", "file")),
+    ("features --checkpoint {P} --out {OUT}.npz --data " + DATA, ("missing", "dir", "garbage", "file")),
+    ("features --data {P} --out {OUT}.npz " + " ".join(CHECKPOINT), ("missing", "file")),
+    ("features --out {P}.npz --data " + DATA + " " + " ".join(CHECKPOINT), ("read_only", "under_file")),
+    ("features --out {P} --data " + DATA + " " + " ".join(CHECKPOINT), ("dir",)),
     ("data info {P}", ("missing", "file", "dir", "unreadable")),
     ("data split {P} --per-class 1 --out {OUT}.json", ("missing", "file")),
     ("data split " + DATA + " --per-class 1 --out {P}", ("read_only", "dir", "under_file")),

@@ -64,6 +64,7 @@ def test_other_names_fail_when_the_config_is_read(name):
     ["nas", "train", "--data", DATA],
     ["eval", "knn", "--checkpoint", "random", "--backbone", "tiny", "--image-size", "16", "--data", DATA],
     ["eval", "finetune", "--checkpoint", "random", "--backbone", "tiny", "--image-size", "16", "--data", DATA],
+    ["features", "--checkpoint", "random", "--backbone", "tiny", "--image-size", "16", "--data", DATA],
     ["quickstart", "--data", DATA],
     ["serve", "model.pt"],
 ], ids=lambda argv: "-".join(argv[:2]))

@@ -12,8 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated, Any, TypeVar
 
-from vipr.config import (BATCH, COUNT, DEVICE, EPOCHS, FRACTION, SEED, SIDE_PX, TEMPERATURE, ConfigValueError, LR,
-                         Range, from_dict)
+from vipr.config import (BATCH, COUNT, DEVICE, EPOCHS, FRACTION, SEED, SIDE_PX, TEMPERATURE, Choices,
+                         ConfigValueError, LR, Range, from_dict)
 from vipr.errors import ConfigError
 
 T = TypeVar("T")
@@ -49,6 +49,12 @@ class FewshotOptions(EvalOptions):
     queries: Annotated[int, Range(1, 10**4)] = 15
     episodes: Annotated[int, Range(1, 10**7)] = 600
     seed: Annotated[int, SEED] = 0
+
+
+@dataclass(frozen=True)
+class FeaturesOptions(EvalOptions):
+    batch_size: Annotated[int, BATCH] = 256  # images per forward pass
+    split: Annotated[str, Choices("all", "train", "test")] = "all"
 
 
 @dataclass(frozen=True)

@@ -247,6 +247,28 @@ def _resolve_folder(root: Path, store_size: int):
     return "folder", [h.hexdigest()], lambda w: _build_folder(w, root, listed, store_size)
 
 
+def stored_file_names(dataset: Dataset) -> dict[str, list[str]] | None:
+    """Each split's image files of an image-folder source, relative to its root (POSIX), one per stored row.
+
+    The store keeps no file names: the folder is listed again, in the order it was decoded, less the
+    files that could not be. None for the array sources (built-ins, CIFAR, .npz), whose rows are their ids.
+    """
+    root = Path(dataset.name).expanduser()
+    if dataset.name.startswith("builtin:") or not root.is_dir() or find_cifar(root):
+        return None
+    layout, labelled = _folder_layout(root)
+    skipped = {path for path, _ in dataset.skipped}
+    names = {}
+    for split, folder in layout.items():
+        listed = (Path(os.path.relpath(f[0], root)).as_posix() for f in _list_split(folder, labelled)[1])
+        names[split] = [name for name in listed if name not in skipped]
+        stored = getattr(dataset, split)
+        if stored is None or len(names[split]) != len(stored):
+            raise DataError(f"{root} changed while it was read ({split}: {len(names[split])} files listed, "
+                            f"{0 if stored is None else len(stored)} decoded); run the command again")
+    return names
+
+
 def _build_folder(writer: StoreWriter, root: Path, listed: dict, size: int) -> dict:
     skipped: list[tuple[str, str]] = []
     for split, (_, files, labels) in listed.items():
