@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from vipr.cli.main import main
-from vipr.engine.card import make_card
+from vipr.engine.card import Parent, make_card
 from vipr.engine.checkpoint import FORMAT, save_atomic
 from vipr.errors import CheckpointError, RegistryError
 from vipr.models import create_backbone
@@ -86,6 +86,59 @@ def test_delete_a_version_takes_its_aliases(registered, client):
     assert [v["version"] for v in registry.show("delete-demo")["versions"]] == [2]
     with pytest.raises(RegistryError, match="no alias 'old'"):
         registry.get_version("delete-demo@old")
+
+
+def loose_checkpoint(path, seed=0, parent=None):
+    """A small checkpoint of its own content (``seed``), optionally derived from ``parent`` (a file)."""
+    torch.manual_seed(seed)
+    card = make_card(architecture="tiny", architecture_kwargs={}, image_size=16, mean=[0.5] * 3, std=[0.25] * 3,
+                     method="none", dataset="x", dataset_digest="abc123",
+                     parent=None if parent is None else Parent(str(parent), tracking.file_sha256(parent)))
+    save_atomic({"format": FORMAT, "card": card.to_dict(), "backbone": create_backbone("tiny").state_dict()}, path)
+    return path
+
+
+def test_deleting_the_last_version_removes_the_name(client, tmp_path, capsys):
+    registry.register(loose_checkpoint(tmp_path / "one.pt", seed=11), "short-lived", mlflow_client=client)
+    assert registry.delete_version("short-lived/1", client)["model_removed"]
+    assert "short-lived" not in [row["name"] for row in registry.list_models(client)]
+    with pytest.raises(RegistryError, match="no registered model 'short-lived'") as err:
+        registry.show("short-lived")
+    assert "registered: " in str(err.value) and "short-lived," not in str(err.value)
+    client.create_registered_model("empty-leftover")  # as an older vipr left it: a name, no version
+    assert "empty-leftover" not in [row["name"] for row in registry.list_models(client)]
+    with pytest.raises(RegistryError) as err:
+        registry.show("empty-leftove")
+    assert "empty-leftover" not in str(err.value)  # never suggested
+    assert main(["model", "list", "--json"]) == 0
+    assert "empty-leftover" not in capsys.readouterr().out
+
+
+def test_a_parent_is_deleted_only_with_force(client, tmp_path, capsys):
+    parent = loose_checkpoint(tmp_path / "parent.pt", seed=12)
+    registry.register(parent, "lineage-parent", mlflow_client=client)
+    registry.register(loose_checkpoint(tmp_path / "child.pt", seed=13, parent=parent), "lineage-child",
+                      mlflow_client=client)
+    assert registry.show("lineage-child/1", client)["parent_model"] == "lineage-parent/1"
+    assert main(["model", "delete", "lineage-parent/1"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "is the parent of lineage-child/1" in err and "--force" in err
+    assert registry.show("lineage-parent/1", client)["version"] == 1  # still there
+    assert main(["model", "delete", "lineage-parent/1", "--force"]) == 0
+    captured = capsys.readouterr()
+    assert "warning: deleting lineage-parent/1, the parent of lineage-child/1" in captured.err
+    assert "the name lineage-parent is removed too" in captured.out
+    assert registry.show("lineage-child/1", client)["parent_model"] is None
+
+
+def test_a_twin_of_the_parent_keeps_the_children_registered(client, tmp_path):
+    parent = loose_checkpoint(tmp_path / "parent.pt", seed=14)
+    registry.register(parent, "twin-parent", mlflow_client=client)
+    registry.register(parent, "twin-parent", mlflow_client=client)  # the same content twice
+    registry.register(loose_checkpoint(tmp_path / "child.pt", seed=15, parent=parent), "twin-child",
+                      mlflow_client=client)
+    registry.delete_version("twin-parent/1", client)  # version 2 holds the same checkpoint: no refusal
+    assert registry.show("twin-child/1", client)["parent_model"] == "twin-parent/2"
 
 
 def test_bare_checkpoint_and_bad_targets(client, tmp_path):

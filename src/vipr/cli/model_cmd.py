@@ -17,7 +17,7 @@ server in $VIPR_TRACKING_URI).
   list                                                     registered models
   show NAME[@ALIAS|/VERSION]                               tags, metrics, parent, versions
   alias NAME VERSION ALIAS                                 point NAME@ALIAS at VERSION
-  delete NAME/VERSION                                      remove one version
+  delete NAME/VERSION [--force]                            remove one version (the last: the name too)
   export NAME[@ALIAS|/VERSION] --format onnx|torchscript --out FILE
 
 NAME alone means its latest version. A classifier from `vipr eval linear --out` names the
@@ -39,8 +39,10 @@ def add_parser(sub) -> None:
     alias.add_argument("name", metavar="NAME")
     alias.add_argument("version", type=int, metavar="VERSION", help="version number, >= 1")
     alias.add_argument("alias", metavar="ALIAS")
-    delete = actions.add_parser("delete", help="delete one version (NAME/VERSION)")
+    delete = actions.add_parser("delete", help="delete one version (NAME/VERSION); refused for a parent unless --force")
     delete.add_argument("ref", metavar="NAME/VERSION")
+    delete.add_argument("--force", action="store_true",
+                        help="delete a version even if registered children name it as their parent")
     export = actions.add_parser("export", help="export to ONNX or TorchScript with its preprocessing metadata")
     export.add_argument("ref", metavar="NAME[@ALIAS|/VERSION]|CHECKPOINT")
     export.add_argument("--format", required=True, choices=["onnx", "torchscript"], dest="fmt")
@@ -152,8 +154,9 @@ def run_alias(args) -> int:
 def run_delete(args) -> int:
     from vipr.platform import registry
 
-    record = registry.delete_version(args.ref)
-    print(f"deleted {record['name']} version {record['version']} (its run and artifacts stay in the tracking store)")
+    record = registry.delete_version(args.ref, force=args.force)
+    gone = f"; it was the last version, so the name {record['name']} is removed too" if record["model_removed"] else ""
+    print(f"deleted {record['name']} version {record['version']} (its run and artifacts stay in the tracking store){gone}")
     return _print_json(args, record)
 
 

@@ -34,6 +34,23 @@ def lineage_tags(card: ModelCard, client) -> dict:
     return tags
 
 
+def orphaned_by_deleting(client, version) -> list[str]:
+    """``NAME/VERSION`` of the versions that would lose their registered parent if ``version`` went.
+
+    Children find their parent by content, so none is orphaned while another version holds the
+    same checkpoint (the same file registered twice, or under another name).
+    """
+    sha = version.tags.get("checkpoint_sha256")
+    if not sha:
+        return []
+    twins = [v for v in client.search_model_versions(f"tags.checkpoint_sha256 = '{sha}'")
+             if (v.name, str(v.version)) != (version.name, str(version.version))]
+    if twins:
+        return []
+    children = client.search_model_versions(f"tags.parent_checkpoint_sha256 = '{sha}'")
+    return sorted((f"{v.name}/{v.version}" for v in children), key=lambda ref: (ref.split("/")[0], int(ref.split("/")[1])))
+
+
 def find_by_sha256(client, sha256: str) -> str | None:
     """``NAME/VERSION`` of the first registered version of the checkpoint with this content, if any."""
     found = client.search_model_versions(f"tags.checkpoint_sha256 = '{sha256}'")

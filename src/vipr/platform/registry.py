@@ -22,6 +22,7 @@ import os
 import re
 import shutil
 import tempfile
+import warnings
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -29,7 +30,7 @@ from vipr.engine import checkpoint
 from vipr.errors import CheckpointError, RegistryError
 from vipr.fsutil import cache_root, file_sha256
 from vipr.platform import tracking, workspace
-from vipr.platform.lineage import find_by_sha256, lineage_tags
+from vipr.platform.lineage import find_by_sha256, lineage_tags, orphaned_by_deleting
 
 ARTIFACT_PATH = "model"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
@@ -110,16 +111,21 @@ def show(ref: str, mlflow_client=None) -> dict:
 
 
 def list_models(mlflow_client=None) -> list[dict]:
-    """One row per registered model: versions, latest, aliases, backbone, last update."""
+    """One row per registered model with at least one version: versions, latest, aliases, backbone, last update.
+
+    A name whose versions are all gone (left by an older vipr, or by a registration that failed
+    half-way) is not listed: nothing can be loaded from it.
+    """
     client = mlflow_client or workspace.client()
     rows = []
     for model in sorted(_all_models(client), key=lambda m: m.name):
         versions = _versions(client, model.name)
-        latest = versions[-1] if versions else None
-        rows.append({"name": model.name, "versions": len(versions), "latest": int(latest.version) if latest else None,
+        if not versions:
+            continue
+        latest = versions[-1]
+        rows.append({"name": model.name, "versions": len(versions), "latest": int(latest.version),
                      "aliases": {a: int(v) for a, v in sorted(model.aliases.items())},
-                     "backbone": latest.tags.get("backbone") if latest else None,
-                     "output": _output(latest) if latest else None,
+                     "backbone": latest.tags.get("backbone"), "output": _output(latest),
                      "updated": _iso(model.last_updated_timestamp)})
     return rows
 
@@ -137,15 +143,30 @@ def set_alias(name: str, version: str | int, alias: str, mlflow_client=None) -> 
     return {"name": name, "alias": alias, "version": int(version)}
 
 
-def delete_version(ref: str, mlflow_client=None) -> dict:
-    """Delete ``NAME/VERSION`` (its aliases go with it; the run and its artifacts stay)."""
+def delete_version(ref: str, mlflow_client=None, force: bool = False) -> dict:
+    """Delete ``NAME/VERSION`` (its aliases go with it; the run and its artifacts stay).
+
+    A version that registered children name as their parent is refused unless ``force`` (then a
+    warning names them). Deleting the last version removes the model's name too.
+    """
     client = mlflow_client or workspace.client()
     name, version, _ = parse_ref(ref)
     if version is None:
         known = ", ".join(str(v.version) for v in _versions(client, _model(client, name).name))
         raise RegistryError(f"name the version to delete: {name}/VERSION (versions of '{name}': {known or 'none'})")
-    record = version_record(get_version(ref, client))
+    found = get_version(ref, client)
+    children = orphaned_by_deleting(client, found)
+    if children and not force:
+        raise RegistryError(f"{name}/{version} is the parent of {', '.join(children)}; delete those first, "
+                            f"or pass --force to delete it anyway (they would lose their registered parent)")
+    if children:
+        warnings.warn(f"deleting {name}/{version}, the parent of {', '.join(children)}: "
+                      f"they keep their parent_checkpoint tags but no longer have a registered parent", stacklevel=2)
+    record = version_record(found)
     client.delete_model_version(name, version)
+    record["model_removed"] = not _versions(client, name)
+    if record["model_removed"]:  # a name without versions would linger in lists and suggestions
+        client.delete_registered_model(name)
     return record
 
 
@@ -222,7 +243,7 @@ def _model(client, name: str):
     try:
         return client.get_registered_model(name)
     except MlflowException:
-        names = sorted(m.name for m in _all_models(client))
+        names = sorted(m.name for m in _all_models(client) if m.latest_versions)  # names left without versions: none
         shown = ", ".join(names[:20]) + (" ..." if len(names) > 20 else "") if names else "none yet"
         raise RegistryError(f"no registered model '{name}' in {workspace.current().describe()}; registered: {shown} "
                             f"(register one: vipr model register RUN_DIR --name {name})") from None
