@@ -27,10 +27,13 @@ def add_parser(sub) -> None:
 
 
 def run_info(args) -> int:
+    from vipr.data.dense.info import dense_source_info
     from vipr.data.info import dataset_info
     from vipr.data.sources import open_dataset
 
-    info = dataset_info(open_dataset(args.src))
+    info = dense_source_info(args.src)  # detection / segmentation sources report instances and box sizes
+    if info is None:
+        info = dataset_info(open_dataset(args.src))
     if args.json:
         print(json.dumps(info))
         return 0

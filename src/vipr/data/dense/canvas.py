@@ -33,7 +33,7 @@ def decode_canvas(path: str, canvas: int) -> tuple[np.ndarray, tuple[int, int], 
 
 
 def place_label_map(label_map: np.ndarray, valid: tuple[int, int], canvas: int, fill: int) -> np.ndarray:
-    """uint8 (h, w) label map -> (canvas, canvas): resized (nearest) to ``valid`` at the top-left, ``fill`` elsewhere."""
+    """uint8 (h, w) label map -> (canvas, canvas): resized (nearest) to ``valid`` top-left, ``fill`` elsewhere."""
     h, w = valid
     out = np.full((canvas, canvas), fill, np.uint8)
     if label_map.shape != (h, w):

@@ -63,10 +63,9 @@ def build_coco(writer, root: Path, files: dict[str, Path]) -> None:
                 for (record, anns, *_), result in zip(jobs[start:start + 256],
                                                       pool.map(_decode, jobs[start:start + 256])):
                     if isinstance(result, str):
-                        where = f"{_relative(root, folders, record['file_name'])}"
-                        skipped.append((split, where, f"image {record['id']}", result))
-                        skipped += [(split, name, f"annotation {a['id']}", f"its image {record['id']} was skipped: {result}")
-                                    for a in anns]
+                        skipped.append((split, record["file_name"], f"image {record['id']}", result))
+                        why = f"its image {record['id']} was skipped: {result}"
+                        skipped += [(split, name, f"annotation {a['id']}", why) for a in anns]
                         continue
                     image, valid, orig, ann, semantic, problems, n_clipped = result
                     skipped += [(split, name, f"annotation {aid}", reason) for aid, reason in problems]
@@ -126,7 +125,8 @@ def _check_images(images: list, split: str, name: str, skipped: list) -> list[di
             if not isinstance(record.get("file_name"), str) or not record["file_name"]:
                 problem = f"no 'file_name' string (got {record.get('file_name')!r})"
             elif not all(_is_int(record.get(f)) and record[f] > 0 for f in ("width", "height")):
-                problem = f"width/height must be positive integers (got {record.get('width')!r}, {record.get('height')!r})"
+                problem = (f"width/height must be positive integers "
+                           f"(got {record.get('width')!r}, {record.get('height')!r})")
             elif rid in seen:
                 problem = f"duplicate image id {rid}; the first record with it is kept"
         if problem:
@@ -250,10 +250,6 @@ def _image_folders(root: Path, json_file: Path) -> list[Path]:
     word = "train" if stem.startswith("train") else "val"
     others = sorted(d for d in root.iterdir() if d.is_dir() and d.name.startswith(word) and d.name != stem)
     return [root / stem, root / "images" / stem, *others, root]
-
-
-def _relative(root: Path, folders: list[Path], file_name: str) -> str:
-    return (folders[0] / file_name).relative_to(root).as_posix()
 
 
 def _is_int(value) -> bool:

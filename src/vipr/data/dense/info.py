@@ -38,6 +38,16 @@ def dense_info(ds: DenseDataset) -> dict:
     }
 
 
+def dense_source_info(src: str) -> dict | None:
+    """``dense_info`` of ``src`` if it is a detection / segmentation source, else None (classification data).
+
+    ``vipr data info`` calls this first, so the classification report stays as it is.
+    """
+    from vipr.data.dense.sources import is_dense_source, open_dense
+
+    return dense_info(open_dense(src)) if is_dense_source(src) else None
+
+
 def box_areas(split: DenseSplit) -> np.ndarray:
     """float64 (M,) area of every box in source-image pixels (canvas area over the image's scale)."""
     inst = split.instances
@@ -64,7 +74,7 @@ def _split_info(split: DenseSplit, classes: list[str], stats: dict) -> dict:
     }
     if "semantic_pixels" in stats:
         pixels = np.asarray(stats["semantic_pixels"], np.float64)
-        total = max(pixels.sum(), 1.0)
+        total = max(float(pixels.sum()), 1.0)
         info["semantic_pixel_share"] = {name: round(float(pixels[k]) / total, 4) for k, name in enumerate(classes)}
         info["semantic_pixel_share"]["ignore"] = round(float(pixels[255]) / total, 4)
     return info

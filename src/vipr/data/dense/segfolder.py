@@ -64,7 +64,8 @@ def _pairs(root: Path, folder: str) -> tuple[list[tuple[str, str]], list[tuple[s
     if not masks_dir.is_dir():
         raise DataError(f"{root}: images/{folder}/ has no masks/{folder}/ beside it; put the label maps there")
     masks = {p.stem: p for p in masks_dir.iterdir() if p.suffix.lower() == ".png"}
-    images = sorted(p for p in images_dir.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith("."))
+    images = sorted(p for p in images_dir.iterdir()
+                    if p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith("."))
     if not images:
         raise DataError(f"{images_dir} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
     pairs = [(str(p), str(masks[p.stem])) for p in images if p.stem in masks]

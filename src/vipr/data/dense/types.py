@@ -140,6 +140,22 @@ class DenseSplit:
             return None
         return torch.from_numpy(np.array(self.semantic_maps[i]))
 
+    def target(self, i: int, *, masks: bool = True, drop_crowd: bool = True) -> dict[str, torch.Tensor]:
+        """torchvision's detection target of image ``i``: boxes (N, 4) float32 xyxy, labels (N,) int64,
+        and masks (N, S, S) uint8 when the source has them and ``masks``; crowds dropped by default."""
+        keep = slice(None) if not drop_crowd else torch.from_numpy(self.instances.iscrowd[self.rows(i)] == 0)
+        target = {"boxes": self.boxes(i)[keep], "labels": self.labels(i)[keep]}
+        if masks and self.has_masks:
+            target["masks"] = self.masks(i)[keep]
+        return target
+
+    def batch(self, indices, *, masks: bool = True) -> tuple[torch.Tensor, list[dict[str, torch.Tensor]]]:
+        """uint8 (B, 3, S, S) canvases of ``indices`` and their targets (see ``target``), for a training step."""
+        indices = np.asarray(indices, np.int64)
+        images = torch.from_numpy(np.ascontiguousarray(self.images[np.sort(indices)]))  # memmap reads in order
+        images = images[torch.from_numpy(np.argsort(np.argsort(indices)))]
+        return images, [self.target(int(i), masks=masks) for i in indices]
+
     def __getitem__(self, i: int) -> DenseSample:
         if not -len(self) <= i < len(self):
             raise IndexError(f"image {i} out of range for a split of {len(self)}")
@@ -174,7 +190,8 @@ class DenseDataset:
     stats: dict = field(default_factory=dict)  # per split: semantic pixels per class, from the build
 
     def __repr__(self) -> str:
-        return f"DenseDataset({self.name!r}, {self.kind}, {self.num_classes} classes, train={self.train}, test={self.test})"
+        return (f"DenseDataset({self.name!r}, {self.kind}, {self.num_classes} classes, "
+                f"train={self.train}, test={self.test})")
 
     @property
     def num_classes(self) -> int:

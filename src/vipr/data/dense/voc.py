@@ -29,6 +29,7 @@ VOC_CLASSES = ("aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "
                "train", "tvmonitor")
 VOC_DEFAULTS = {"train": "train", "test": "val"}  # image lists under ImageSets/Main (VOC07 protocol: trainval/test)
 WORKERS = 4
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".JPG")  # VOC ships .jpg; VOC-format exports vary
 
 
 def build_voc(writer, root: Path, lists: dict[str, str]) -> None:
@@ -43,16 +44,17 @@ def build_voc(writer, root: Path, lists: dict[str, str]) -> None:
     semantic = (root / "SegmentationClass").is_dir() and any((root / "SegmentationClass").glob("*.png"))
     for split, objects in parsed.items():
         builder = writer.split(split, len(objects), semantic=semantic, masks=False)
-        jobs = [(root, image_id, objs, label_of, writer.canvas, semantic) for image_id, objs in zip(ids[split], objects)]
+        jobs = [(root, image_id, objs, label_of, writer.canvas, semantic)
+                for image_id, objs in zip(ids[split], objects)]
         with ThreadPoolExecutor(WORKERS) as pool:
             for (_, image_id, *_), (index, result) in zip(jobs, enumerate(pool.map(_decode, jobs))):
                 if isinstance(result, tuple) and isinstance(result[0], str):  # (file, reason): image skipped
                     skipped.append((split, result[0], f"image {image_id}", result[1]))
                     continue
-                image, valid, orig, ann, label_map, problems, n_clipped = result
+                image, valid, orig, ann, label_map, problems, n_clipped, image_file = result
                 skipped += [(split, file, item, reason) for file, item, reason in problems]
                 clipped += n_clipped
-                builder.add(image, valid, orig, index, f"JPEGImages/{image_id}.jpg", ann, label_map)
+                builder.add(image, valid, orig, index, image_file, ann, label_map)
         writer.finish(builder)
     writer.commit_dense(kind="voc", classes=["background", *classes], category_ids=list(range(len(classes) + 1)),
                         skipped=skipped, clipped=clipped)
@@ -114,16 +116,18 @@ def _classes(root: Path, parsed: list[list[dict]]) -> list[str]:
 
 
 def _decode(job):
-    """(canvas, valid, orig, annotations, label map, problems, clipped) or (file, reason) to skip the image."""
+    """(canvas, valid, orig, annotations, label map, problems, clipped, image file) or (file, reason) to skip it."""
     root, image_id, objects, label_of, canvas, semantic = job
     xml, png = f"Annotations/{image_id}.xml", root / "SegmentationClass" / f"{image_id}.png"
     if isinstance(objects, str):
         return xml, objects
     if objects is None and not (semantic and png.is_file()):
         return xml, f"no {xml} (and no SegmentationClass/{image_id}.png)"
-    decoded = decode_canvas(str(root / "JPEGImages" / f"{image_id}.jpg"), canvas)
+    image_file = next((f"JPEGImages/{image_id}{ext}" for ext in IMAGE_EXTENSIONS
+                       if (root / "JPEGImages" / f"{image_id}{ext}").is_file()), f"JPEGImages/{image_id}.jpg")
+    decoded = decode_canvas(str(root / image_file), canvas)
     if isinstance(decoded, str):
-        return f"JPEGImages/{image_id}.jpg", decoded
+        return image_file, decoded
     image, (h, w), orig = decoded
     sx, sy = w / orig[1], h / orig[0]
     ann = {"boxes": [], "labels": [], "iscrowd": [], "difficult": [], "ann_ids": []}
@@ -145,7 +149,7 @@ def _decode(job):
         if isinstance(label_map, str):
             problems.append((f"SegmentationClass/{image_id}.png", f"{image_id} label map", label_map))
             label_map = None
-    return image, (h, w), orig, ann, label_map, problems, n_clipped
+    return image, (h, w), orig, ann, label_map, problems, n_clipped, image_file
 
 
 def _label_map(path: Path, orig: tuple[int, int], valid: tuple[int, int], canvas: int, num_classes: int):
