@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vipr.config import PROB, QUEUE, TEMPERATURE
+from vipr.config import PROB, QUEUE, TEMPERATURE, Choices
 from vipr.engine import distributed as dist
 from vipr.ssl.losses import info_nce
 from vipr.ssl.method import PretrainMethod
@@ -33,9 +33,11 @@ class MoCoConfig(MethodConfig):
     momentum: Annotated[float, PROB] = 0.99  # EMA at the start, raised to momentum_final on a cosine
     momentum_final: Annotated[float, PROB] = 1.0
     symmetric: bool = True  # both views as query (solo-learn's MoCo V2+), 2x the loss signal per step
-    # symmetric only: enqueue the keys of both views (2 x batch per step, as solo-learn), so the queue
-    # holds keys half as old; both loss terms read the queue as it was before the step
-    enqueue_both: bool = True
+    # which keys a symmetric step enqueues: "one" (the second view's, as the asymmetric loss), "both"
+    # (2 x batch per step, solo-learn: keys half as old; both terms read the queue from before the step)
+    # or "sequential" (lightly's order: each term enqueues its keys, so the second term's negatives hold
+    # the first term's keys, among them each query's own-view momentum key)
+    enqueue: Annotated[str, Choices("one", "both", "sequential")] = "both"
     # images <= 64 px (vipr.profiles): MoCo v2's own head (no BatchNorm) at 512 wide and T 0.1; the
     # 2048-wide BatchNorm head cost 8.6 kNN points and T 0.2 5.0 on unseen photos (docs/peer_quality.md)
     SMALL_IMAGES: ClassVar[dict] = {"temperature": 0.1, "proj_hidden_dim": 512, "proj_batch_norm": False}
@@ -128,13 +130,15 @@ class MoCoV2(PretrainMethod, nn.Module):
 
     def forward_views(self, views: list[torch.Tensor], batch) -> dict[str, torch.Tensor]:
         loss, keys = self.contrast(views[0], views[1])
-        if self.config.symmetric:
-            loss_b, keys_b = self.contrast(views[1], views[0])
-            loss = (loss + loss_b) / 2
-            if self.config.enqueue_both:
-                keys = torch.cat([keys, keys_b])
-        self.enqueue(keys)
-        return {"loss": loss}
+        if not self.config.symmetric:
+            self.enqueue(keys)
+            return {"loss": loss}
+        mode = self.config.enqueue
+        if mode == "sequential":
+            self.enqueue(keys)  # the second term's negatives now hold these keys
+        loss_b, keys_b = self.contrast(views[1], views[0])
+        self.enqueue({"one": keys, "both": torch.cat([keys, keys_b]), "sequential": keys_b}[mode])
+        return {"loss": (loss + loss_b) / 2}
 
     @torch.no_grad()
     def enqueue(self, keys: torch.Tensor) -> None:
