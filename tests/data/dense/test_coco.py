@@ -155,3 +155,34 @@ def test_images_by_file_name_relative_to_root_and_no_train_file(tmp_path):
     (root / "annotations" / "instances_train2017.json").rename(root / "annotations" / "instances_other.json")
     with pytest.raises(DataError, match="instances_train"):
         open_dense(f"coco:{root}", store_size=CANVAS, cache_dir=tmp_path / "cache")
+
+
+def test_scenes_written_as_coco_read_back_the_same(tmp_path):
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    from vipr.data.dense.export import coco_ground_truth, write_coco
+
+    scenes = open_dense("builtin:scenes?size=48&train=5&test=3&classes=4", cache_dir=tmp_path / "cache")
+    root = write_coco(scenes, tmp_path / "as-coco")
+    back = open_dense(f"coco:{root}", store_size=48, cache_dir=tmp_path / "cache")
+    assert back.classes == scenes.classes and back.skipped == [] and len(back.test) == 3
+    for a, b in ((scenes.train, back.train), (scenes.test, back.test)):
+        np.testing.assert_array_equal(a.images, b.images)
+        np.testing.assert_array_equal(a.semantic_maps, b.semantic_maps)  # painted from the masks again
+        for i in range(len(a)):
+            np.testing.assert_allclose(a.boxes(i), b.boxes(i))
+            assert torch_equal(a.masks(i), b.masks(i)) and torch_equal(a.labels(i), b.labels(i))
+    gt = COCO()
+    gt.dataset = coco_ground_truth(scenes, "test")
+    gt.createIndex()
+    results = [{**{k: a[k] for k in ("image_id", "category_id", "bbox", "segmentation")}, "score": 1.0}
+               for a in gt.dataset["annotations"]]
+    for kind in ("bbox", "segm"):  # ground truth fed back as detections scores AP 1
+        ev = COCOeval(gt, gt.loadRes(results), kind)
+        ev.evaluate(), ev.accumulate(), ev.summarize()
+        assert np.isclose(ev.stats[0], 1.0) and np.isclose(ev.stats[1], 1.0)  # AP and AP50
+
+
+def torch_equal(a, b):
+    return bool((a == b).all()) and a.shape == b.shape
