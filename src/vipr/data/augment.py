@@ -50,6 +50,7 @@ __all__ = [
     "gaussian_blur",
     "get_recipe",
     "list_recipes",
+    "register_recipe",
     "normalize",
     "random_grayscale",
     "random_resized_crop",
@@ -166,25 +167,40 @@ def resize(x: Tensor, size: int) -> Tensor:
     return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=shrink)
 
 
+_RECIPES: dict[str, Callable[[int], list[ViewSpec]]] = {}
+
+
+def register_recipe(name: str):
+    """Decorator: register ``fn(image_size) -> list[ViewSpec]`` as the augmentation recipe ``name``."""
+
+    def wrap(fn: Callable[[int], list[ViewSpec]]) -> Callable[[int], list[ViewSpec]]:
+        if name in _RECIPES:
+            raise ValueError(f"augmentation recipe '{name}' is registered twice")
+        _RECIPES[name] = fn
+        return fn
+
+    return wrap
+
+
+@register_recipe("moco_v2")
 def _moco_v2(image_size: int) -> list[ViewSpec]:
     """MoCo v2 (arXiv 2003.04297): two identically distributed views."""
     view = ViewSpec(image_size, scale=(0.2, 1.0), jitter=(0.4, 0.4, 0.4, 0.1), gray_p=0.2, blur_p=0.5)
     return [view, view]
 
 
+@register_recipe("simclr")
 def _simclr(image_size: int) -> list[ViewSpec]:
     """SimCLR (arXiv 2002.05709): colour strength 1.0, i.e. jitter (0.8, 0.8, 0.8, 0.2)."""
     view = ViewSpec(image_size, scale=(0.08, 1.0), jitter=(0.8, 0.8, 0.8, 0.2), gray_p=0.2, blur_p=0.5)
     return [view, view]
 
 
+@register_recipe("byol")
 def _byol(image_size: int) -> list[ViewSpec]:
     """BYOL (arXiv 2006.07733, table 6): asymmetric blur and solarize between the two views."""
     view = ViewSpec(image_size, scale=(0.08, 1.0), jitter=(0.4, 0.4, 0.2, 0.1), gray_p=0.2)
     return [replace(view, blur_p=1.0, solarize_p=0.0), replace(view, blur_p=0.1, solarize_p=0.2)]
-
-
-_RECIPES: dict[str, Callable[[int], list[ViewSpec]]] = {"byol": _byol, "moco_v2": _moco_v2, "simclr": _simclr}
 
 
 def list_recipes() -> list[str]:
