@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from vipr.data.dense.types import IGNORE, DenseDataset, DenseSplit, Instances
 from vipr.data.store import StoreWriter, _shrink_npy
@@ -34,6 +36,7 @@ DENSE_FORMAT = "vipr-dense-store/1"
 SPLITS = ("train", "test")
 _CHUNK_BYTES = 64 << 20  # digest granularity: bounded RAM on stores larger than memory
 INSTANCE_ARRAYS = ("offsets", "boxes", "labels", "iscrowd", "difficult", "ann_ids")
+PROGRESS_MIN = 1000  # images: smaller splits decode in seconds, without a progress bar
 
 
 class SplitBuilder:
@@ -51,6 +54,8 @@ class SplitBuilder:
         self.inst: dict[str, list] = {"boxes": [], "labels": [], "iscrowd": [], "difficult": [], "ann_ids": []}
         self.offsets, self.rles = [0], []
         self.pixels = np.zeros(256, np.int64)  # semantic pixels per value, over the valid regions
+        self.bar = tqdm(total=capacity, desc=f"decoding {split}", unit="img", file=sys.stderr, leave=False,
+                        disable=capacity < PROGRESS_MIN)
 
     def add(self, image: np.ndarray, valid: tuple[int, int], orig: tuple[int, int], image_id: int, name: str,
             ann: dict, semantic: np.ndarray | None = None) -> None:
@@ -71,9 +76,11 @@ class SplitBuilder:
             self.rles.extend(ann["rles"] if n else ())
         self.offsets.append(self.offsets[-1] + n)
         self.count += 1
+        self.bar.update()
 
     def finish(self) -> dict:
         """Write the split's arrays; returns its stats for meta.json."""
+        self.bar.close()
         for arr, name in ((self.images, "images"), (self.semantic, "semantic")):
             if arr is not None:
                 arr.flush()
