@@ -8,7 +8,38 @@ import torch
 
 from vipr.data.augment import eval_transform
 from vipr.errors import ConfigError, ExportError
-from vipr.serve.runtime import load_runtime, onnx_cache_path
+from vipr.serve.runtime import create_runtime, list_runtimes, load_runtime, onnx_cache_path, register_runtime
+
+TORCH_RUNTIME = "torch"  # the reference every registered runtime is compared with
+
+
+@pytest.mark.parametrize("kind", list_runtimes())
+def test_every_registered_runtime_follows_the_contract(kind, classifier_path, torch_runtime, tmp_path):
+    runtime = create_runtime(kind, classifier_path, cache_dir=tmp_path / "cache")
+    assert runtime.info.image_size == torch_runtime.info.image_size and runtime.info.classes == torch_runtime.info.classes
+    assert runtime.device is not None and type(runtime).summary
+    pixels = list(np.random.default_rng(3).integers(0, 256, (2, 3, 20, 20), dtype=np.uint8))
+    batch = runtime.preprocess(pixels)  # uint8 (3, H, W) -> float32 (B, 3, S, S)
+    assert batch.shape == (2, 3, runtime.info.image_size, runtime.info.image_size) and batch.dtype == np.float32
+    logits = runtime.predict(batch)
+    assert logits.shape == (2, runtime.info.output_dim) and logits.dtype == np.float32
+    tolerance = 5e-2 if torch_runtime.precision == "bf16" else 1e-3
+    np.testing.assert_allclose(logits, torch_runtime.predict(batch), atol=tolerance)
+
+
+def test_a_registered_runtime_is_listed_and_created(monkeypatch, classifier_path, torch_runtime):
+    from vipr.serve import runtime as module
+
+    monkeypatch.setattr(module, "_RUNTIMES", dict(module._RUNTIMES))  # the registration stays in this test
+
+    @register_runtime("echo", "the torch runtime under another name")
+    class Echo:
+        @classmethod
+        def open(cls, path, *, cache_dir=None, device="cpu"):
+            return torch_runtime
+
+    assert "echo" in list_runtimes() and list_runtimes()[0] == "onnx"  # the default first
+    assert create_runtime("echo", classifier_path) is torch_runtime
 
 
 def test_torch_and_onnx_runtimes_agree(torch_runtime, onnx_runtime):
@@ -35,7 +66,7 @@ def test_onnx_export_is_cached_per_checkpoint(classifier_path, onnx_runtime):
 
 
 def test_load_runtime_errors(onnx_runtime, classifier_path):
-    with pytest.raises(ConfigError, match="unknown runtime 'tensorrt'"):
+    with pytest.raises(ConfigError, match="unknown runtime 'tensorrt'.*onnx"):
         load_runtime(classifier_path, "tensorrt")
     with pytest.raises(ExportError, match="--runtime onnx"):
         load_runtime(onnx_runtime.path, "torch")

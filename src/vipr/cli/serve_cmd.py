@@ -7,6 +7,7 @@ import socket
 import sys
 from pathlib import Path
 
+from vipr.cli.choices import add_registry_flag, runtime_names, runtime_summary
 from vipr.cli.options import ServeOptions
 from vipr.errors import ViprError
 
@@ -36,8 +37,7 @@ def add_parser(sub) -> None:
     p.add_argument("ref", metavar="NAME[@ALIAS|/VERSION]|CHECKPOINT")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, help=f"port (default {ServeOptions.port})")
-    p.add_argument("--runtime", choices=["onnx", "torch"], default="onnx",
-                   help="onnx: onnxruntime on an export cached per checkpoint (default); torch: PyTorch")
+    add_registry_flag(p, "--runtime", runtime_names, summary=runtime_summary, default="onnx")
     o = ServeOptions
     p.add_argument("--max-batch-size", type=int, help=f"rows per model call (default {o.max_batch_size})")
     p.add_argument("--max-delay-ms", type=float,
@@ -90,10 +90,15 @@ def run(args) -> int:
 
     options = read_options(ServeOptions, args)
     from vipr.engine.device import resolve_device
+    from vipr.serve.runtime import check_runtime, load_runtime
+
+    try:
+        check_runtime(args.runtime)
+    except ViprError as err:
+        raise ViprError(f"--runtime {args.runtime}: {err}") from None
 
     resolve_device(options.device)  # a device this machine lacks, before the port and the model
     check_port_free(args.host, options.port)  # before loading the model, and before saying where it serves
-    from vipr.serve.runtime import load_runtime
 
     path, name, version = resolve(args.ref)
     runtime = load_runtime(path, args.runtime, device=options.device)

@@ -1,6 +1,7 @@
 """Runtimes that serve one model: run a normalised batch, return its logits (or features).
 
-Both runtimes share one contract, so the batcher and the app never know which one runs:
+Runtimes are registered (``register_runtime`` / ``create_runtime`` / ``list_runtimes``: torch,
+onnx) and share one contract, so the batcher and the app never know which one runs:
 
 * ``info``: the preprocessing metadata that travels with the weights (classes, image_size,
   mean, std) and what the model outputs;
@@ -8,7 +9,8 @@ Both runtimes share one contract, so the batcher and the app never know which on
   :func:`vipr.data.augment.eval_transform` (the evaluation preprocessing of training);
 * ``predict(batch)``: float32 (B, 3, S, S) -> float32 (B, C) numpy.
 
-``predict`` is called from one thread at a time (the batcher's worker).
+``predict`` is called from one thread at a time (the batcher's worker). A runtime class is built
+by ``open(path, *, cache_dir, device)`` and carries ``device`` (for the serving message).
 """
 
 from __future__ import annotations
@@ -23,10 +25,41 @@ import torch
 from vipr.data.augment import eval_transform
 from vipr.engine.card import ModelCard
 from vipr.engine.device import precision_autocast, resolve_device
+from vipr.config import suggest
 from vipr.errors import ConfigError, ExportError
 from vipr.fsutil import atomic_path, cache_root, file_sha256
 
-RUNTIMES = ("onnx", "torch")
+_RUNTIMES: dict[str, type] = {}  # name -> runtime class, filled by register_runtime
+
+
+def register_runtime(name: str, summary: str):
+    """Class decorator: serve with ``cls`` under ``--runtime name``.
+
+    ``cls.open(path, *, cache_dir, device)`` builds it from a checkpoint (or a file of its own
+    format) and the instance follows the contract of this module's docstring; ``summary`` is
+    its line in ``vipr serve --help``."""
+
+    def wrap(cls: type) -> type:
+        cls.runtime_name, cls.summary = name, summary
+        _RUNTIMES[name] = cls
+        return cls
+
+    return wrap
+
+
+def list_runtimes() -> list[str]:
+    """Names ``vipr serve --runtime`` accepts (the default, onnx, first)."""
+    return sorted(_RUNTIMES, key=lambda name: (name != "onnx", name))
+
+
+def check_runtime(kind: str) -> None:
+    """ConfigError naming ``kind`` and the registered runtimes unless it is one."""
+    if kind not in _RUNTIMES:
+        raise ConfigError(f"unknown runtime '{kind}'{suggest(str(kind), list_runtimes())}")
+
+
+def runtime_summary(name: str) -> str:
+    return _RUNTIMES[name].summary
 
 
 @dataclass(frozen=True)
@@ -79,6 +112,7 @@ def preprocess(images: list[np.ndarray], info: ModelInfo) -> np.ndarray:
     return rows  # (B, 3, S, S) NCHW, as the OIP input declares
 
 
+@register_runtime("torch", "PyTorch on the checkpoint's model")
 class TorchRuntime:
     """The checkpoint's model in eval mode on ``device``, channels-last, bf16 autocast where it runs fast."""
 
@@ -98,6 +132,10 @@ class TorchRuntime:
         model, card = load_for_export(path)
         return cls(model, card, precision, device)
 
+    @classmethod
+    def open(cls, path: Path, *, cache_dir: str | os.PathLike | None = None, device: str = "cpu") -> TorchRuntime:
+        return cls.from_checkpoint(path, device=device)
+
     def preprocess(self, images: list[np.ndarray]) -> np.ndarray:
         return preprocess(images, self.info)
 
@@ -108,6 +146,7 @@ class TorchRuntime:
             return self.model(x).float().cpu().numpy()  # (B, C)
 
 
+@register_runtime("onnx", "onnxruntime on an export cached per checkpoint (default)")
 class OnnxRuntime:
     """An onnxruntime session on an exported file; a checkpoint is exported once into the cache."""
 
@@ -136,6 +175,11 @@ class OnnxRuntime:
             with atomic_path(out) as tmp, atomic_path(f"{out}.json", tmp=f"{tmp}.json"):
                 export_model(path, "onnx", tmp)
         return cls(out, threads, device)
+
+    @classmethod
+    def open(cls, path: Path, *, cache_dir: str | os.PathLike | None = None, device: str = "cpu") -> OnnxRuntime:
+        """An exported ``.onnx`` file as it is; a checkpoint through its cached export."""
+        return cls(path, device=device) if path.suffix == ".onnx" else cls.from_checkpoint(path, cache_dir, device=device)
 
     def preprocess(self, images: list[np.ndarray]) -> np.ndarray:
         return preprocess(images, self.info)
@@ -168,16 +212,18 @@ def onnx_cache_path(checkpoint_path: Path, cache_dir: str | os.PathLike | None =
     return folder / f"{digest}.onnx"
 
 
+def create_runtime(kind: str, path: str | os.PathLike, *, cache_dir: str | os.PathLike | None = None,
+                   device: str = "cpu"):
+    """The registered runtime ``kind`` on ``device`` (vipr.engine.device) for a checkpoint file, or a file of its own
+    format (onnx: an exported ``.onnx``)."""
+    check_runtime(kind)
+    path = Path(path)
+    if path.suffix == ".onnx" and kind != "onnx":
+        raise ExportError(f"{path} is an exported ONNX file; serve it with --runtime onnx, or pass the checkpoint")
+    return _RUNTIMES[kind].open(path, cache_dir=cache_dir, device=device)
+
+
 def load_runtime(path: str | os.PathLike, kind: str = "onnx", *, cache_dir: str | os.PathLike | None = None,
                  device: str = "cpu"):
-    """A runtime of ``kind`` on ``device`` (vipr.engine.device) for a checkpoint file or an exported ``.onnx`` file."""
-    if kind not in RUNTIMES:
-        raise ConfigError(f"unknown runtime '{kind}'; use one of {', '.join(RUNTIMES)}")
-    path = Path(path)
-    if path.suffix == ".onnx":
-        if kind != "onnx":
-            raise ExportError(f"{path} is an exported ONNX file; serve it with --runtime onnx, or pass the checkpoint")
-        return OnnxRuntime(path, device=device)
-    if kind == "onnx":
-        return OnnxRuntime.from_checkpoint(path, cache_dir, device=device)
-    return TorchRuntime.from_checkpoint(path, device=device)
+    """``create_runtime(kind, path, ...)``, path first (the serving and benchmark call sites)."""
+    return create_runtime(kind, path, cache_dir=cache_dir, device=device)
