@@ -186,3 +186,16 @@ def test_scenes_written_as_coco_read_back_the_same(tmp_path):
 
 def torch_equal(a, b):
     return bool((a == b).all()) and a.shape == b.shape
+
+
+def test_size_mismatch_skips_the_image_and_nothing_usable_is_an_error(tmp_path):
+    root = tmp_path / "coco"
+    write_coco(root, images=[{"id": 1, "file_name": "a.png", "width": W + 10, "height": H},
+                             {"id": 2, "file_name": "b.png", "width": W, "height": H}])
+    ds = open_dense(f"coco:{root}", store_size=CANVAS, cache_dir=tmp_path / "cache")
+    reasons = {item[2]: item[3] for item in ds.skipped}
+    assert "the JSON says 50x30" in reasons["image 1"] and "its image 1 was skipped" in reasons["annotation 10"]
+    assert len(ds.train) == 1 and ds.train.instances.ann_ids.tolist() == [12]
+    write_coco(root, images=[{"id": 1, "file_name": "nowhere.png", "width": W, "height": H}])
+    with pytest.raises(DataError, match="no usable train image.*nowhere.png"):
+        open_dense(f"coco:{root}", store_size=CANVAS, cache_dir=tmp_path / "cache")

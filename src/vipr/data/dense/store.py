@@ -120,8 +120,10 @@ class DenseWriter(StoreWriter):
                      skipped: list[tuple], clipped: int = 0) -> None:
         source = self.source
         if "train" not in self.stats or not self.stats["train"]["images"]:
-            raise DataError(f"{source}: no usable train image (skipped {len(skipped)}"
-                            + (f", first: {' '.join(map(str, skipped[0]))}" if skipped else "") + ")")
+            first = next((item for item in skipped if str(item[2]).startswith("image")), skipped[0] if skipped else None)
+            raise DataError(f"{source}: no usable train image (skipped {len(skipped)} items"
+                            + (f"; e.g. {' '.join(map(str, first))}" if first else "")
+                            + "); check that the images lie where the annotations say")
         lines = "".join("\t".join(str(v).replace("\t", " ").replace("\n", " ") for v in item) + "\n"
                         for item in skipped)
         atomic_write_text(self.folder / "skipped.txt", lines)
