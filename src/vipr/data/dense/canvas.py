@@ -7,8 +7,14 @@ with the image.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 from PIL import Image
+
+WORKERS = 4  # decoding threads: PIL releases the GIL while decoding and resizing
+WINDOW = 256  # jobs in flight at most: decoded canvases never pile up in memory
 
 
 def letterbox_scale(height: int, width: int, canvas: int) -> tuple[int, int]:
@@ -53,3 +59,11 @@ def clip_box(box: tuple[float, float, float, float], height: int, width: int):
     if cx1 <= cx0 or cy1 <= cy0:
         return f"box {list(box)} (xyxy) lies entirely outside the {width}x{height} image"
     return (cx0, cy0, cx1, cy1), (cx0, cy0, cx1, cy1) != (x0, y0, x1, y1)
+
+
+def ordered_map(fn: Callable, jobs: Iterable, workers: int = WORKERS) -> Iterator:
+    """``map(fn, jobs)`` on a thread pool, in order, with at most WINDOW jobs in flight."""
+    jobs = list(jobs)
+    with ThreadPoolExecutor(workers) as pool:
+        for start in range(0, len(jobs), WINDOW):
+            yield from pool.map(fn, jobs[start:start + WINDOW])

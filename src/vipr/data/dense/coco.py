@@ -12,18 +12,16 @@ from __future__ import annotations
 
 import json
 import math
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from vipr.data.dense.canvas import clip_box, decode_canvas, place_label_map
+from vipr.data.dense.canvas import clip_box, decode_canvas, ordered_map, place_label_map
 from vipr.data.dense.rle import encode, polygons_to_mask
 from vipr.data.dense.types import IGNORE
 from vipr.errors import DataError
 
-WORKERS = 4  # PIL releases the GIL while decoding and resizing
 SPLIT_WORDS = {"train": "train", "test": "val"}
 
 
@@ -58,19 +56,16 @@ def build_coco(writer, root: Path, files: dict[str, Path]) -> None:
         folders = _image_folders(root, files[split])
         builder = writer.split(split, len(data["images"]), semantic=masks, masks=masks)
         jobs = [(record, per_image.get(record["id"], []), folders, writer.canvas, masks) for record in data["images"]]
-        with ThreadPoolExecutor(WORKERS) as pool:
-            for start in range(0, len(jobs), 256):  # bounded window: no million pending futures
-                for (record, anns, *_), result in zip(jobs[start:start + 256],
-                                                      pool.map(_decode, jobs[start:start + 256])):
-                    if isinstance(result, str):
-                        skipped.append((split, record["file_name"], f"image {record['id']}", result))
-                        why = f"its image {record['id']} was skipped: {result}"
-                        skipped += [(split, name, f"annotation {a['id']}", why) for a in anns]
-                        continue
-                    image, valid, orig, ann, semantic, problems, n_clipped = result
-                    skipped += [(split, name, f"annotation {aid}", reason) for aid, reason in problems]
-                    clipped += n_clipped
-                    builder.add(image, valid, orig, record["id"], record["file_name"], ann, semantic)
+        for (record, anns, *_), result in zip(jobs, ordered_map(_decode, jobs)):
+            if isinstance(result, str):
+                skipped.append((split, record["file_name"], f"image {record['id']}", result))
+                why = f"its image {record['id']} was skipped: {result}"
+                skipped += [(split, name, f"annotation {a['id']}", why) for a in anns]
+                continue
+            image, valid, orig, ann, semantic, problems, n_clipped = result
+            skipped += [(split, name, f"annotation {aid}", reason) for aid, reason in problems]
+            clipped += n_clipped
+            builder.add(image, valid, orig, record["id"], record["file_name"], ann, semantic)
         writer.finish(builder)
     writer.commit_dense(kind="coco", classes=["background", *(categories[c] for c in ids)],
                         category_ids=[0, *ids], skipped=skipped, clipped=clipped)

@@ -8,18 +8,16 @@ An image without a mask, or with an unusable one, is skipped and listed in skipp
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from vipr.data.dense.canvas import decode_canvas, place_label_map
+from vipr.data.dense.canvas import decode_canvas, ordered_map, place_label_map
 from vipr.data.dense.types import IGNORE
 from vipr.errors import DataError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
-WORKERS = 4
 
 
 def build_segfolder(writer, root: Path) -> None:
@@ -34,15 +32,15 @@ def build_segfolder(writer, root: Path) -> None:
         pairs, missing = _pairs(root, folder)
         skipped += [(split, f"images/{folder}/{name}", "image", reason) for name, reason in missing]
         builder = writer.split(split, len(pairs), semantic=True, masks=False)
-        with ThreadPoolExecutor(WORKERS) as pool:
-            for index, ((image_path, mask_path), result) in enumerate(
-                    zip(pairs, pool.map(lambda p: _decode(*p, writer.canvas, classes), pairs))):
-                if isinstance(result, str):
-                    skipped.append((split, Path(image_path).relative_to(root).as_posix(), "image", result))
-                    continue
-                image, valid, orig, label_map = result
-                highest = max(highest, int(label_map[label_map != IGNORE].max(initial=0)))
-                builder.add(image, valid, orig, index, Path(image_path).relative_to(root).as_posix(), {}, label_map)
+        decoded = ordered_map(lambda pair: _decode(*pair, writer.canvas, classes), pairs)
+        for index, ((image_path, _), result) in enumerate(zip(pairs, decoded)):
+            name = Path(image_path).relative_to(root).as_posix()
+            if isinstance(result, str):
+                skipped.append((split, name, "image", result))
+                continue
+            image, valid, orig, label_map = result
+            highest = max(highest, int(label_map[label_map != IGNORE].max(initial=0)))
+            builder.add(image, valid, orig, index, name, {}, label_map)
         writer.finish(builder)
     names = classes or [str(k) for k in range(highest + 1)]
     writer.commit_dense(kind="masks", classes=names, category_ids=list(range(len(names))), skipped=skipped)

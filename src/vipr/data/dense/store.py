@@ -162,7 +162,8 @@ def open_dense_entry(entry: Path, name: str) -> DenseDataset:
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise DataError(f"the data cache entry {entry} is damaged ({e}); delete that folder and "
                         f"open the dataset again to rebuild it") from None
-    return DenseDataset(name=name, kind=meta["kind"], train=splits["train"], test=splits.get("test"),
+    test = splits.get("test")
+    return DenseDataset(name=name, kind=meta["kind"], train=splits["train"], test=test if test else None,
                         classes=meta["classes"], category_ids=meta["category_ids"], digest=meta["digest"],
                         skipped=skipped, clipped=meta["clipped"], skipped_file=str(entry / "skipped.txt"),
                         stats=meta["splits"])

@@ -11,7 +11,6 @@ XML is parsed with defusedxml: annotation files from others cannot expand entiti
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from xml.etree.ElementTree import ParseError
 
@@ -20,7 +19,7 @@ from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import parse as parse_xml
 from PIL import Image
 
-from vipr.data.dense.canvas import clip_box, decode_canvas, place_label_map
+from vipr.data.dense.canvas import clip_box, decode_canvas, ordered_map, place_label_map
 from vipr.data.dense.types import IGNORE
 from vipr.errors import DataError
 
@@ -28,7 +27,6 @@ VOC_CLASSES = ("aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "
                "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa",
                "train", "tvmonitor")
 VOC_DEFAULTS = {"train": "train", "test": "val"}  # image lists under ImageSets/Main (VOC07 protocol: trainval/test)
-WORKERS = 4
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".JPG")  # VOC ships .jpg; VOC-format exports vary
 
 
@@ -37,8 +35,7 @@ def build_voc(writer, root: Path, lists: dict[str, str]) -> None:
     skipped, clipped = [], 0
     ids = {split: _read_list(root, split, name, explicit=lists != VOC_DEFAULTS)
            for split, name in lists.items()}
-    with ThreadPoolExecutor(WORKERS) as pool:
-        parsed = {split: list(pool.map(lambda i: _read_xml(root, i), names)) for split, names in ids.items() if names}
+    parsed = {split: list(ordered_map(lambda i: _read_xml(root, i), names)) for split, names in ids.items() if names}
     classes = _classes(root, [p for split in parsed.values() for p in split if not isinstance(p, str)])
     label_of = {name: k + 1 for k, name in enumerate(classes)}
     semantic = (root / "SegmentationClass").is_dir() and any((root / "SegmentationClass").glob("*.png"))
@@ -46,15 +43,14 @@ def build_voc(writer, root: Path, lists: dict[str, str]) -> None:
         builder = writer.split(split, len(objects), semantic=semantic, masks=False)
         jobs = [(root, image_id, objs, label_of, writer.canvas, semantic)
                 for image_id, objs in zip(ids[split], objects)]
-        with ThreadPoolExecutor(WORKERS) as pool:
-            for (_, image_id, *_), (index, result) in zip(jobs, enumerate(pool.map(_decode, jobs))):
-                if isinstance(result, tuple) and isinstance(result[0], str):  # (file, reason): image skipped
-                    skipped.append((split, result[0], f"image {image_id}", result[1]))
-                    continue
-                image, valid, orig, ann, label_map, problems, n_clipped, image_file = result
-                skipped += [(split, file, item, reason) for file, item, reason in problems]
-                clipped += n_clipped
-                builder.add(image, valid, orig, index, image_file, ann, label_map)
+        for index, ((_, image_id, *_), result) in enumerate(zip(jobs, ordered_map(_decode, jobs))):
+            if isinstance(result[0], str):  # (file, reason): the image is skipped
+                skipped.append((split, result[0], f"image {image_id}", result[1]))
+                continue
+            image, valid, orig, ann, label_map, problems, n_clipped, image_file = result
+            skipped += [(split, file, item, reason) for file, item, reason in problems]
+            clipped += n_clipped
+            builder.add(image, valid, orig, index, image_file, ann, label_map)
         writer.finish(builder)
     writer.commit_dense(kind="voc", classes=["background", *classes], category_ids=list(range(len(classes) + 1)),
                         skipped=skipped, clipped=clipped)
