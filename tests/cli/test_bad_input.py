@@ -52,6 +52,7 @@ NUMERIC = {
     "ui": {"--port": ALL},
     "quickstart": {"--epochs": NO_ZERO},
     "model alias": {"VERSION": ALL},
+    "runs list": {"--limit": ALL},
 }
 
 
@@ -66,6 +67,7 @@ def base_argv(command: str, option: str, out: Path) -> list[str]:
         "serve": ["serve", "model.pt"],
         "ui": ["ui"],
         "quickstart": ["quickstart", "--data", DATA, "--out", never],
+        "runs list": ["runs", "list"],
         "features": ["features", *checkpoint, "--out", str(out / "never.npz")],
     }.get(command) or [*command.split(), *checkpoint, "--out", never, "--no-track"]
     if command == "data split" and option not in ("--label-fraction", "--per-class"):
@@ -218,6 +220,7 @@ PATH_CASES = [  # argv with {P} for the path under test, the kinds to try
     ("model export m --format onnx --out {P}", ("read_only", "dir", "under_file")),
     ("serve {P}.pt", ("missing",)),
     ("serve {P} --runtime torch --port 1", ("garbage",)),  # port 1: free to bind as root, never bound
+    ("runs plot some-run --out {P}", ("read_only", "dir", "under_file")),  # before the workspace is read
 ]
 PATH_IDS = [f"{argv.split(' {P}')[0].replace(' ', '-')}={kind}" for argv, kinds in PATH_CASES for kind in kinds]
 

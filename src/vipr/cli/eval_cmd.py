@@ -69,8 +69,9 @@ def _add_common(p, classifier: bool) -> None:
     p.add_argument("--data", required=True, metavar="SRC", help="source with train and test splits")
     add_backbone_flag(p, "backbone for --checkpoint random: ")
     p.add_argument("--image-size", type=int, metavar="PX", help="input size (default: the checkpoint's)")
-    saved = "metrics.json and classifier.pt" if classifier else "metrics.json"
-    p.add_argument("--out", metavar="DIR", help=f"run folder for {saved}")
+    saved = "metrics.json, plots/ and classifier.pt" if classifier else "metrics.json and plots/"
+    p.add_argument("--out", metavar="DIR", help=f"run folder for {saved} (default: a new folder in the "
+                                                "workspace's runs/ while the run is tracked)")
     add_device_flag(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_track_flag(p)
@@ -106,16 +107,17 @@ def run(args) -> int:
     from vipr.engine.device import resolve_device
 
     resolve_device(options.device)  # a device this machine lacks, before any work
-    if args.out:
-        check_out_dir(args.out)  # before the work: the score must not be lost to an unwritable folder
-    common = dict(checkpoint=args.checkpoint, data=args.data, backbone=args.backbone, image_size=options.image_size,
-                  out=args.out, device=options.device, progress=not args.no_progress)
-    with tracked(args.out, f"eval-{args.kind}", args.no_track):
-        metrics = evaluate(args, options, common)
-    if args.out:
-        from vipr.platform.tracking import track_run
+    from vipr.platform.tracking import default_run_folder, track_run
 
-        track_run(args.out, f"eval-{args.kind}", args.no_track)
+    out = args.out or default_run_folder(f"eval-{args.kind}", args.no_track)  # tracked without --out too
+    if out:
+        check_out_dir(out)  # before the work: the score must not be lost to an unwritable folder
+    common = dict(checkpoint=args.checkpoint, data=args.data, backbone=args.backbone, image_size=options.image_size,
+                  out=out, device=options.device, progress=not args.no_progress)
+    with tracked(out, f"eval-{args.kind}", args.no_track):
+        metrics = evaluate(args, options, common)
+    if out:
+        track_run(out, f"eval-{args.kind}", args.no_track)
     if args.json:
         print(json.dumps(metrics))
     return 0

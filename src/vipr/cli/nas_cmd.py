@@ -9,6 +9,7 @@ from pathlib import Path
 from vipr.cli import nas_train_cmd
 from vipr.cli.options import naming_flags
 from vipr.cli.parser import Parser, add_device_flag, add_json_flag, add_run_flags, config_overrides
+from vipr.cli.parser import add_track_flag
 from vipr.cli.paths import check_out_dir
 
 SEARCH_HELP = """Search a cell architecture with a differentiable NAS strategy.
@@ -61,6 +62,7 @@ def add_search_parser(sub) -> None:
     p.add_argument("--image-size", type=int, metavar="PX", help="crop side in pixels (default 32)")
     add_device_flag(p)
     add_run_flags(p, precision_help="auto | bf16 | fp16 | fp32 (auto: fp32 on CPU)")
+    add_track_flag(p)
     add_json_flag(p)
     p.set_defaults(run=run_search_command)
 
@@ -80,8 +82,13 @@ def run_search_command(args) -> int:
         raise naming_flags(err, FLAG_KEYS) from None
     resolve_device(config.train.device)  # a device this machine lacks, before the run folder
     check_out_dir(args.out)
-    metrics = run_search(config, args.out, resume=args.resume)
+    from vipr.cli.runs import tracked
+    from vipr.platform.tracking import track_run
+
+    with tracked(args.out, "nas-search", args.no_track):
+        metrics = run_search(config, args.out, resume=args.resume)
     print(f"searched with {config.strategy.name}: genotype {Path(args.out) / 'genotype.json'}")
+    track_run(args.out, "nas-search", args.no_track)
     if args.json:
         print(json.dumps(metrics))
     return 0

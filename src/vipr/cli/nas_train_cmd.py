@@ -9,6 +9,7 @@ from pathlib import Path
 
 from vipr.cli.options import naming_flags
 from vipr.cli.parser import add_device_flag, add_json_flag, add_run_flags, config_overrides
+from vipr.cli.parser import add_track_flag
 from vipr.cli.paths import check_out_dir
 from vipr.config import ConfigValueError, from_dict
 from vipr.errors import ConfigError
@@ -47,6 +48,7 @@ def add_parser(sub) -> None:
     p.add_argument("--image-size", type=int, metavar="PX", help="input side (default: the data's)")
     add_device_flag(p)
     add_run_flags(p)
+    add_track_flag(p)
     add_json_flag(p)
     p.set_defaults(run=run)
 
@@ -75,8 +77,13 @@ def run(args) -> int:
     config = config_from_args(args)
     resolve_device(config.device)  # a device this machine lacks, before the run folder
     check_out_dir(args.out)
-    metrics = run_nas_train(config, args.out, resume=args.resume)
+    from vipr.cli.runs import tracked
+    from vipr.platform.tracking import track_run
+
+    with tracked(args.out, "nas-train", args.no_track):
+        metrics = run_nas_train(config, args.out, resume=args.resume)
     if dist.is_main():
+        track_run(args.out, "nas-train", args.no_track)
         print(f"trained darts_net ({metrics['params'] / 1e6:.3f} M params, {metrics['flops'] / 1e6:.1f} M FLOPs): "
               f"test top-1 {metrics['test_top1']:.2f}%, checkpoint {metrics['checkpoint']}")
         if args.json:

@@ -177,5 +177,6 @@ def run_finetune(*, checkpoint: str, data: str, label_split: str | None = None, 
                "batch_size": batch_size, "lr": lr, "backbone_lr": lr * BACKBONE_LR_SCALE,
                "seed": seed, **trained, "precision": setup.resolved_precision, "seconds": setup.seconds()}
     if out is not None:
-        write_run(out, args, metrics, classifier=setup)
+        write_run(out, args, metrics, classifier=setup,
+                  confusion=(scores.argmax(1), test_labels, setup.dataset.classes))
     return metrics

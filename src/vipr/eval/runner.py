@@ -127,7 +127,8 @@ def run_eval(
     if head is not None:
         attach_head(setup.model, head)
     if out is not None:
-        write_run(out, args, metrics, classifier=setup if head is not None else None)
+        write_run(out, args, metrics, classifier=setup if head is not None else None,
+                  confusion=(scores.argmax(1), test_labels, setup.dataset.classes))
     return metrics
 
 
@@ -171,9 +172,11 @@ def attach_head(model: Backbone, head: nn.Linear) -> None:
     model.head.load_state_dict(head.state_dict())
 
 
-def write_run(out: str | Path, args: dict, metrics: dict, classifier: EvalSetup | None = None) -> Path:
+def write_run(out: str | Path, args: dict, metrics: dict, classifier: EvalSetup | None = None,
+              confusion: tuple | None = None) -> Path:
     """The run folder: eval_config.json, env.json, metrics.json, and, given ``classifier``, its
-    model (backbone + head) as classifier.pt, whose path then joins ``metrics``."""
+    model (backbone + head) as classifier.pt, whose path then joins ``metrics``. ``confusion``:
+    (predictions (N,), labels (N,), class names) of a classification, drawn as plots/confusion.png."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "eval_config.json", json.dumps(args, indent=2))
@@ -181,8 +184,17 @@ def write_run(out: str | Path, args: dict, metrics: dict, classifier: EvalSetup 
     if classifier is not None:
         save_classifier(out / CLASSIFIER_NAME, classifier.model, classifier.card, classifier.dataset, args, metrics)
         metrics["classifier"] = str(out / CLASSIFIER_NAME)
+    if confusion is not None:
+        _plot_confusion(out, *confusion, num_classes=metrics["num_classes"])
     write_metrics(out, metrics)
     return out
+
+
+def _plot_confusion(out: Path, predictions: torch.Tensor, labels: torch.Tensor, classes: list[str],
+                    num_classes: int) -> None:
+    from vipr.plots import confusion_matrix, write_confusion  # matplotlib only once a run is written
+
+    write_confusion(out, confusion_matrix(predictions.cpu().numpy(), labels.cpu().numpy(), num_classes), classes)
 
 
 def save_classifier(path: Path, model: Backbone, card: ModelCard, dataset: Dataset, args: dict, metrics: dict) -> None:

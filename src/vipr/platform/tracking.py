@@ -7,7 +7,8 @@ server shows, so logging is a copy made once the run has ended.
     metrics.jsonl                   -> metric history: per step, per epoch as ``epoch_*``
     metrics.json                    -> final metrics, at the last step
     checkpoint.pt | classifier.pt   -> tags from its model card (dataset digest, config hash, ...)
-    env.json                        -> tags (vipr version, git revision)
+    env.json                        -> tags (vipr version, git revision, the command line)
+    plots/*.png                     -> artifacts (vipr.plots)
 
 Every write goes through ``MlflowClient.log_batch``, MLflow's one write primitive. The run
 id is remembered per tracking URI in RUN_DIR/mlflow_run.json, so ``vipr model register``
@@ -18,6 +19,8 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -56,6 +59,8 @@ def log_run_folder(run_dir: str | os.PathLike, kind: str | None = None, mlflow_c
     for name in (config_file.name, "metrics.json", "env.json"):
         if (folder / name).is_file():
             client.log_artifact(run_id, str(folder / name), artifact_path="run")
+    if (folder / "plots").is_dir():  # vipr.plots: curves, confusion matrix
+        client.log_artifacts(run_id, str(folder / "plots"), artifact_path="plots")
     final_file = folder / "metrics.json"
     status = status or ("FINISHED" if final_file.is_file() else "KILLED")  # FAILED / KILLED: the CLI saw it end
     client.set_terminated(run_id, status, end_time=_mtime_ms(final_file))
@@ -89,11 +94,25 @@ def log_checkpoint(path: str | os.PathLike, sha256: str, mlflow_client=None) -> 
     return run_id
 
 
+def enabled(no_track: bool = False) -> bool:
+    """Whether the CLI logs its runs: not with --no-track, nor with VIPR_TRACKING=0."""
+    return not no_track and os.environ.get(ENV_SWITCH, "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+def default_run_folder(kind: str, no_track: bool = False) -> Path | None:
+    """A new run folder in the workspace for a command given no --out (``eval-knn-20260102-130405-1a2b``),
+    so its run is tracked with the files ``vipr runs show`` lists; None when tracking is off."""
+    if not enabled(no_track):
+        return None
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return workspace.runs_root() / f"{kind}-{stamp}-{secrets.token_hex(2)}"
+
+
 def track_run(run_dir: str | os.PathLike, kind: str, no_track: bool = False, status: str | None = None) -> str | None:
     """The CLI's hook: log ``run_dir`` unless switched off; a failure warns and never fails the command.
 
     ``status``: FAILED after an error, KILLED after an interruption (default: FINISHED when metrics.json exists)."""
-    if no_track or os.environ.get(ENV_SWITCH, "1").strip().lower() in ("0", "false", "no", "off"):
+    if not enabled(no_track):
         return None
     try:
         run_id = log_run_folder(run_dir, kind, status=status)
@@ -122,10 +141,10 @@ def log_all(client, run_id: str, *, metrics=(), params: dict | None = None, tags
 
 def read_config(folder: Path) -> tuple[Path, dict[str, str]]:
     """The folder's resolved config file and its values flattened to MLflow params."""
+    if (folder / "eval_config.json").is_file():  # an evaluation's folder also holds its config.yaml (vipr eval)
+        return folder / "eval_config.json", flatten(json.loads((folder / "eval_config.json").read_text()))
     if (folder / "config.yaml").is_file():
         return folder / "config.yaml", flatten(yaml.safe_load((folder / "config.yaml").read_text()) or {})
-    if (folder / "eval_config.json").is_file():
-        return folder / "eval_config.json", flatten(json.loads((folder / "eval_config.json").read_text()))
     raise ViprError(f"{folder} is not a vipr run folder (no config.yaml or eval_config.json); pass a folder "
                     f"written by `vipr pretrain --out` or `vipr eval ... --out`, or a checkpoint file")
 
@@ -174,12 +193,26 @@ def _folder_metrics(folder: Path) -> list:
 
 def _folder_tags(folder: Path, kind: str, card: ModelCard | None) -> dict:
     env = json.loads((folder / "env.json").read_text()) if (folder / "env.json").is_file() else {}
-    return {**meta_tags(card), "kind": kind, "run_dir": str(folder.resolve()),
+    return {**meta_tags(card), "kind": kind, "run_dir": str(folder.resolve()), "command": _command(env.get("argv")),
             "vipr_version": env.get("vipr") or (card.vipr_version if card else None), "git": env.get("git")}
 
 
+def _command(argv: list[str] | None) -> str | None:
+    """The command line that made the run (env.json's argv), as ``vipr pretrain --epochs 10 ...``."""
+    if not argv:
+        return None
+    program = Path(argv[0]).name
+    is_vipr = program == "vipr" or Path(argv[0]).parts[-3:] == ("vipr", "cli", "main.py")  # python -m / torchrun
+    return shlex.join(["vipr", *argv[1:]] if is_vipr else argv)
+
+
 def _folder_kind(config_file: Path, params: dict) -> str:
-    return "pretrain" if config_file.name == "config.yaml" else f"eval-{params.get('kind', 'run')}"
+    """``pretrain``, ``nas-search``, ``nas-train`` or ``eval-KIND``, read from the folder's config."""
+    if config_file.name != "config.yaml":
+        return f"eval-{params.get('kind', 'run')}"
+    if "strategy.name" in params:
+        return "nas-search"
+    return "nas-train" if "genotype" in params else "pretrain"
 
 
 def _folder_checkpoint(folder: Path) -> Path | None:

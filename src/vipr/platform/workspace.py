@@ -5,6 +5,7 @@ Local, the default (zero set-up, DESIGN.md principle 7): one folder, ``./.vipr``
 
     mlflow.db     SQLite tracking + model-registry store
     artifacts/    run artifacts (configs, registered checkpoints)
+    runs/         run folders of commands given no --out (``vipr eval knn ...``)
 
 Team: ``$VIPR_TRACKING_URI`` (or MLflow's own ``$MLFLOW_TRACKING_URI``) names an MLflow
 server (``http://mlflow:5000``) or a database URL; artifacts then go where it says.
@@ -52,6 +53,12 @@ def current() -> Workspace:
             return Workspace(uri)
     home = Path(os.environ.get(ENV_HOME) or DEFAULT_HOME).expanduser().resolve()
     return Workspace(f"sqlite:///{home / DB_NAME}", home)
+
+
+def runs_root() -> Path:
+    """Where commands run without --out keep their run folders: ``WORKSPACE/runs`` (the local folder's,
+    also when a team server tracks them)."""
+    return Path(os.environ.get(ENV_HOME) or DEFAULT_HOME).expanduser().resolve() / "runs"
 
 
 def client(workspace: Workspace | None = None):
