@@ -10,6 +10,10 @@ None), so it is read with ``weights_only=True`` and no file can run code when lo
     state     everything else to resume exactly: method module (heads, momentum encoder,
               queue, banks), optimizer, scheduler, step, RNG states (absent in exports)
 
+A job whose product is no model (a NAS search: its genotype is written beside the checkpoint)
+saves a :class:`RunRecord`'s ``format``, ``config`` and ``config_hash`` instead of card and
+backbone, and the same ``state``.
+
 Files of format 1 (an untyped ``meta`` dict) are migrated when read (vipr.engine.migrate).
 This module builds no model: ``vipr.models.loading`` turns a card into its backbone.
 """
@@ -19,6 +23,7 @@ from __future__ import annotations
 import os
 import pickle
 import random
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +38,19 @@ from vipr.fsutil import atomic_write, file_sha256
 FORMAT = "vipr-checkpoint/2"
 CHECKPOINT_NAME = "checkpoint.pt"
 
-__all__ = ["CHECKPOINT_NAME", "FORMAT", "file_sha256", "load", "load_card", "parent_record", "read_card",
+__all__ = ["CHECKPOINT_NAME", "FORMAT", "RunRecord", "file_sha256", "load", "load_card", "parent_record", "read_card",
            "resolve_path", "rng_state", "save_atomic", "set_rng_state"]
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """What the checkpoint of a job that ships no model carries beside ``state`` (see the module docstring).
+
+    ``config`` is the compared config as plain data; a resume continues only under ``config_hash``."""
+
+    format: str  # e.g. "vipr-nas-search/2"
+    config: dict
+    config_hash: str
 
 
 def rng_state(generator: torch.Generator) -> dict:

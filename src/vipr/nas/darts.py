@@ -5,8 +5,10 @@ Liu, Simonyan and Yang, "DARTS: Differentiable Architecture Search", arXiv 1806.
 (lr 0.025, momentum 0.9, weight decay 3e-4, cosine per epoch to 0.001, gradient norm clipped
 at 5); alpha learns on the other half with Adam (architect.py), first or second order.
 
-``BilevelSearch`` (one supernet, its weight optimizer and its architect) is the engine that
-darts, pcdarts and pdarts share; the strategies only differ in settings and stages.
+``BilevelSearch`` (one supernet, its weight optimizer and its architect) is the part that
+darts, pcdarts and pdarts share; the strategies only differ in settings and stages. The
+engine (vipr.engine.trainer, through vipr.nas.search_task) checkpoints both optimizers and
+sets the weights' learning rate each epoch from ``learning_rates``.
 """
 
 from __future__ import annotations
@@ -87,12 +89,14 @@ class BilevelSearch:
         self.w_optimizer = torch.optim.SGD(self.weights, lr=s.lr, momentum=s.momentum, weight_decay=s.weight_decay)
         self.architect = Architect(self.model.arch_parameters(), self.weights, self.w_optimizer, s.arch_lr,
                                    s.arch_betas, s.arch_weight_decay, s.order)
-        self.lr = s.lr
 
-    def set_lr(self, lr: float) -> None:
-        self.lr = lr
-        for group in self.w_optimizer.param_groups:
-            group["lr"] = lr
+    @property
+    def lr(self) -> float:
+        """The weights' current learning rate (xi of the unrolled step), as the engine set it."""
+        return self.w_optimizer.param_groups[0]["lr"]
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {"weights": self.w_optimizer, "alpha": self.architect.optimizer}
 
     def _logits(self, images: Tensor) -> Tensor:
         if self.channels_last:
@@ -129,14 +133,11 @@ class BilevelSearch:
         return self._logits(images)
 
     def state_dict(self) -> dict:
-        return {"model": self.model.state_dict(), "w_optimizer": self.w_optimizer.state_dict(),
-                "architect": self.architect.state_dict(), "lr": self.lr}
+        """The supernet with alpha; the optimizers are the engine's to save (``optimizers``)."""
+        return {"model": self.model.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
-        self.w_optimizer.load_state_dict(state["w_optimizer"])
-        self.architect.load_state_dict(state["architect"])
-        self.set_lr(state["lr"])
 
 
 @register_strategy("darts", DartsSettings)
@@ -154,8 +155,14 @@ class DartsStrategy:
         return self.settings.epochs
 
     def begin_epoch(self, epoch: int) -> None:
+        pass
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return self.search.optimizers()
+
+    def learning_rates(self, epoch: int) -> dict[str, float]:
         s = self.settings
-        self.search.set_lr(cosine_lr(epoch, s.epochs, s.lr, s.lr_min))
+        return {"weights": cosine_lr(epoch, s.epochs, s.lr, s.lr_min)}
 
     def arch_active(self, epoch: int) -> bool:
         return epoch >= self.settings.warmup_epochs

@@ -177,10 +177,17 @@ class GoldNas:
         return self.settings.epochs
 
     def begin_epoch(self, epoch: int) -> None:
-        self.epoch, self._acc = epoch, [0.0, 0]
+        if epoch != self.epoch:  # the same epoch again: a run resumed mid-epoch keeps its counts
+            self.epoch, self._acc = epoch, [0.0, 0]
 
     def arch_active(self, epoch: int) -> bool:
         return False  # one level: weight_step updates alpha too
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {"weights": self.w_opt, "alpha": self.a_opt}
+
+    def learning_rates(self, epoch: int) -> dict[str, float]:
+        return {}  # constant: the search length is not known in advance
 
     def arch_step(self, train: LabelledViews, val: LabelledViews | None) -> dict[str, float]:
         return {}
@@ -191,7 +198,8 @@ class GoldNas:
         with precision_autocast(self.device, self.precision):
             logits = self.net(images).float()  # (B, classes)
         ce = F.cross_entropy(logits, labels)
-        penalty = resource_penalty(torch.sigmoid(self.net.alphas), self.net.live, self.nodes, self.flops)
+        with torch.autocast(self.device.type, enabled=False):  # float32 at any precision (it has a matmul)
+            penalty = resource_penalty(torch.sigmoid(self.net.alphas), self.net.live, self.nodes, self.flops)
         loss = ce + self.lam * penalty
         self.w_opt.zero_grad(set_to_none=True)
         self.a_opt.zero_grad(set_to_none=True)
@@ -266,14 +274,12 @@ class GoldNas:
             return self.net(images).float()
 
     def state_dict(self) -> dict:
-        return {"net": self.net.state_dict(), "w_opt": self.w_opt.state_dict(), "a_opt": self.a_opt.state_dict(),
-                "lam": self.lam, "lam_step": self.lam_step, "quiet": self.quiet, "series": list(self.series),
+        """Everything but the optimizers (the engine saves those: ``optimizers``)."""
+        return {"net": self.net.state_dict(), "lam": self.lam, "lam_step": self.lam_step, "quiet": self.quiet, "series": list(self.series),
                 "acc": list(self._acc), "epoch": self.epoch}
 
     def load_state_dict(self, state: dict) -> None:
         self.net.load_state_dict(state["net"])
-        self.w_opt.load_state_dict(state["w_opt"])
-        self.a_opt.load_state_dict(state["a_opt"])
         self.lam, self.lam_step, self.quiet = state["lam"], state["lam_step"], state["quiet"]
         self.series, self._acc, self.epoch = list(state["series"]), list(state["acc"]), state["epoch"]
 

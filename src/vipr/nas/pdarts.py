@@ -105,9 +105,12 @@ class PdartsStrategy(DartsStrategy):
     def total_epochs(self) -> int:
         return self.settings.epochs * len(self.settings.stage_layers)
 
+    def learning_rates(self, epoch: int) -> dict[str, float]:
+        s = self.settings
+        return {"weights": cosine_lr(epoch % s.epochs, s.epochs, s.lr, s.lr_min)}  # restarts every stage
+
     def begin_epoch(self, epoch: int) -> None:
         s, e = self.settings, epoch % self.settings.epochs
-        self.search.set_lr(cosine_lr(e, s.epochs, s.lr, s.lr_min))
         p = skip_dropout_rate(s.skip_dropout[self.stage], e, s.epochs, s.warmup_epochs, s.dropout_decay)
         self.search.model.set_skip_dropout(p)
 

@@ -9,12 +9,16 @@ CIFAR recipe), normalise.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 from torch import Tensor
 
 from vipr.data.augment import IMAGENET_MEAN, IMAGENET_STD, eval_transform, resize
 from vipr.data.augment_ops import as_float_image, normalize
+from vipr.data.batch import Batch
 from vipr.data.loader import BatchIterator
 from vipr.data.types import ImageSplit
 from vipr.errors import DataError
@@ -54,6 +58,47 @@ def make_loaders(weights: ImageSplit, alpha: ImageSplit | None, batch_size: int,
     a_loader = BatchIterator(alpha, batch_size, seed=seed + 1, device=device) if alpha is not None else None
     steps = min(len(w_loader), len(a_loader)) if a_loader is not None else len(w_loader)
     return w_loader, a_loader, steps
+
+
+@dataclass(frozen=True)
+class SearchBatch:
+    """One search step's data: a weight batch and, for a bilevel strategy, an alpha batch (uint8)."""
+
+    train: Batch  # from the weight split
+    val: Batch | None  # from the alpha split; None for a one-level strategy
+
+    def __len__(self) -> int:
+        return len(self.train)
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> SearchBatch:
+        val = None if self.val is None else self.val.to(device, non_blocking)
+        return SearchBatch(self.train.to(device, non_blocking), val)
+
+
+class PairedBatches:
+    """The engine's loader for a search: step ``s`` pairs batch ``s`` of both splits' loaders."""
+
+    def __init__(self, weights: BatchIterator, alpha: BatchIterator | None, steps: int):
+        self.weights, self.alpha, self.steps = weights, alpha, steps
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def set_epoch(self, epoch: int, start_step: int = 0) -> None:
+        for loader in (self.weights, self.alpha):
+            if loader is not None:
+                loader.set_epoch(epoch, start_step)
+
+    def iter_from(self, step: int) -> Iterator[SearchBatch]:
+        weights = self.weights.iter_from(step)
+        alphas = self.alpha.iter_from(step) if self.alpha is not None else None
+        try:
+            for _ in range(step, self.steps):
+                yield SearchBatch(next(weights), None if alphas is None else next(alphas))
+        finally:  # stop both read-ahead threads, also when the loop leaves early
+            weights.close()
+            if alphas is not None:
+                alphas.close()
 
 
 def augment(images: Tensor, size: int, generator: torch.Generator) -> Tensor:

@@ -2,29 +2,34 @@
 
 A strategy is one file (darts.py, pdarts.py, pcdarts.py, goldnas.py) holding a frozen
 settings dataclass (a subclass of ``vipr.nas.config.StrategySettings``) and a class that
-follows the ``Strategy`` protocol below. The shared runner (vipr.nas.search) owns data,
-augmentation, progress, metrics, checkpoints, signals and resume; a strategy owns its
-supernet, its optimizers and how alpha and weights are updated. Adding one::
+follows the ``Strategy`` protocol below. The search runs in vipr's one training loop
+(vipr.engine.trainer.Trainer, through the task of vipr.nas.search_task), which owns the
+loop, data order, augmentation draws, progress, metrics, checkpoints (the optimizers
+included), signals, resume and the learning-rate schedule (``learning_rates``); a strategy
+owns its supernet, its optimizers and how alpha and weights are updated. Adding one::
 
     @register_strategy("mine", MySettings)     # MySettings(StrategySettings), frozen
     class MyStrategy:
         uses_val_split = True                  # bilevel: alpha learns on the held-out split
         def __init__(self, context: SearchContext): ...
 
-The runner drives it like this (``epoch`` counts from 0 over ``total_epochs`` and is
+The engine drives it like this (``epoch`` counts from 0 over ``total_epochs`` and is
 global: P-DARTS maps it to (stage, epoch in stage) itself)::
 
     strategy = create_strategy(context)           # builds supernet + optimizers, no data yet
-    if resuming: strategy.load_state_dict(saved)
+    if resuming:
+        strategy.load_state_dict(saved)            # P-DARTS rebuilds the stage's supernet here
+        for name, opt in strategy.optimizers().items(): opt.load_state_dict(saved_optimizers[name])
     for epoch in range(start, strategy.total_epochs):
-        strategy.begin_epoch(epoch)                # lr for this epoch, stage change, dropout p
+        if strategy.done(): break                  # early stop (GOLD-NAS: FLOPs floor), also on resume
+        strategy.begin_epoch(epoch)                # dropout p, per-epoch counters
+        set every param group's lr: strategy.learning_rates(epoch)   # {"weights": DARTS' cosine}
         for train, val in batches:                 # each (images float NCHW normalised, labels)
             if strategy.arch_active(epoch):        # False during warm-up
                 strategy.arch_step(train, val)     # alpha update (val is None if not uses_val_split)
             strategy.weight_step(train)            # weight update
         strategy.end_epoch(epoch)                  # -> dict of JSON-able metrics (pruning happens here)
         strategy.genotype()                        # logged per epoch; the final one -> genotype.json
-        if strategy.done(): break                  # early stop (GOLD-NAS: FLOPs floor)
     strategy.genotypes()                           # the series (GOLD-NAS' Pareto front) -> genotypes.json
 
 A one-level method (GOLD-NAS: alpha and weights on the same batch) sets
@@ -32,8 +37,9 @@ A one-level method (GOLD-NAS: alpha and weights on the same batch) sets
 passes ``val=None``), returns False from ``arch_active`` and updates both in ``weight_step``.
 Step methods return a dict of float metrics (``loss`` at least; ``acc`` if known).
 ``predict(images) -> logits`` (no grad, eval mode) scores the held-out split for "val acc".
-``state_dict()`` must hold everything to resume exactly (supernet incl. alpha, optimizers,
-stage, pruning state); the runner adds RNG states and the step counter. Optional:
+``optimizers()`` names the current optimizers (``weights``, ``alpha``; P-DARTS' change with
+the stage); ``state_dict()`` holds everything else to resume exactly (supernet incl. alpha,
+stage, pruning state); the engine adds the optimizers, RNG states and the step counter. Optional:
 ``write_outputs(out_dir) -> list[Path]`` writes extra files at the end (GOLD-NAS' front).
 """
 
@@ -80,6 +86,8 @@ class Strategy(Protocol):
     @property
     def total_epochs(self) -> int: ...
     def begin_epoch(self, epoch: int) -> None: ...
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]: ...
+    def learning_rates(self, epoch: int) -> dict[str, float]: ...
     def arch_active(self, epoch: int) -> bool: ...
     def arch_step(self, train: LabelledViews, val: LabelledViews | None) -> dict[str, float]: ...
     def weight_step(self, train: LabelledViews) -> dict[str, float]: ...
