@@ -123,6 +123,8 @@ def test_bad_annotations_are_skipped_with_their_ids(tmp_path):
     assert len(lines) == 9 and lines[0].split("\t")[1] == "annotations/instances_train2017.json"
     info = dense_info(ds)
     assert info["skipped"]["count"] == 9 and info["clipped_boxes"] == 1
+    by_reason = info["skipped"]["by_reason"]
+    assert sum(by_reason.values()) == 9 and by_reason["unknown category_id N"] == 1
     assert info["splits"]["train"]["instances_per_class"] == {"cat": 2, "dog": 1}
     assert sum(info["splits"]["train"]["box_sizes"].values()) == 3 and info["splits"]["train"]["crowd"] == 1
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 
 import numpy as np
@@ -81,8 +82,8 @@ def _split_info(split: DenseSplit, classes: list[str], stats: dict) -> dict:
 
 
 def _reasons(skipped: list) -> dict[str, int]:
-    """Count of skipped items per kind of reason (the reason's text up to its first digit or quote)."""
+    """Count of skipped items per kind of reason: the reason with its lists, quotes and numbers blanked."""
     def kind(reason: str) -> str:
-        cut = min([i for i, ch in enumerate(reason) if ch.isdigit() or ch in "'[("] + [len(reason)])
-        return reason[:cut].strip(" :,") or reason
+        reason = re.sub(r"\[[^\]]*\]", "[...]", reason.split(";")[0])
+        return re.sub(r"-?\d+(\.\d+)?", "N", re.sub(r"'[^']*'", "'...'", reason)).strip()
     return dict(Counter(kind(item[3]) for item in skipped if len(item) > 3).most_common())
