@@ -32,6 +32,7 @@ from vipr.engine.trainer import LoopSettings, Trainer, training_generator
 from vipr.errors import ConfigError
 from vipr.eval.monitor import BEST_NAME, build_monitor
 from vipr.models import create_backbone
+from vipr.models.init_weights import check_weights_file, initialise
 from vipr.profiles import PROFILES, apply_profile
 
 
@@ -48,6 +49,7 @@ class DataConfig:
 class ModelConfig:
     backbone: str = "resnet18"
     small_stem: bool | None = None  # 3x3 stride-1 stem, no max-pool; None: on for images <= 64 px
+    init_weights: str = ""  # weights file loaded into the backbone first (vipr.models.init_weights); "": random init
 
 
 @dataclass(frozen=True)
@@ -116,6 +118,8 @@ def run_pretrain(config: PretrainConfig, out_dir: str | Path, resume: bool = Fal
     if config.train.num_threads:
         torch.set_num_threads(config.train.num_threads)
     torch.manual_seed(config.train.seed)
+    if config.model.init_weights and not resume:
+        check_weights_file(config.model.init_weights)  # before the run folder
     out = prepare_run_dir(out_dir, config, resume, checkpoint_name=CHECKPOINT_NAME)
     dataset = open_dataset(config.data.source, store_size=config.data.store_size)
     warn_about_data(config, len(dataset.train))
@@ -154,6 +158,9 @@ def build_trainer(config: PretrainConfig, dataset, device: torch.device, out: Pa
         raise ConfigError(f"batch size {per_rank} per process exceeds the {len(dataset.train)} training images; lower --batch-size")
     backbone_kwargs = {"small_stem": bool(config.model.small_stem)}
     backbone = create_backbone(config.model.backbone, **backbone_kwargs)
+    if config.model.init_weights and not resume:  # before the method copies it (momentum encoders); a resume restores
+        initialise(backbone, config.model.init_weights, config.model.backbone, out if dist.is_main() else None,
+                   announce=dist.is_main())
     method_config = config.method
     if getattr(method_config, "num_classes", None) == 0:  # supervised: the dataset's classes
         method_config = replace(method_config, num_classes=dataset.num_classes)

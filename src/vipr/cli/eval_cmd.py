@@ -6,7 +6,8 @@ import argparse
 import json
 
 from vipr.cli.options import EvalOptions, FewshotOptions, FinetuneOptions, KnnOptions
-from vipr.cli.parser import Parser, add_backbone_flag, add_device_flag, add_json_flag, add_track_flag
+from vipr.cli.parser import (Parser, add_backbone_flag, add_device_flag, add_init_weights_flag, add_json_flag,
+                             add_track_flag)
 
 OPTIONS = {"knn": KnnOptions, "linear": EvalOptions, "finetune": FinetuneOptions, "fewshot": FewshotOptions}
 
@@ -87,6 +88,7 @@ def _add_finetune(p) -> None:
     p.add_argument("--lr", type=float, help=f"head learning rate per batch of 64; the backbone gets lr/10 "
                                             f"(default {ft.lr:g})")
     p.add_argument("--seed", type=int, help=f"batch order and augmentation seed (default {ft.seed})")
+    add_init_weights_flag(p)
 
 
 def _add_fewshot(p) -> None:
@@ -137,7 +139,8 @@ def evaluate(args, options, common: dict) -> dict:
         from vipr.eval.finetune import run_finetune
 
         metrics = run_finetune(label_split=args.label_split, epochs=options.epochs, min_steps=options.min_steps,
-                               batch_size=options.batch_size, lr=options.lr, seed=options.seed, **common)
+                               batch_size=options.batch_size, lr=options.lr, seed=options.seed,
+                               init_weights=options.init_weights, **common)
     else:
         from vipr.eval.runner import run_eval
 

@@ -8,7 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from vipr.cli.options import naming_flags
-from vipr.cli.parser import add_device_flag, add_json_flag, add_run_flags, config_overrides
+from vipr.cli.parser import add_device_flag, add_init_weights_flag, add_json_flag, add_run_flags, config_overrides
 from vipr.cli.parser import add_track_flag
 from vipr.cli.paths import check_out_dir
 from vipr.config import ConfigValueError, from_dict
@@ -27,7 +27,7 @@ finetune --checkpoint DIR` read. Ctrl-C or SIGTERM saves; --resume continues exa
 
 # option -> config key
 FLAGS = ("data", "epochs", "channels", "layers", "batch_size", "lr", "auxiliary_weight", "drop_path", "cutout",
-         "image_size", "precision", "seed", "device")
+         "image_size", "precision", "seed", "device", "init_weights")
 
 
 def add_parser(sub) -> None:
@@ -46,6 +46,7 @@ def add_parser(sub) -> None:
     p.add_argument("--drop-path", type=float, metavar="P", help="final drop-path probability (default 0.2)")
     p.add_argument("--cutout", type=int, metavar="PX", help="Cutout square side; 0 = off (default 16 at 32 px)")
     p.add_argument("--image-size", type=int, metavar="PX", help="input side (default: the data's)")
+    add_init_weights_flag(p)
     add_device_flag(p)
     add_run_flags(p)
     add_track_flag(p)

@@ -40,6 +40,7 @@ class FinetuneOptions(EvalOptions):
     min_steps: Annotated[int, EPOCHS] = 500  # at least this many optimizer steps
     lr: Annotated[float, LR] = 0.1  # head, per batch of 64; the backbone gets lr * BACKBONE_LR_SCALE
     seed: Annotated[int, SEED] = 0
+    init_weights: str | None = None  # weights file loaded into the backbone first (vipr.models.init_weights)
 
 
 @dataclass(frozen=True)

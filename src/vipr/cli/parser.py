@@ -112,6 +112,14 @@ def add_device_flag(parser: argparse.ArgumentParser, help: str = DEVICE_HELP) ->
     parser.add_argument("--device", metavar="DEVICE", help=help)
 
 
+def add_init_weights_flag(parser: argparse.ArgumentParser) -> None:
+    """--init-weights: a weights file the backbone starts from (vipr.models.init_weights)."""
+    parser.add_argument("--init-weights", metavar="FILE",
+                        help="start the backbone from a weights file: a torchvision or timm state dict (.pth, .pt, "
+                             ".safetensors) or a vipr checkpoint; matched, missing and unexpected keys are reported "
+                             "(and written to init_weights.json in the run folder)")
+
+
 def add_run_flags(parser: argparse.ArgumentParser,
                   precision_help: str = "auto | bf16 | fp16 | fp32 (default auto)") -> None:
     """The flags every training command shares; ``config_overrides`` reads them."""

@@ -12,8 +12,8 @@ from pathlib import Path
 from vipr.cli.options import LaunchOptions, naming_flags, read_options
 from vipr.cli.paths import check_out_dir
 from vipr.cli.runs import tracked
-from vipr.cli.parser import (add_backbone_flag, add_device_flag, add_json_flag, add_run_flags, add_track_flag,
-                             config_overrides)
+from vipr.cli.parser import (add_backbone_flag, add_device_flag, add_init_weights_flag, add_json_flag, add_run_flags,
+                             add_track_flag, config_overrides)
 
 HELP = """Pre-train a backbone on unlabeled images with a self-supervised method.
 
@@ -27,7 +27,8 @@ A finished run is logged to the workspace's MLflow store (`vipr ui`) unless --no
 # option -> dotted config key
 FLAG_KEYS = {"data": "data.source", "method": "method.name", "backbone": "model.backbone",
              "image_size": "data.image_size", "epochs": "train.epochs", "batch_size": "train.batch_size",
-             "lr": "optim.lr", "precision": "train.precision", "seed": "train.seed", "device": "train.device"}
+             "lr": "optim.lr", "precision": "train.precision", "seed": "train.seed", "device": "train.device",
+             "init_weights": "model.init_weights"}
 
 
 def add_parser(sub) -> None:
@@ -41,6 +42,7 @@ def add_parser(sub) -> None:
     p.add_argument("--batch-size", type=int, metavar="B", help="global batch size (default 256)")
     p.add_argument("--lr", type=float, help="learning rate per 256 images (default 0.12 for images <= 64 px, else 0.3)")
     p.add_argument("--out", metavar="DIR", default="runs/pretrain", help="run folder (default runs/pretrain)")
+    add_init_weights_flag(p)
     p.add_argument("--nproc-per-node", type=int, metavar="N",
                    help=f"processes (DDP via torchrun; default {LaunchOptions.nproc_per_node})")
     add_device_flag(p)

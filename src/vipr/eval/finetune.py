@@ -55,6 +55,7 @@ from vipr.eval.knn import topk_accuracy
 from vipr.eval.linear import fold_standardization
 from vipr.eval.runner import count_classes, labelled_test_rows, labelled_train_rows, prepare, write_run
 from vipr.models import Backbone
+from vipr.models.init_weights import check_weights_file, initialise
 
 BACKBONE_LR_SCALE = 0.1  # backbone lr / head lr
 MOMENTUM = 0.9
@@ -149,19 +150,27 @@ def labelled_split(split: ImageSplit, rows: np.ndarray) -> ImageSplit:
 def run_finetune(*, checkpoint: str, data: str, label_split: str | None = None, epochs: int = 30,
                  min_steps: int = 500, batch_size: int = 64, lr: float = 0.1, seed: int = 0, backbone: str | None = None,
                  image_size: int | None = None, out: str | Path | None = None, device: str = "auto",
-                 precision: str = "auto", progress: bool = True) -> dict:
+                 precision: str = "auto", progress: bool = True, init_weights: str | None = None) -> dict:
     """``vipr eval finetune``: fine-tune on the train split (or its ``label_split``), score the test split.
 
+    ``init_weights``: a weights file loaded into the backbone before fine-tuning (vipr.models.init_weights;
+    e.g. ImageNet weights into ``checkpoint="random"``), its report printed and written to ``out``.
     Returns the metrics (top1/top5 in %); with ``out``, also writes metrics.json,
     eval_config.json, env.json and classifier.pt (loadable by ``load_backbone``).
     """
     args = {"kind": "finetune", "checkpoint": str(checkpoint), "data": data, "backbone": backbone,
             "image_size": image_size, "label_split": None if label_split is None else str(label_split),
             "epochs": epochs, "min_steps": min_steps, "batch_size": batch_size, "lr": lr, "seed": seed, "device": device,
-            "precision": precision}
+            "precision": precision, "init_weights": init_weights}
     _check_settings(epochs=epochs, batch_size=batch_size, lr=lr)
+    if init_weights:
+        check_weights_file(init_weights)  # before the data is opened
     setup = prepare(checkpoint, data, backbone, image_size, device, precision)
     dataset, card = setup.dataset, setup.card
+    if init_weights:
+        if out is not None:
+            Path(out).mkdir(parents=True, exist_ok=True)
+        initialise(setup.model, init_weights, card.architecture, out)
     train = labelled_split(dataset.train, labelled_train_rows(dataset, label_split))
     test_rows = labelled_test_rows(dataset)
     test_labels = torch.from_numpy(dataset.test.labels[test_rows]).long()

@@ -8,14 +8,13 @@ pooling head (ConvNeXt's norm, MobileNetV3's 1x1 conv, a ViT's class token reado
 pruned: every parameter left gets a gradient, as DDP needs.
 
 Weights start random (``pretrained=False`` always: nothing is downloaded); ``weights=PATH``
-loads a local timm state dict (.safetensors, or a torch file read with ``weights_only``).
+loads a local timm state dict (.safetensors, or a torch file read with ``weights_only``) through
+vipr.models.init_weights, as ``--init-weights`` does, and prints what matched.
 """
 
 from __future__ import annotations
 
 import difflib
-import sys
-from pathlib import Path
 from typing import Sequence
 
 import torch
@@ -91,9 +90,12 @@ def create_timm_backbone(name: str, small_stem: bool = False, num_classes: int =
         raise ConfigError(f"timm model '{arch}' has no forward_intermediates in timm {timm.__version__}, "
                           f"so its stages cannot be read; pick another model")
     model.prune_intermediate_layers(len(model.feature_info), prune_norm=False, prune_head=True)
+    backbone = TimmBackbone(f"{PREFIX}{arch}", model, num_classes, input_size)
     if weights is not None:
-        load_weights(model, weights, name)
-    return TimmBackbone(f"{PREFIX}{arch}", model, num_classes, input_size)
+        from vipr.models.init_weights import initialise  # the one loader of weights files (--init-weights)
+
+        initialise(backbone, weights, backbone.name, flag=f"backbone '{backbone.name}' weights")
+    return backbone
 
 
 def _build(timm, arch: str, name: str, kwargs: dict) -> tuple[nn.Module, tuple[int, int] | None]:
@@ -114,30 +116,3 @@ def _build(timm, arch: str, name: str, kwargs: dict) -> tuple[nn.Module, tuple[i
         return model, None
     size = kwargs.get("img_size", cfg.input_size[-2:])
     return model, (size, size) if isinstance(size, int) else tuple(size)
-
-
-def load_weights(model: nn.Module, path: str, name: str) -> dict:
-    """Load a timm state dict into ``model`` by name and shape; prints and returns what matched."""
-    timm = _timm()
-    if not Path(path).is_file():
-        raise ConfigError(f"backbone '{name}': weights file not found: {path}")
-    state = timm.models.load_state_dict(str(path), weights_only=True)  # safetensors or torch; EMA if present
-    filter_fn = getattr(sys.modules[type(model).__module__], "checkpoint_filter_fn", None)
-    if filter_fn is not None:  # timm's own conversion of older layouts (and position-embedding resampling)
-        state = filter_fn(state, model)
-    own = model.state_dict()
-    matched = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
-    report = {"matched": len(matched), "missing": sorted(set(own) - set(matched)),
-              "unexpected": sorted(k for k in state if k not in own),
-              "wrong_shape": sorted(k for k in state if k in own and own[k].shape != state[k].shape)}
-    if not matched:
-        raise ConfigError(f"backbone '{name}': no tensor of {path} matches the model (its keys start "
-                          f"{sorted(state)[:3]}); is it a state dict of this timm model?")
-    model.load_state_dict(matched, strict=False)
-    print(f"{name}: loaded {path}: {report['matched']} tensors matched; missing {_few(report['missing'])}; "
-          f"unexpected {_few(report['unexpected'])}; of another shape {_few(report['wrong_shape'])}", file=sys.stderr)
-    return report
-
-
-def _few(keys: list[str]) -> str:
-    return f"{len(keys)}" + (f" ({', '.join(keys[:3])}{', ...' if len(keys) > 3 else ''})" if keys else "")

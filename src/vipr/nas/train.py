@@ -43,6 +43,7 @@ from vipr.engine.trainer import LoopSettings, Trainer, training_generator
 from vipr.errors import ConfigError, DataError
 from vipr.eval.features import extract_features
 from vipr.eval.knn import topk_accuracy
+from vipr.models.init_weights import check_weights_file, initialise
 from vipr.nas import genotype as genotypes
 from vipr.nas.augment import CUTOUT_AT_32, darts_train_view, scaled_px
 from vipr.nas.flops import count_flops, count_params
@@ -52,6 +53,7 @@ from vipr.nas.network import DartsNetwork
 @dataclass(frozen=True)
 class NasTrainConfig:
     genotype: str = ""  # path of a genotype JSON (vipr-genotype/1)
+    init_weights: str = ""  # weights file loaded into the network first (vipr.models.init_weights); "": random init
     data: str = "builtin:shapes"
     image_size: Annotated[int | None, SIDE_PX] = None  # px; None: the data's native side
     channels: Annotated[int, Range(2, 4096)] = 36  # C of the first cells (DARTS CIFAR eval: 36)
@@ -162,11 +164,15 @@ def run_nas_train(config: NasTrainConfig, out_dir: str | Path, resume: bool = Fa
     if config.num_threads:
         torch.set_num_threads(config.num_threads)
     torch.manual_seed(config.seed)
+    if config.init_weights and not resume:
+        check_weights_file(config.init_weights)  # before the run folder
     out = prepare_run_dir(out_dir, config, resume, checkpoint_name=CHECKPOINT_NAME)  # "already a run" before work
     dataset = _open_labelled(config.data)
     image_size = config.image_size or int(dataset.train.images.shape[-1])
     kwargs = backbone_kwargs(config, genotype, layers, image_size, dataset.num_classes)
     network = DartsNetwork(genotype, **{k: v for k, v in kwargs.items() if k != "genotype"})
+    if config.init_weights and not resume:  # a resume restores every weight from its checkpoint
+        initialise(network, config.init_weights, "darts_net", out if dist.is_main() else None, announce=dist.is_main())
     cost = {"params": count_params(network), "flops": count_flops(network, image_size)}
     if dist.is_main():
         print(f"darts_net C={config.channels} cells={layers}: {cost['params'] / 1e6:.3f} M params, "
