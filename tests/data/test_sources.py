@@ -35,7 +35,8 @@ def test_split_tree_decodes_and_skips_corrupt_file(tmp_path):
     make_tree(root)
     (root / "train" / "dog" / "broken.jpg").write_bytes(b"this is not a jpeg")
     (root / "train" / "cat" / "notes.txt").write_text("ignored: not an image extension")
-    ds = open_dataset(str(root), store_size=16, cache_dir=tmp_path / "cache")
+    with pytest.warns(UserWarning, match=r"skipped 1 unreadable image \(list: "):
+        ds = open_dataset(str(root), store_size=16, cache_dir=tmp_path / "cache")
     assert ds.classes == ["cat", "dog"]
     assert ds.train.images.shape == (6, 3, 16, 16) and ds.train.images.dtype == np.uint8
     assert ds.train.labels.tolist() == [0, 0, 0, 1, 1, 1]

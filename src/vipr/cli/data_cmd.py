@@ -10,7 +10,7 @@ from vipr.cli.options import SplitOptions
 def add_parser(sub) -> None:
     p = sub.add_parser("data", help="inspect data sources and make label splits")
     data_sub = p.add_subparsers(dest="data_command", metavar="ACTION", required=True)
-    info = data_sub.add_parser("info", help="classes, counts, image sizes, digest, skipped files")
+    info = data_sub.add_parser("info", help="classes, counts, image size (px), store size (MB), digest, skipped files")
     info.add_argument("src", metavar="SRC")
     info.add_argument("--json", action="store_true", help="print the whole report as JSON")
     info.set_defaults(run=run_info)
@@ -28,14 +28,15 @@ def add_parser(sub) -> None:
 
 def run_info(args) -> int:
     from vipr.data.dense.info import dense_source_info
-    from vipr.data.info import dataset_info
+    from vipr.data.info import dataset_info, format_info
     from vipr.data.sources import open_dataset
 
     info = dense_source_info(args.src)  # detection / segmentation sources report instances and box sizes
-    if info is None:
-        info = dataset_info(open_dataset(args.src))
     if args.json:
-        print(json.dumps(info))
+        print(json.dumps(info if info is not None else dataset_info(open_dataset(args.src, quiet=True))))
+        return 0
+    if info is None:  # classification data: the table (its skipped line replaces open_dataset's warning)
+        print(format_info(dataset_info(open_dataset(args.src, quiet=True))))
         return 0
     for key, value in info.items():
         print(f"{key:>14}: {value}")

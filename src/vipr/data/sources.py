@@ -22,6 +22,7 @@ import hashlib
 import json
 import os
 import sys
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from itertools import repeat
 from pathlib import Path
@@ -34,6 +35,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from vipr.data.arrays import build_cifar, build_npz, find_cifar, fit, store_split
+from vipr.data.info import skipped_note
 from vipr.data.shapes import SHAPE_NAMES, render_shapes
 from vipr.data.store import StoreWriter, load_or_build, source_key
 from vipr.data.types import Dataset
@@ -55,8 +57,11 @@ ACCEPTED = ("accepted data sources: builtin:digits; builtin:shapes[?classes=10&s
 
 
 def open_dataset(src: str, *, store_size: int | None = None,
-                 cache_dir: str | os.PathLike | None = None) -> Dataset:
+                 cache_dir: str | os.PathLike | None = None, quiet: bool = False) -> Dataset:
     """Open ``src`` (see the module docstring), decoding it into the cache on first use.
+
+    Files that could not be decoded are skipped; unless ``quiet``, a one-line warning says how
+    many and where they are listed (``vipr data info`` shows it in its table instead).
 
     Examples:
         >>> ds = open_dataset("builtin:digits")
@@ -69,7 +74,10 @@ def open_dataset(src: str, *, store_size: int | None = None,
     if kind == "folder":
         store_size = store_size or DEFAULT_STORE_SIZE
     key = source_key(kind, SOURCE_VERSION, store_size, *key_parts)
-    return load_or_build(cache_root(cache_dir), key, str(src), build, store_size)
+    dataset = load_or_build(cache_root(cache_dir), key, str(src), build, store_size)
+    if dataset.skipped and not quiet and os.environ.get("RANK", "0") == "0":  # once under torchrun: rank 0
+        warnings.warn(f"{src}: {skipped_note(len(dataset.skipped), dataset.skipped_file)}", stacklevel=2)
+    return dataset
 
 
 def _resolve(src: str, store_size: int | None):

@@ -5,6 +5,7 @@ One cache entry is a folder ``<cache root>/<source key>/`` holding::
     train_images.npy  (N, 3, H, W) uint8      train_labels.npy  (N,) int64
     test_images.npy   (M, 3, H, W) uint8      test_labels.npy   (M,) int64   (absent: no test split)
     meta.json         format, source, classes, digest, skipped files, store_size, split sizes
+    skipped.txt       ``path<TAB>reason``, one unreadable file a line (only when some were skipped)
 
 Reopening maps the image arrays read-only (``np.load(mmap_mode="r")``), so a dataset larger than
 RAM works and a warm open costs a few file opens. An entry is written into a ``.tmp-*`` sibling
@@ -86,6 +87,8 @@ class StoreWriter:
             "digest": _digest(self.folder, classes), "splits": self.sizes, "store_size": store_size,
             "skipped": [list(item) for item in skipped], "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
+        if skipped:
+            atomic_write_text(self.folder / "skipped.txt", "".join(f"{path}\t{reason}\n" for path, reason in skipped))
         self.publish(meta)
 
     def publish(self, meta: dict) -> None:
@@ -137,7 +140,7 @@ def open_entry(entry: Path, name: str) -> Dataset:
         raise DataError(f"the data cache entry {entry} is damaged ({e}); delete that folder and "
                         f"open the dataset again to rebuild it") from None
     return Dataset(name=name, train=splits["train"], test=splits.get("test"), classes=meta["classes"],
-                   digest=meta["digest"], skipped=[tuple(item) for item in meta["skipped"]])
+                   digest=meta["digest"], skipped=[tuple(item) for item in meta["skipped"]], store_dir=entry)
 
 
 def _digest(folder: Path, classes: list[str]) -> str:

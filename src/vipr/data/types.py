@@ -8,6 +8,7 @@ principle 1): a split is one array ``images[N, 3, H, W]`` (often a read-only
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -44,7 +45,16 @@ class Dataset:
     classes: list[str]
     digest: str  # hex content digest of the decoded store (images, labels, classes)
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason) of unreadable files
+    store_dir: Path | None = None  # the cache entry the images are mapped from (vipr.data.store)
 
     @property
     def num_classes(self) -> int:
         return len(self.classes)
+
+    @property
+    def skipped_file(self) -> Path | None:
+        """The full list of unreadable files: the entry's skipped.txt (meta.json in entries made before it)."""
+        if self.store_dir is None:
+            return None
+        listed = self.store_dir / "skipped.txt"
+        return listed if listed.is_file() else self.store_dir / "meta.json"
