@@ -128,3 +128,73 @@ def test_skip_drops_the_update_but_counts_the_step(tmp_path):
     trainer.fit(records.append)
     assert trainer.step == 4 and torch.equal(task.net.weight, before)
     assert records[-1]["skipped_steps"] == 4
+
+
+class SelfSteppingRegression(Regression):
+    """Regression that steps its own two optimizers (weight and bias), as bilevel NAS does."""
+
+    def __init__(self):
+        super().__init__()
+        self.opts = {"weight": torch.optim.SGD([self.net.weight], lr=0.1, momentum=0.9),
+                     "bias": torch.optim.Adam([self.net.bias], lr=0.01)}
+        self.lrs_seen = []
+
+    def training_step(self, batch):
+        losses = super().training_step(batch)
+        for opt in self.opts.values():
+            opt.zero_grad()
+        losses["loss"].backward()
+        for opt in self.opts.values():
+            opt.step()
+        self.lrs_seen.append(self.opts["weight"].param_groups[0]["lr"])
+        return {k: v.detach() for k, v in losses.items()}
+
+    def optimizers(self):
+        return self.opts
+
+    def learning_rates(self, epoch):
+        return {"weight": 0.1 / (epoch + 1)}
+
+
+def test_a_self_stepping_task_gets_its_learning_rates_and_its_optimizers_checkpointed(tmp_path):
+    task = SelfSteppingRegression()
+    trainer = Trainer(task, None, Loader(), LoopSettings(epochs=2, precision="fp32", progress=False), tmp_path,
+                      CARD, torch.device("cpu"))
+    trainer.fit(lambda record: None)
+    assert task.lrs_seen == [0.1, 0.1, 0.05, 0.05] and trainer.step == 4
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)["state"]
+    assert sorted(state["optimizers"]) == ["bias", "weight"] and "optimizer" not in state
+    again = SelfSteppingRegression()
+    Trainer(again, None, Loader(), LoopSettings(epochs=2, precision="fp32", progress=False), tmp_path, CARD,
+            torch.device("cpu")).restore(tmp_path / "checkpoint.pt")
+    for name, opt in task.opts.items():
+        saved, restored = opt.state_dict()["state"], again.opts[name].state_dict()["state"]
+        assert all(torch.equal(saved[0][k], restored[0][k]) for k in saved[0]), name
+
+
+def test_optimizer_mix_ups_fail_at_construction(tmp_path):
+    settings = LoopSettings(epochs=1, precision="fp32", progress=False)
+    with pytest.raises(ContractError, match=r"got no optimizer and has no optimizers\(\)"):
+        Trainer(Regression(), None, Loader(), settings, tmp_path, CARD, torch.device("cpu"))
+    task = SelfSteppingRegression()
+    with pytest.raises(ContractError, match="steps its own optimizers"):
+        Trainer(task, task.opts["weight"], Loader(), settings, tmp_path, CARD, torch.device("cpu"))
+    with pytest.raises(ConfigError, match="on_nan=skip cannot drop a step"):
+        Trainer(task, None, Loader(), LoopSettings(epochs=1, precision="fp32", progress=False, on_nan="skip"),
+                tmp_path, CARD, torch.device("cpu"))
+    assert not list(tmp_path.iterdir())
+
+
+def test_finished_ends_the_run_before_its_last_epoch(tmp_path):
+    class EndsAfterOneEpoch(Regression):
+        def on_epoch_end(self, epoch):
+            self.ended = epoch + 1
+            return {"ended": self.ended}
+
+        def finished(self):
+            return getattr(self, "ended", 0) >= 1
+
+    records = []
+    trainer = build(EndsAfterOneEpoch(), tmp_path)
+    trainer.fit(records.append)
+    assert trainer.step == 2 and [r["ended"] for r in records if "ended" in r] == [1]

@@ -42,6 +42,7 @@ class LoopSettings:
     warmup_steps: int = 0
     min_lr_ratio: float = 0.0
     checkpoint_every: int = 0  # steps between mid-epoch checkpoints; 0 = epoch ends only
+    epoch_checkpoints: bool = True  # False: no checkpoint at epoch ends, but at the run's end and on a stop
     log_every: int = 10  # steps between metric lines; 0 = the epoch records only
     progress: bool = True
     seed: int = 0
@@ -65,11 +66,11 @@ class Trainer:
     ``loader`` yields Batches (``set_epoch``, ``iter_from``, ``len``); ``card`` the ModelCard
     of the model it trains, or a ``checkpoint.RunRecord`` for a job that ships none (a NAS
     search); ``generator`` is the one the task's view maker draws from (``training_generator``),
-    saved in every checkpoint.
+    saved in every checkpoint. ``run_dir`` None: a run that keeps no checkpoint (a library call).
     """
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer | None, loader, settings: LoopSettings,
-                 run_dir: Path, card: ModelCard | ckpt.RunRecord, device: torch.device,
+                 run_dir: Path | None, card: ModelCard | ckpt.RunRecord, device: torch.device,
                  generator: torch.Generator | None = None, monitor: EpochMonitor | None = None):
         check_task(model)  # a missing member fails here, not at the first save
         self.self_stepping = check_optimization(model, optimizer)
@@ -80,7 +81,8 @@ class Trainer:
             raise ConfigError(f"epochs must be >= 1, got {settings.epochs}: a run of no epochs trains nothing "
                               "and writes no checkpoint")
         self.model, self.optimizer, self.loader = model, optimizer, loader
-        self.settings, self.run_dir, self.card = settings, Path(run_dir), card
+        self.settings, self.card = settings, card
+        self.run_dir = None if run_dir is None else Path(run_dir)
         self.device = device
         self.total_steps = settings.epochs * len(loader)
         self.scheduler = None if self.self_stepping else torch.optim.lr_scheduler.LambdaLR(optimizer, self._lr_factor)
@@ -111,6 +113,8 @@ class Trainer:
                 "scaler": self.scaler.state_dict()}
 
     def save(self) -> None:
+        if self.run_dir is None:
+            return
         state = self.state()  # every rank takes part in gathering RNG states
         if dist.is_main():
             ckpt.save_atomic({**self._header(), "state": state}, self.run_dir / ckpt.CHECKPOINT_NAME)
@@ -161,7 +165,8 @@ class Trainer:
                     epoch_stats = self._run_epoch(epoch, start_in_epoch if epoch == start_epoch else 0, bar,
                                                   progress_log)
                     epoch_stats.update(self.model.on_epoch_end(epoch) or {})  # before the save: it is state
-                    self.save()
+                    if self._saves_after(epoch):
+                        self.save()
                     epoch_stats.update(self._run_monitor(epoch + 1, bar))
                     progress_log({"epoch": epoch + 1, "step": self.step, **epoch_stats})
                     if self.stop.requested:  # a signal in the epoch's last step: the epoch is whole now
@@ -171,6 +176,12 @@ class Trainer:
             raise self._interrupted() from None
         finally:
             bar.close()
+
+    def _saves_after(self, epoch: int) -> bool:
+        """Whether the end of ``epoch`` writes a checkpoint (always, unless ``epoch_checkpoints`` is off)."""
+        s, every = self.settings, self.settings.checkpoint_every
+        return (s.epoch_checkpoints or self.stop.requested or epoch + 1 == s.epochs
+                or bool(every and self.step % every == 0))
 
     def _announce_start(self) -> bool:
         """Say on stderr where a resumed run continues; False when it has nothing left to train."""
