@@ -106,3 +106,20 @@ def test_serve_options_carry_the_device():
     args = build_parser().parse_args(["serve", "m", "--device", "cpu"])
     assert read_options(ServeOptions, args).device == "cpu"
     assert from_dict(ServeOptions, {}).device == "auto"
+
+
+def test_onnx_serving_uses_cuda_only_where_onnxruntime_has_it(monkeypatch):
+    import onnxruntime
+
+    from vipr.serve.runtime import onnx_providers
+
+    assert onnx_providers("cpu") == ["CPUExecutionProvider"]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: ["CPUExecutionProvider"])
+    assert onnx_providers("auto") == ["CPUExecutionProvider"]  # a GPU, but a CPU-only onnxruntime: as before
+    with pytest.raises(ConfigError, match="--device cuda: this onnxruntime cannot run on cuda.*--runtime torch"):
+        onnx_providers("cuda")
+    both = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: both)
+    assert onnx_providers("cuda:0")[0] == ("CUDAExecutionProvider", {"device_id": 0})
