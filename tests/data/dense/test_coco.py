@@ -201,3 +201,12 @@ def test_size_mismatch_skips_the_image_and_nothing_usable_is_an_error(tmp_path):
     write_coco(root, images=[{"id": 1, "file_name": "nowhere.png", "width": W, "height": H}])
     with pytest.raises(DataError, match="no usable train image.*nowhere.png"):
         open_dense(f"coco:{root}", store_size=CANVAS, cache_dir=tmp_path / "cache")
+
+
+def test_unset_store_size_is_the_longest_side(tmp_path):
+    root = tmp_path / "coco"
+    write_coco(root)
+    ds = open_dense(f"coco:{root}", cache_dir=tmp_path / "cache")
+    assert ds.train.canvas_size == W
+    np.testing.assert_allclose(ds.train.boxes(0).numpy(), [[4, 6, 14, 14], [20, 10, 30, 20]])
+    np.testing.assert_array_equal(ds.train.masks(0).numpy()[1, :H], rle_square(10, 20, 10)[1])

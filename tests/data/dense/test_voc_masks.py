@@ -131,3 +131,13 @@ def test_mask_folder_pair(tmp_path):
     assert "mode RGB" in reasons["images/train/rgbmask.png"]
     share = dense_info(ds)["splits"]["train"]["semantic_pixel_share"]
     assert share["1"] == 0 and share["0"] == pytest.approx(share["2"], abs=0.1)
+    native = open_dense(str(root), cache_dir=tmp_path / "cache")  # unset store_size: the longest side
+    assert native.train.canvas_size == W and (native.train.semantic(0).numpy()[:H] == labels).all()
+
+
+def test_unset_store_size_keeps_small_images_at_their_size(tmp_path):
+    root = tmp_path / "voc"
+    write_voc(root)
+    ds = open_dense(f"voc:{root}", cache_dir=tmp_path / "cache")
+    assert ds.train.canvas_size == W and ds.train[0].size == (H, W)  # the longest side, not blown up to 256
+    np.testing.assert_allclose(ds.train.boxes(0).numpy(), [[4, 6, 14, 16], [20, 0, 40, 30]])

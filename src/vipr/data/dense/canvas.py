@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from PIL import Image
 
+DEFAULT_CANVAS = 256  # pixels, the most an unset store_size gives: 192 KiB an image, room for 224 px crops
 WORKERS = 4  # decoding threads: PIL releases the GIL while decoding and resizing
 WINDOW = 256  # jobs in flight at most: decoded canvases never pile up in memory
 
@@ -21,6 +22,22 @@ def letterbox_scale(height: int, width: int, canvas: int) -> tuple[int, int]:
     """(height, width) of an image resized so its longer side is ``canvas`` pixels, aspect kept."""
     scale = canvas / max(height, width)
     return max(1, min(canvas, round(height * scale))), max(1, min(canvas, round(width * scale)))
+
+
+def auto_canvas(sizes) -> int:
+    """The canvas of an unset store_size: the longest side among the (height, width) ``sizes``, at most
+    DEFAULT_CANVAS (small images are not blown up; large ones shrink to it), at least 16."""
+    longest = max((max(int(h), int(w)) for h, w in sizes), default=DEFAULT_CANVAS)
+    return max(16, min(DEFAULT_CANVAS, longest))
+
+
+def peek_size(path: str) -> tuple[int, int] | None:
+    """(height, width) from the image file's header, without decoding it; None if unreadable."""
+    try:
+        with Image.open(path) as im:
+            return im.size[1], im.size[0]
+    except Exception:  # noqa: BLE001 -- the decode step reports the failure with its reason
+        return None
 
 
 def decode_canvas(path: str, canvas: int) -> tuple[np.ndarray, tuple[int, int], tuple[int, int]] | str:

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from vipr.data.dense.canvas import clip_box, decode_canvas, ordered_map, place_label_map
+from vipr.data.dense.canvas import auto_canvas, clip_box, decode_canvas, ordered_map, place_label_map
 from vipr.data.dense.rle import encode, polygons_to_mask
 from vipr.data.dense.types import IGNORE
 from vipr.errors import DataError
@@ -49,6 +49,8 @@ def build_coco(writer, root: Path, files: dict[str, Path]) -> None:
     categories = parsed["train"]["categories"]  # {id: name}; the train file defines the classes
     ids = sorted(categories)
     label_of = {cid: k + 1 for k, cid in enumerate(ids)}  # contiguous 1..K, 0 is the background
+    sizes = [(r["height"], r["width"]) for data in parsed.values() for r in data["images"]]
+    writer.canvas = writer.canvas or auto_canvas(sizes)  # store_size unset: from the JSON's image sizes
     masks = any(isinstance(a, dict) and a.get("segmentation") for a in parsed["train"]["annotations"])
     for split, data in parsed.items():
         name = files[split].relative_to(root).as_posix()

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from vipr.data.dense.canvas import decode_canvas, ordered_map, place_label_map
+from vipr.data.dense.canvas import auto_canvas, decode_canvas, ordered_map, peek_size, place_label_map
 from vipr.data.dense.types import IGNORE
 from vipr.errors import DataError
 
@@ -26,10 +26,11 @@ def build_segfolder(writer, root: Path) -> None:
     splits = {"train": "train", "test": next((d for d in ("val", "test") if (root / "images" / d).is_dir()), None)}
     classes = _listed_classes(root)
     highest = 0
-    for split, folder in splits.items():
-        if folder is None:
-            continue
-        pairs, missing = _pairs(root, folder)
+    listed = {split: _pairs(root, folder) for split, folder in splits.items() if folder is not None}
+    images = [image for pairs, _ in listed.values() for image, _ in pairs]
+    writer.canvas = writer.canvas or auto_canvas(s for s in ordered_map(peek_size, images) if s)
+    for split, (pairs, missing) in listed.items():
+        folder = splits[split]
         skipped += [(split, f"images/{folder}/{name}", "image", reason) for name, reason in missing]
         builder = writer.split(split, len(pairs), semantic=True, masks=False)
         decoded = ordered_map(lambda pair: _decode(*pair, writer.canvas, classes), pairs)

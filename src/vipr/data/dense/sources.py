@@ -13,7 +13,8 @@ SRC forms:
   (single-channel PNG label maps of the same stem; 255 = ignore; ``ROOT/classes.txt`` optional).
 * a plain ROOT of one of these three layouts is recognised by its folders.
 
-``store_size`` is the canvas side S in pixels (default 256 for files; the ``size`` of scenes).
+``store_size`` is the canvas side S in pixels. Unset: the longest image side of the source, at most
+256 (vipr.data.dense.canvas.auto_canvas); for scenes, their ``size``.
 """
 
 from __future__ import annotations
@@ -30,7 +31,6 @@ from vipr.data.store import source_key
 from vipr.errors import DataError
 from vipr.fsutil import cache_root
 
-DEFAULT_CANVAS = 256  # pixels: 192 KiB an image; room for 128-224 px training crops
 DENSE_VERSION = 1  # part of every cache key: bump when decoding or generation changes its output
 PREFIXES = ("coco:", "voc:", "masks:")
 ACCEPTED = ("accepted detection / segmentation sources: builtin:scenes[?size=128&train=200&test=50&classes=6"
@@ -71,7 +71,7 @@ def open_dense(src: str, *, store_size: int | None = None,
     if store_size is not None and (not isinstance(store_size, int) or not 16 <= store_size <= 4096):
         raise DataError(f"store_size must be an integer number of pixels in 16..4096, got {store_size!r}")
     kind, parts, canvas, build = _resolve(str(src), store_size)
-    key = source_key(f"dense-{kind}", DENSE_VERSION, canvas, *parts)
+    key = source_key(f"dense-{kind}", DENSE_VERSION, canvas or "auto", *parts)
     return load_or_build_dense(cache_root(cache_dir), key, str(src), canvas, build)
 
 
@@ -89,7 +89,7 @@ def _resolve(src: str, store_size: int | None):
     kind = kind or detect_layout(root)
     if kind is None:
         raise DataError(f"{root} has no detection / segmentation layout. {ACCEPTED}")
-    canvas = store_size or DEFAULT_CANVAS
+    canvas = store_size  # None: chosen from the image sizes while building
     if kind == "coco":
         from vipr.data.dense.coco import build_coco, find_coco
 

@@ -106,11 +106,14 @@ class SplitBuilder:
 class DenseWriter(StoreWriter):
     """A StoreWriter whose splits are SplitBuilders; ``commit_dense`` publishes the entry."""
 
-    def __init__(self, root: Path, key: str, canvas: int, source: str):
+    def __init__(self, root: Path, key: str, canvas: int | None, source: str):
         super().__init__(root, key)
         self.canvas, self.source, self.stats = canvas, source, {}
 
     def split(self, split: str, capacity: int, *, semantic: bool, masks: bool) -> SplitBuilder:
+        """A builder for ``split``; the source's build sets ``canvas`` first when store_size was unset."""
+        if not self.canvas:
+            raise RuntimeError("the canvas size must be set before a split is built")
         return SplitBuilder(self.folder, split, capacity, self.canvas, semantic, masks)
 
     def finish(self, builder: SplitBuilder) -> None:
@@ -134,7 +137,7 @@ class DenseWriter(StoreWriter):
         self.publish(meta)
 
 
-def load_or_build_dense(root: Path, key: str, name: str, canvas: int,
+def load_or_build_dense(root: Path, key: str, name: str, canvas: int | None,
                         build: Callable[[DenseWriter], None]) -> DenseDataset:
     """Open the entry ``root/key``, building it first with ``build(writer)`` if it is not cached."""
     entry = root / key

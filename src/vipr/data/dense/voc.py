@@ -19,7 +19,7 @@ from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import parse as parse_xml
 from PIL import Image
 
-from vipr.data.dense.canvas import clip_box, decode_canvas, ordered_map, place_label_map
+from vipr.data.dense.canvas import auto_canvas, clip_box, decode_canvas, ordered_map, peek_size, place_label_map
 from vipr.data.dense.types import IGNORE
 from vipr.errors import DataError
 
@@ -38,6 +38,8 @@ def build_voc(writer, root: Path, lists: dict[str, str]) -> None:
     parsed = {split: list(ordered_map(lambda i: _read_xml(root, i), names)) for split, names in ids.items() if names}
     classes = _classes(root, [p for split in parsed.values() for p in split if not isinstance(p, str)])
     label_of = {name: k + 1 for k, name in enumerate(classes)}
+    files = [_image_file(root, i) for names in ids.values() for i in names]
+    writer.canvas = writer.canvas or auto_canvas(s for s in ordered_map(lambda f: peek_size(str(root / f)), files) if s)
     semantic = (root / "SegmentationClass").is_dir() and any((root / "SegmentationClass").glob("*.png"))
     for split, objects in parsed.items():
         builder = writer.split(split, len(objects), semantic=semantic, masks=False)
@@ -119,8 +121,7 @@ def _decode(job):
         return xml, objects
     if objects is None and not (semantic and png.is_file()):
         return xml, f"no {xml} (and no SegmentationClass/{image_id}.png)"
-    image_file = next((f"JPEGImages/{image_id}{ext}" for ext in IMAGE_EXTENSIONS
-                       if (root / "JPEGImages" / f"{image_id}{ext}").is_file()), f"JPEGImages/{image_id}.jpg")
+    image_file = _image_file(root, image_id)
     decoded = decode_canvas(str(root / image_file), canvas)
     if isinstance(decoded, str):
         return image_file, decoded
@@ -146,6 +147,12 @@ def _decode(job):
             problems.append((f"SegmentationClass/{image_id}.png", f"{image_id} label map", label_map))
             label_map = None
     return image, (h, w), orig, ann, label_map, problems, n_clipped, image_file
+
+
+def _image_file(root: Path, image_id: str) -> str:
+    """JPEGImages/<id> with the first extension that exists (.jpg when none does)."""
+    return next((f"JPEGImages/{image_id}{ext}" for ext in IMAGE_EXTENSIONS
+                 if (root / "JPEGImages" / f"{image_id}{ext}").is_file()), f"JPEGImages/{image_id}.jpg")
 
 
 def _label_map(path: Path, orig: tuple[int, int], valid: tuple[int, int], canvas: int, num_classes: int):
