@@ -114,3 +114,20 @@ def test_nas_search_and_train_are_tracked(client, monkeypatch, capsys, tmp_path)
     # a folder logged without the CLI's kind is recognised from its config
     assert tracking._folder_kind(*tracking.read_config(tmp_path / "search")) == "nas-search"
     assert tracking._folder_kind(*tracking.read_config(tmp_path / "train")) == "nas-train"
+
+
+def test_a_folder_logged_twice_is_its_newest_run_and_two_folders_are_ambiguous(client, pretrain_run, tmp_path,
+                                                                               capsys):
+    for parent in ("a", "b"):
+        shutil.copytree(pretrain_run, tmp_path / parent / "twice")
+    final = tmp_path / "a" / "twice" / "metrics.json"
+    text = final.read_text()
+    final.unlink()  # stopped: no metrics.json yet
+    first = tracking.log_run_folder(tmp_path / "a" / "twice", mlflow_client=client, status="KILLED")
+    final.write_text(text)  # resumed and finished: the same start, a later end
+    second = tracking.log_run_folder(tmp_path / "a" / "twice", mlflow_client=client)
+    assert cli_json(["runs", "show", str(tmp_path / "a" / "twice")], capsys)["id"] == second != first
+    assert cli_json(["runs", "show", "twice"], capsys)["id"] == second
+    tracking.log_run_folder(tmp_path / "b" / "twice", mlflow_client=client)
+    assert main(["runs", "show", "twice"]) == 1
+    assert "run 'twice' is ambiguous" in capsys.readouterr().err

@@ -20,6 +20,7 @@ from vipr.platform import workspace
 KEY_METRICS = ("top1", "accuracy", "test_top1", "val_acc", "knn_best_top1", "knn_top1", "loss_mean", "loss")
 SKIPPED_EXPERIMENTS = ("checkpoints",)  # runs made for a bare checkpoint file, not by a command
 MIN_PREFIX = 4  # characters of a run id that may stand for it
+NEWEST_FIRST = ["attributes.start_time DESC", "attributes.end_time DESC"]  # a resumed run: same start, later end
 
 
 @dataclass(frozen=True)
@@ -49,7 +50,7 @@ def search(mlflow_client=None, kind: str | None = None, limit: int | None = None
         return []
     runs, token = [], None
     while True:
-        page = client.search_runs(ids, order_by=["attributes.start_time DESC"], max_results=1000, page_token=token)
+        page = client.search_runs(ids, order_by=NEWEST_FIRST, max_results=1000, page_token=token)
         runs += [r for r in page if _kind_matches(r.data.tags.get("kind", ""), kind)]
         token = page.token
         if not token or (limit and len(runs) >= limit):
@@ -89,8 +90,8 @@ def find(ref: str, mlflow_client=None) -> object:
                     [r for r in runs if folder and r.data.tags.get("run_dir") == folder],
                     [r for r in runs if len(ref) >= MIN_PREFIX and r.info.run_id.startswith(ref)],
                     [r for r in runs if r.info.run_name == ref]):
-        if len(matches) == 1 or (matches and matches[0].data.tags.get("run_dir") == folder):
-            return matches[0]  # a folder logged twice: its newest run
+        if matches and len({r.data.tags.get("run_dir") for r in matches}) == 1:
+            return matches[0]  # one folder logged twice (stopped, then resumed): its newest run
         if matches:
             raise ViprError(f"run '{ref}' is ambiguous: {len(matches)} runs match ("
                             f"{', '.join(_label(r) for r in matches[:5])}); pass the full run id")
