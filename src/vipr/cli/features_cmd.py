@@ -35,7 +35,8 @@ def add_parser(sub) -> None:
     o = FeaturesOptions
     p.add_argument("--checkpoint", required=True, metavar="DIR|FILE|NAME|random")
     p.add_argument("--data", required=True, metavar="SRC", help="data source (image folder, CIFAR, .npz, builtin:...)")
-    p.add_argument("--out", required=True, metavar="FILE", help="FILE.npy (+ FILE.labels.csv), FILE.npz or FILE.parquet")
+    p.add_argument("--out", required=True, metavar="FILE",
+                   help="FILE.npy (+ FILE.labels.csv), FILE.npz or FILE.parquet")
     p.add_argument("--split", metavar="SPLIT", help=f"all | train | test (default {o.split})")
     add_backbone_flag(p, "backbone for --checkpoint random: ")
     p.add_argument("--image-size", type=int, metavar="PX", help="input size (default: the checkpoint's)")

@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from vipr.errors import ConfigError
+from vipr.fsutil import atomic_write_text
 
 REPORT_NAME = "init_weights.json"
 WRAPPERS = ("state_dict", "model", "backbone", "module")  # where training scripts keep the weights
@@ -60,8 +61,6 @@ class InitReport:
         return "\n".join(lines)
 
     def write(self, folder: str | Path) -> Path:
-        from vipr.fsutil import atomic_write_text
-
         path = Path(folder) / REPORT_NAME
         atomic_write_text(path, json.dumps(asdict(self), indent=1))
         return path
@@ -187,7 +186,7 @@ def load_init_weights(model: nn.Module, state: dict[str, torch.Tensor], path: st
 
 
 def check_weights_file(path: str | Path, flag: str = "--init-weights") -> None:
-    """A ConfigError now, before a run folder exists, when ``path`` is no readable file (its contents are read later)."""
+    """A ConfigError now, before a run folder exists, when ``path`` is no readable file (read in full later)."""
     path = Path(path)
     if not path.is_file():
         read_state_dict(path, flag)  # raises, naming what is there instead
