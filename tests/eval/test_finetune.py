@@ -2,15 +2,19 @@
 
 import json
 import math
+import os
+import signal
 
 import pytest
 import torch
 
 from vipr.cli.main import main
 from vipr.data.splits import make_label_split, save_label_split
-from vipr.errors import ConfigError
+from vipr.engine.trainer import Interrupted
+from vipr.errors import CheckpointError, ConfigError, ViprError
 from vipr.eval.features import load_eval_backbone
 from vipr.eval.finetune import BACKBONE_LR_SCALE, finetune, finetune_optimizer, run_finetune
+from vipr.eval.finetune_task import FinetuneTask
 from vipr.models import create_backbone
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -74,3 +78,42 @@ def test_finetune_cli_json_last_line_with_all_train_labels(dataset, capsys, tmp_
     assert last["num_train"] == 60 and last["label_split"] is None and last["top1"] > 60
     assert json.loads((tmp_path / "ft" / "metrics.json").read_text())["top1"] == last["top1"]
     assert last["classifier"] == str(tmp_path / "ft" / "classifier.pt")
+
+
+@pytest.mark.parametrize("stop_after", [4, 6])  # mid-epoch; the last step of an epoch (3 steps an epoch)
+def test_finetune_resume_after_a_stop_is_exact(dataset, tmp_path, monkeypatch, stop_after):
+    """Stopped by Ctrl-C after N steps and resumed, a fine-tune saves the classifier of an uninterrupted run."""
+    run = dict(checkpoint="random", backbone="tiny", image_size=SIZE, data="synthetic:colours", epochs=3,
+               min_steps=0, batch_size=16, precision="fp32", progress=False)  # 60 images: 3 steps an epoch
+    straight = run_finetune(**run, out=tmp_path / "straight")
+    assert not (tmp_path / "straight" / "train").exists()  # no resume state is left behind
+    real_step, steps = FinetuneTask.training_step, []
+
+    def step_then_signal(self, batch):
+        losses = real_step(self, batch)
+        steps.append(1)
+        if len(steps) == stop_after:
+            os.kill(os.getpid(), signal.SIGINT)  # recorded, acted on after this step
+        return losses
+
+    monkeypatch.setattr(FinetuneTask, "training_step", step_then_signal)
+    with pytest.raises(Interrupted, match="signal 2"):
+        run_finetune(**run, out=tmp_path / "cut")
+    monkeypatch.setattr(FinetuneTask, "training_step", real_step)
+    state = torch.load(tmp_path / "cut" / "train" / "checkpoint.pt", weights_only=True)
+    assert state["state"]["step"] == stop_after and state["format"] == "vipr-finetune/1"
+    with pytest.raises(CheckpointError, match="another configuration"):
+        run_finetune(**{**run, "lr": 0.2}, out=tmp_path / "cut", resume=True)
+    resumed = run_finetune(**run, out=tmp_path / "cut", resume=True)
+    assert not (tmp_path / "cut" / "train").exists()
+    for key in ("top1", "top5", "train_loss", "steps", "epochs"):
+        assert resumed[key] == straight[key], key
+    a, b = (torch.load(tmp_path / name / "classifier.pt", weights_only=True)["backbone"] for name in ("straight", "cut"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_finetune_resume_without_a_state_is_one_line(dataset, tmp_path):
+    with pytest.raises(ViprError, match="no fine-tune state") as err:
+        run_finetune(checkpoint="random", backbone="tiny", image_size=SIZE, data="synthetic:colours", epochs=1,
+                     min_steps=0, batch_size=16, progress=False, out=tmp_path, resume=True)
+    assert "\n" not in str(err.value)

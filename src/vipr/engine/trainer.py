@@ -42,7 +42,8 @@ class LoopSettings:
     warmup_steps: int = 0
     min_lr_ratio: float = 0.0
     checkpoint_every: int = 0  # steps between mid-epoch checkpoints; 0 = epoch ends only
-    epoch_checkpoints: bool = True  # False: no checkpoint at epoch ends, but at the run's end and on a stop
+    epoch_checkpoints: bool = True  # False: checkpoints only every checkpoint_every steps and on a stop (a job
+    # whose product is written after training, e.g. fine-tuning's classifier.pt, needs no final state)
     log_every: int = 10  # steps between metric lines; 0 = the epoch records only
     progress: bool = True
     seed: int = 0
@@ -117,6 +118,7 @@ class Trainer:
             return
         state = self.state()  # every rank takes part in gathering RNG states
         if dist.is_main():
+            self.run_dir.mkdir(parents=True, exist_ok=True)  # a job may name a folder only its first save makes
             ckpt.save_atomic({**self._header(), "state": state}, self.run_dir / ckpt.CHECKPOINT_NAME)
         dist.barrier()
 
@@ -165,7 +167,7 @@ class Trainer:
                     epoch_stats = self._run_epoch(epoch, start_in_epoch if epoch == start_epoch else 0, bar,
                                                   progress_log)
                     epoch_stats.update(self.model.on_epoch_end(epoch) or {})  # before the save: it is state
-                    if self._saves_after(epoch):
+                    if self._saves_after_epoch():
                         self.save()
                     epoch_stats.update(self._run_monitor(epoch + 1, bar))
                     progress_log({"epoch": epoch + 1, "step": self.step, **epoch_stats})
@@ -177,11 +179,10 @@ class Trainer:
         finally:
             bar.close()
 
-    def _saves_after(self, epoch: int) -> bool:
-        """Whether the end of ``epoch`` writes a checkpoint (always, unless ``epoch_checkpoints`` is off)."""
-        s, every = self.settings, self.settings.checkpoint_every
-        return (s.epoch_checkpoints or self.stop.requested or epoch + 1 == s.epochs
-                or bool(every and self.step % every == 0))
+    def _saves_after_epoch(self) -> bool:
+        """Whether this epoch's end writes a checkpoint (always, unless ``epoch_checkpoints`` is off)."""
+        every = self.settings.checkpoint_every
+        return self.settings.epoch_checkpoints or self.stop.requested or bool(every and self.step % every == 0)
 
     def _announce_start(self) -> bool:
         """Say on stderr where a resumed run continues; False when it has nothing left to train."""

@@ -35,22 +35,23 @@ The result is saved as ``classifier.pt`` in the format of ``vipr eval linear``.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from vipr.data.augment import ViewSpec, augment_views
+from vipr.config import config_digest
+from vipr.data.augment import ViewSpec
 from vipr.data.loader import BatchIterator
 from vipr.data.types import ImageSplit
+from vipr.engine.checkpoint import CHECKPOINT_NAME, RunRecord
 from vipr.engine.device import resolve_precision
-from vipr.engine.optim import param_groups, warmup_cosine
-from vipr.engine.progress import Progress
-from vipr.errors import ConfigError
-from vipr.engine.device import precision_autocast
+from vipr.engine.optim import param_groups
+from vipr.engine.trainer import LoopSettings, Trainer
+from vipr.errors import ConfigError, ViprError
+from vipr.eval.finetune_task import FORMAT as FINETUNE_FORMAT
+from vipr.eval.finetune_task import FinetuneTask
 from vipr.eval.knn import topk_accuracy
 from vipr.eval.linear import fold_standardization
 from vipr.eval.runner import count_classes, labelled_test_rows, labelled_train_rows, prepare, write_run
@@ -61,6 +62,7 @@ BACKBONE_LR_SCALE = 0.1  # backbone lr / head lr
 MOMENTUM = 0.9
 WEIGHT_DECAY = 5e-4
 CROP_SCALE = (0.5, 1.0)  # area fraction of the random resized crop
+RUN_ONLY = ("device",)  # run_finetune arguments a resume may change
 
 
 def finetune_optimizer(model: Backbone, lr: float, weight_decay: float = WEIGHT_DECAY) -> torch.optim.SGD:
@@ -74,12 +76,18 @@ def finetune_optimizer(model: Backbone, lr: float, weight_decay: float = WEIGHT_
 
 def finetune(model: Backbone, split: ImageSplit, num_classes: int, *, image_size: int, mean, std, epochs: int = 30,
              batch_size: int = 64, lr: float = 0.1, seed: int = 0, device: torch.device | str = "cpu",
-             precision: str = "fp32", progress: bool = True, min_steps: int = 500) -> dict:
+             precision: str = "fp32", progress: bool = True, min_steps: int = 500, run_dir: str | Path | None = None,
+             config: dict | None = None, resume: bool = False) -> dict:
     """Train ``model`` with a new ``num_classes`` head on every image of ``split`` (see the module doc).
+
+    It runs in the engine (vipr.engine.trainer.Trainer) as a :class:`FinetuneTask`.
 
     Args:
         split: the labelled training images, (N, 3, H, W) uint8 with labels in [0, num_classes).
         image_size, mean, std: the checkpoint's preprocessing (crop side in px, normalisation).
+        run_dir: where a stop (Ctrl-C, SIGTERM) saves the resume state, ``RUN_DIR/checkpoint.pt``;
+            None keeps none. ``config``: what the run computes from (plain data; a resume
+            continues only under its digest); ``resume``: continue from that state, bit for bit.
 
     Returns:
         ``{"train_loss": mean loss of the last epoch, "steps": optimizer steps, "epochs": epochs run}``.
@@ -93,44 +101,29 @@ def finetune(model: Backbone, split: ImageSplit, num_classes: int, *, image_size
     nn.init.zeros_(linear.bias)
     norm = nn.BatchNorm1d(model.feature_dim, affine=False).to(device)  # batch statistics follow the features
     model.head = nn.Sequential(norm, linear)
-    model.train()
     loader = BatchIterator(split, min(batch_size, len(split)), shuffle=True, seed=seed, drop_last=True, device=device)
     epochs = max(epochs, -(-min_steps // len(loader)))  # at least min_steps optimizer steps
-    step = _training_step(model, lr, epochs * len(loader), device, resolve_precision(precision, device))
     views = [ViewSpec(image_size, scale=CROP_SCALE, jitter=(0.0, 0.0, 0.0, 0.0), jitter_p=0.0, gray_p=0.0)]
     generator = torch.Generator().manual_seed(seed)  # crops and flips, the same on any device
-    bar = Progress(epochs * len(loader), enabled=progress, desc="finetune")
-    for epoch in range(epochs):
-        loader.set_epoch(epoch)
-        losses, started = [], time.perf_counter()
-        for batch in loader:
-            x = augment_views(batch.images, views, mean=mean, std=std, generator=generator)[0]  # (B, 3, S, S)
-            losses.append(step(x, batch.labels))
-            rate = len(losses) * loader.batch_size / (time.perf_counter() - started)  # images/s this epoch
-            bar.update_stats(epoch + 1, float(losses[-1]), rate)
-            bar.advance()
-    bar.close()
+    task = FinetuneTask(model, views, mean, std, generator)
+    # no checkpoint at epoch ends: a 1% label split has epochs of one step, and classifier.pt is the product
+    settings = LoopSettings(epochs=epochs, precision=resolve_precision(precision, device), log_every=0,
+                            progress=progress, seed=seed, name="finetune", epoch_checkpoints=False)
+    record = RunRecord(FINETUNE_FORMAT, dict(config or {}), config_digest(dict(config or {})))
+    trainer = Trainer(task, finetune_optimizer(model, lr), loader, settings, run_dir, record, device, generator)
+    if resume:
+        trainer.restore(_resume_state(run_dir))
+    trainer.fit(lambda record: None)  # no per-epoch log: the run folder holds what it held before the engine
     model.head = fold_standardization(linear, norm.running_mean, (norm.running_var + norm.eps).sqrt()).requires_grad_(True)
-    return {"train_loss": float(torch.stack(losses).mean()), "steps": epochs * len(loader), "epochs": epochs}
+    return {"train_loss": task.train_loss(), "steps": trainer.step, "epochs": epochs}
 
 
-def _training_step(model: Backbone, lr: float, total_steps: int, device: torch.device, precision: str):
-    """A function ``step(x, labels) -> loss`` doing one optimizer and schedule step."""
-    optimizer = finetune_optimizer(model, lr)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: warmup_cosine(i, total_steps, 0))
-    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")  # fp16 needs loss scaling; bf16 not
-
-    def step(x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        with precision_autocast(device, precision):
-            loss = F.cross_entropy(model(x).float(), labels)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-        schedule.step()
-        return loss.detach()
-
-    return step
+def _resume_state(run_dir: str | Path | None) -> Path:
+    path = None if run_dir is None else Path(run_dir) / CHECKPOINT_NAME
+    if path is None or not path.is_file():
+        raise ViprError(f"--resume: no fine-tune state {path or '(no run folder)'}; a fine-tune saves one when "
+                        "stopped (Ctrl-C, SIGTERM) and removes it when done: drop --resume to start again")
+    return path
 
 
 def _check_settings(**settings) -> None:
@@ -150,8 +143,13 @@ def labelled_split(split: ImageSplit, rows: np.ndarray) -> ImageSplit:
 def run_finetune(*, checkpoint: str, data: str, label_split: str | None = None, epochs: int = 30,
                  min_steps: int = 500, batch_size: int = 64, lr: float = 0.1, seed: int = 0, backbone: str | None = None,
                  image_size: int | None = None, out: str | Path | None = None, device: str = "auto",
-                 precision: str = "auto", progress: bool = True, init_weights: str | None = None) -> dict:
+                 precision: str = "auto", progress: bool = True, init_weights: str | None = None,
+                 resume: bool = False) -> dict:
     """``vipr eval finetune``: fine-tune on the train split (or its ``label_split``), score the test split.
+
+    A stop (Ctrl-C, SIGTERM) saves the training state in ``out/train/checkpoint.pt``;
+    ``resume=True`` continues it bit for bit under the same settings (``device`` may change),
+    and the state is removed once classifier.pt is written.
 
     ``init_weights``: a weights file loaded into the backbone before fine-tuning (vipr.models.init_weights;
     e.g. ImageNet weights into ``checkpoint="random"``), its report printed and written to ``out``.
@@ -175,9 +173,11 @@ def run_finetune(*, checkpoint: str, data: str, label_split: str | None = None, 
     test_rows = labelled_test_rows(dataset)
     test_labels = torch.from_numpy(dataset.test.labels[test_rows]).long()
     num_classes = count_classes(dataset, torch.from_numpy(train.labels), test_labels)
+    run_dir = None if out is None else Path(out) / "train"
     trained = finetune(setup.model, train, num_classes, image_size=card.image_size, mean=card.mean,
                        std=card.std, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=setup.device,
-                       precision=precision, progress=progress, min_steps=min_steps)
+                       precision=precision, progress=progress, min_steps=min_steps, run_dir=run_dir,
+                       config={k: v for k, v in args.items() if k not in RUN_ONLY}, resume=resume)
     features = setup.features(dataset.test, test_rows, progress=progress, desc="test features")  # (N_test, D)
     with torch.no_grad():
         scores = setup.model.head(features.to(setup.device)).cpu()  # (N_test, C), the saved model's logits
@@ -188,4 +188,12 @@ def run_finetune(*, checkpoint: str, data: str, label_split: str | None = None, 
     if out is not None:
         write_run(out, args, metrics, classifier=setup,
                   confusion=(scores.argmax(1), test_labels, setup.dataset.classes))
+        _remove_state(run_dir)
     return metrics
+
+
+def _remove_state(run_dir: Path) -> None:
+    """The resume state of a finished fine-tune (classifier.pt holds the result)."""
+    (run_dir / CHECKPOINT_NAME).unlink(missing_ok=True)
+    if run_dir.is_dir() and not any(run_dir.iterdir()):
+        run_dir.rmdir()
