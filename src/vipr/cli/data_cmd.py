@@ -27,7 +27,7 @@ def add_parser(sub) -> None:
 
 
 def run_info(args) -> int:
-    from vipr.data.dense.info import dense_source_info
+    from vipr.data.dense.info import dense_source_info, format_dense_info
     from vipr.data.info import dataset_info, format_info
     from vipr.data.sources import open_dataset
 
@@ -38,8 +38,7 @@ def run_info(args) -> int:
     if info is None:  # classification data: the table (its skipped line replaces open_dataset's warning)
         print(format_info(dataset_info(open_dataset(args.src, quiet=True))))
         return 0
-    for key, value in info.items():
-        print(f"{key:>14}: {value}")
+    print(format_dense_info(info))
     return 0
 
 

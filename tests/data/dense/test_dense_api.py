@@ -65,3 +65,10 @@ def test_data_info_cli_reports_instances_box_sizes_and_skips(capsys):
     assert info["skipped"]["count"] == 0 and info["skipped"]["file"].endswith("skipped.txt")
     assert main(["data", "info", "coco:/no/such/root"]) == 1
     assert "not a folder" in capsys.readouterr().err
+
+
+def test_data_info_table(capsys):
+    assert main(["data", "info", SRC]) == 0
+    out = capsys.readouterr().out
+    assert "canvas      48 x 48 px" in out and "boxes, instance masks, semantic maps" in out
+    assert "small  medium  large" in out and "circle" in out and "skipped: 0" in out

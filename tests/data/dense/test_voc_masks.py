@@ -141,3 +141,16 @@ def test_unset_store_size_keeps_small_images_at_their_size(tmp_path):
     ds = open_dense(f"voc:{root}", cache_dir=tmp_path / "cache")
     assert ds.train.canvas_size == W and ds.train[0].size == (H, W)  # the longest side, not blown up to 256
     np.testing.assert_allclose(ds.train.boxes(0).numpy(), [[4, 6, 14, 16], [20, 0, 40, 30]])
+
+
+def test_mask_folder_info_table_has_no_box_columns(tmp_path):
+    from vipr.data.dense.info import format_dense_info
+
+    root = tmp_path / "seg"
+    for sub in ("images/train", "masks/train"):
+        (root / sub).mkdir(parents=True)
+    Image.new("RGB", (W, H)).save(root / "images/train/a.png")
+    Image.fromarray(np.ones((H, W), np.uint8)).save(root / "masks/train/a.png")
+    text = format_dense_info(dense_info(open_dense(str(root), cache_dir=tmp_path / "cache")))
+    assert "targets     semantic maps" in text and "classes     2\n" in text and "small" not in text
+    assert "train pixels %" in text and "clipped" not in text

@@ -8,6 +8,7 @@ from collections import Counter
 import numpy as np
 
 from vipr.data.dense.types import DenseDataset, DenseSplit
+from vipr.data.info import _table
 
 MAX_SKIPPED_SHOWN = 10  # the full list is the store's skipped.txt
 SMALL, MEDIUM = 32**2, 96**2  # COCO's area thresholds, in source-image pixels
@@ -47,6 +48,45 @@ def dense_source_info(src: str) -> dict | None:
     from vipr.data.dense.sources import is_dense_source, open_dense
 
     return dense_info(open_dense(src)) if is_dense_source(src) else None
+
+
+def format_dense_info(info: dict) -> str:
+    """The human table of a ``dense_info`` record: canvas, targets, a split table, a class table, skips."""
+    splits = {name: split for name, split in info["splits"].items() if split is not None}
+    boxes = info["kind"] != "masks"  # a mask folder pair has semantic maps only
+    targets = [t for t, on in (("boxes", boxes), ("instance masks", info["masks"]),
+                               ("semantic maps", info["semantic"])) if on]
+    lines = [f"dataset     {info['name']} ({info['kind']}, digest {info['digest']})",
+             f"canvas      {info['canvas']} x {info['canvas']} px (longer side resized, top-left, zero padding)",
+             f"targets     {', '.join(targets) or 'none'}",
+             f"classes     " + (f"{info['num_classes'] - 1} and the background" if boxes else f"{info['num_classes']}"),
+             ""]
+    if boxes:
+        lines += _table(["split", "images", "no objects", "instances", "crowd", "small", "medium", "large"],
+                        [[name, s["images"], s["images_without_instances"], s["instances"], s["crowd"],
+                          *s["box_sizes"].values()] for name, s in splits.items()])
+        lines += ["(box sizes as COCO counts them: small < 32 x 32, medium < 96 x 96 px of the source image)"]
+    else:
+        lines += _table(["split", "images"], [[name, s["images"]] for name, s in splits.items()])
+    lines += [""] + _table(["class", *(f"{name} {what}" for name in splits for what in _class_columns(info, boxes))],
+                           [[cls, *(v for s in splits.values() for v in _class_cells(s, cls, info, boxes))]
+                            for cls in info["classes"][1 if boxes else 0:]])
+    skipped = info["skipped"]
+    lines += [""] + ([f"clipped boxes: {info['clipped_boxes']}"] if boxes else []) + [
+              f"skipped: {skipped['count']}" + (f" (list: {skipped['file']})" if skipped["count"] else "")]
+    lines += [f"  {count:>6}  {reason}" for reason, count in skipped["by_reason"].items()]
+    return "\n".join(lines)
+
+
+def _class_columns(info: dict, boxes: bool) -> list[str]:
+    return (["objects"] if boxes else []) + (["pixels %"] if info["semantic"] else [])
+
+
+def _class_cells(split: dict, cls: str, info: dict, boxes: bool) -> list:
+    cells = [split["instances_per_class"].get(cls, 0)] if boxes else []
+    if info["semantic"]:
+        cells.append(f"{100 * split.get('semantic_pixel_share', {}).get(cls, 0):.1f}")
+    return cells
 
 
 def box_areas(split: DenseSplit) -> np.ndarray:
