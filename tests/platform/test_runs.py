@@ -131,3 +131,14 @@ def test_a_folder_logged_twice_is_its_newest_run_and_two_folders_are_ambiguous(c
     tracking.log_run_folder(tmp_path / "b" / "twice", mlflow_client=client)
     assert main(["runs", "show", "twice"]) == 1
     assert "run 'twice' is ambiguous" in capsys.readouterr().err
+
+
+def test_eval_without_out_runs_untracked_when_the_workspace_is_not_writable(monkeypatch, tmp_path, capsys,
+                                                                           pretrain_run):
+    monkeypatch.setenv("VIPR_TRACKING", "1")
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    monkeypatch.setattr(workspace, "runs_root", lambda: blocker / "runs")  # under a file: no folder there
+    assert main(["eval", "knn", "--checkpoint", str(pretrain_run), "--data", DATA, "--k", "5", "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    assert "warning: this run is not tracked" in err and "--out DIR" in err and "Traceback" not in err

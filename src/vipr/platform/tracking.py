@@ -23,6 +23,7 @@ import secrets
 import shlex
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import yaml
@@ -104,8 +105,16 @@ def default_run_folder(kind: str, no_track: bool = False) -> Path | None:
     so its run is tracked with the files ``vipr runs show`` lists; None when tracking is off."""
     if not enabled(no_track):
         return None
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    return workspace.runs_root() / f"{kind}-{stamp}-{secrets.token_hex(2)}"
+    root = workspace.runs_root()
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        if not os.access(root, os.W_OK):
+            raise PermissionError(f"{root} is not writable")
+    except OSError as err:  # tracking is a convenience: the command still runs, untracked
+        warnings.warn(f"this run is not tracked: no run folder can be made in {root} ({err}); pass --out DIR, "
+                      f"or set {workspace.ENV_HOME} to a writable folder", stacklevel=2)
+        return None
+    return root / f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
 
 
 def track_run(run_dir: str | os.PathLike, kind: str, no_track: bool = False, status: str | None = None) -> str | None:
