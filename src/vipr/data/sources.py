@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import sys
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from itertools import repeat
@@ -32,13 +31,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from tqdm import tqdm
 
 from vipr.data.arrays import build_cifar, build_npz, find_cifar, fit, store_split
 from vipr.data.info import skipped_note
 from vipr.data.shapes import SHAPE_NAMES, render_shapes
 from vipr.data.store import StoreWriter, load_or_build, source_key
 from vipr.data.types import Dataset
+from vipr.engine.progress import side_bar
 from vipr.errors import DataError
 from vipr.fsutil import cache_root
 
@@ -292,8 +291,8 @@ def _build_folder(writer: StoreWriter, root: Path, listed: dict, size: int) -> d
 def _decode_into(out: np.ndarray, paths: list[str], size: int, split: str):
     """Decode ``paths`` in parallel into consecutive rows of ``out``; (decoded mask, [(path, reason)])."""
     keep, failures, filled = np.zeros(len(paths), bool), [], 0
-    with ThreadPoolExecutor(DECODE_WORKERS) as pool, tqdm(total=len(paths), desc=f"decoding {split}",
-                                                          unit="img", file=sys.stderr, leave=False) as bar:
+    with ThreadPoolExecutor(DECODE_WORKERS) as pool, side_bar(total=len(paths), desc=f"decoding {split}",
+                                                              unit="img", leave=False) as bar:
         for start in range(0, len(paths), 256):  # bounded window: no million pending futures
             chunk = paths[start:start + 256]
             for i, result in enumerate(pool.map(_decode_image, chunk, repeat(size)), start):

@@ -156,8 +156,8 @@ class Trainer:
             return
         steps_per_epoch = len(self.loader)
         start_epoch, start_in_epoch = divmod(self.step, steps_per_epoch)
-        bar = Progress(self.total_steps, initial=self.step, enabled=self.settings.progress and dist.is_main(),
-                       desc=self.settings.name)
+        bar = Progress(self.total_steps, initial=self.step, enabled=dist.is_main(), desc=self.settings.name,
+                       bars=self.settings.progress, epoch_steps=steps_per_epoch)  # no bars: a line per epoch
         try:
             with signals.handling(self.stop):
                 for epoch in range(start_epoch, self.settings.epochs):
@@ -225,7 +225,7 @@ class Trainer:
             rate = images * dist.world_size() / (time.perf_counter() - t_steps)
             if self.step % max(self.settings.log_every, 1) == 0 or images == len(batch):
                 loss = float(losses["loss"].detach())
-                bar.update_stats(epoch=epoch + 1, loss=loss, rate=rate)
+                bar.update_stats(epoch=epoch + 1, loss=loss, rate=rate, lr=self._lr())
                 if self.settings.log_every:
                     progress_log({"step": self.step, "epoch": epoch + 1, "loss": loss, "lr": self._lr(),
                                   "images_per_s": rate})

@@ -6,17 +6,16 @@ linear probe then never touch images again.
 
 from __future__ import annotations
 
-import sys
 from dataclasses import replace
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from vipr.data.augment import IMAGENET_MEAN, IMAGENET_STD
 from vipr.embedding import encode_split
 from vipr.engine.card import RANDOM, ModelCard, make_card
 from vipr.engine.device import resolve_device, resolve_precision
+from vipr.engine.progress import side_bar
 from vipr.errors import ConfigError
 from vipr.models import Backbone, create_backbone
 from vipr.models.loading import load_backbone
@@ -91,8 +90,7 @@ def extract_features(
     backbone.eval().to(device=device, memory_format=torch.channels_last)
     rows = np.arange(len(split_images)) if indices is None else np.asarray(indices, dtype=np.int64)
     batches = [rows[i:i + batch_size] for i in range(0, len(rows), batch_size)]
-    bar = tqdm(batches, desc=desc, unit="batch", file=sys.stderr, dynamic_ncols=True,
-               disable=not progress or len(batches) < MIN_BATCHES_FOR_BAR)
+    bar = side_bar(batches, desc=desc, unit="batch", enabled=progress and len(batches) >= MIN_BATCHES_FOR_BAR)
     blocks = (slice(batch[0], batch[-1] + 1) if indices is None else batch for batch in bar)  # a slice: one memmap read
     features = encode_split(backbone.forward_features, split_images, blocks, image_size=image_size, mean=mean,
                             std=std, device=device, precision=precision, out_device="cpu")  # (B, D) each

@@ -9,7 +9,6 @@ cosine kNN (:func:`knn_indices`), optionally through ``faiss`` (the ``faiss`` ex
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -17,11 +16,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import Tensor
-from tqdm import tqdm
 
 from vipr.data.augment import IMAGENET_MEAN, IMAGENET_STD
 from vipr.embedding import cosine_topk, encode_split
 from vipr.engine.distributed import gather, is_main, rank, world_size
+from vipr.engine.progress import side_bar
 
 
 @dataclass(frozen=True)
@@ -62,7 +61,7 @@ def compute_bank(
         mean, std: per-channel normalisation of ``eval_transform``.
         batch_size: images per forward pass on each rank.
         device: where the images are encoded and the bank is kept.
-        progress: a tqdm bar on stderr (main rank only).
+        progress: a bar on stderr on a terminal, else a line if the pass is long (main rank only).
 
     Returns:
         ``Bank(features (N, D) float32 on device, seconds)``.
@@ -88,7 +87,7 @@ def _encode_shard(encoder, images: np.ndarray, me: int, ranks: int, *, image_siz
     count = len(range(me, len(images), ranks))
     blocks = (slice(me + first * ranks, me + (min(first + batch_size, count) - 1) * ranks + 1, ranks)
               for first in range(0, count, batch_size))  # basic slices: no index array
-    with tqdm(total=count, desc="feature bank", unit="img", file=sys.stderr, leave=False, disable=not progress) as bar:
+    with side_bar(total=count, desc="feature bank", unit="img", leave=False, enabled=progress) as bar:
         parts = encode_split(encoder, images, blocks, image_size=image_size, mean=mean, std=std, device=device,
                              normalize=True, on_block=bar.update)  # (B, D) each
     return torch.cat(parts)
