@@ -1,27 +1,23 @@
-"""``vipr eval knn|linear|finetune|fewshot``: measure a backbone on a labelled train/test source."""
+"""``vipr eval KIND``: measure a backbone on a labelled train/test source with a registered protocol (vipr.eval.protocols)."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 
 from vipr.cli.options import EvalOptions, FewshotOptions, FinetuneOptions, KnnOptions
 from vipr.cli.parser import (Parser, add_backbone_flag, add_device_flag, add_init_weights_flag, add_json_flag,
                              add_track_flag)
+from vipr.cli.sections import add_config_flags
+from vipr.errors import ConfigError
+from vipr.eval.protocols import get_protocol, list_protocols
 
 OPTIONS = {"knn": KnnOptions, "linear": EvalOptions, "finetune": FinetuneOptions, "fewshot": FewshotOptions}
 
 NOTES = """--checkpoint takes a run folder, a .pt file, or `random` (random-init baseline; then
 --backbone and --image-size say which). Scores are on the test split, in %; with --json the
 last line is one JSON object holding at least "top1"."""
-
-KIND_HELP = {
-    "knn": "weighted kNN vote on frozen features",
-    "linear": "linear probe on frozen features (saves classifier.pt)",
-    "finetune": "fine-tune the whole network on labelled images (saves classifier.pt)",
-    "fewshot": "N-way K-shot episodes, prototype classifier on frozen features",
-}
-
 
 def eval_help() -> str:
     """The group's help, quoting the defaults the commands run with (built when --help asks)."""
@@ -46,15 +42,16 @@ on the train split, or on the labelled subset --label-split FILE (from `vipr dat
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("eval", help="evaluate a backbone (knn, linear, finetune, fewshot)", description=eval_help,
+    p = sub.add_parser("eval", help=f"evaluate a backbone ({', '.join(list_protocols())})", description=eval_help,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     kinds = p.add_subparsers(dest="kind", metavar="KIND", required=True, parser_class=Parser)
-    parsers = {kind: kinds.add_parser(kind, help=text, description=f"{text}.\n\n{NOTES}",
-                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-               for kind, text in KIND_HELP.items()}
-    for kind, parser in parsers.items():
-        _add_common(parser, classifier=kind in ("linear", "finetune"))
-        if kind != "fewshot":
+    protocols = [get_protocol(kind) for kind in list_protocols()]
+    parsers = {pr.name: kinds.add_parser(pr.name, help=pr.summary, description=f"{pr.summary}.\n\n{NOTES}",
+                                         formatter_class=argparse.RawDescriptionHelpFormatter) for pr in protocols}
+    for protocol in protocols:
+        parser = parsers[protocol.name]
+        _add_common(parser, classifier=protocol.classifier)
+        if protocol.label_split:
             parser.add_argument("--label-split", metavar="FILE", help="fit on this labelled subset of the train split")
         parser.set_defaults(run=run)
     knn = KnnOptions
@@ -74,6 +71,7 @@ def _add_common(p, classifier: bool) -> None:
     p.add_argument("--out", metavar="DIR", help=f"run folder for {saved} (default: a new folder in the "
                                                 "workspace's runs/ while the run is tracked)")
     add_device_flag(p)
+    add_config_flags(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_track_flag(p)
     add_json_flag(p)
@@ -101,11 +99,11 @@ def _add_fewshot(p) -> None:
 
 
 def run(args) -> int:
-    from vipr.cli.options import read_options
     from vipr.cli.paths import check_out_dir
     from vipr.cli.runs import tracked
 
-    options = read_options(OPTIONS[args.kind], args)  # every bad number before any data is read
+    config = read_config(args)  # every bad number before any data is read
+    options = getattr(config, args.kind)
     from vipr.engine.device import resolve_device
 
     resolve_device(options.device)  # a device this machine lacks, before any work
@@ -114,37 +112,40 @@ def run(args) -> int:
     out = args.out or default_run_folder(f"eval-{args.kind}", args.no_track)  # tracked without --out too
     if out:
         check_out_dir(out)  # before the work: the score must not be lost to an unwritable folder
-    common = dict(checkpoint=args.checkpoint, data=args.data, backbone=args.backbone, image_size=options.image_size,
+    given = config.input
+    common = dict(checkpoint=given.checkpoint, data=given.data, backbone=given.backbone, image_size=options.image_size,
                   out=out, device=options.device, progress=not args.no_progress)
     with tracked(out, f"eval-{args.kind}", args.no_track):
-        metrics = evaluate(args, options, common)
+        metrics = evaluate(args, options, common, label_split=given.label_split)
     if out:
+        from vipr.engine.rundir import write_config
+
+        write_config(out, config)  # the resolved config, as every run folder holds it
         track_run(out, f"eval-{args.kind}", args.no_track)
     if args.json:
         print(json.dumps(metrics))
     return 0
 
 
-def evaluate(args, options, common: dict) -> dict:
-    """Run the evaluation ``args.kind`` and print its one-line summary; returns its metrics."""
-    if args.kind == "fewshot":
-        from vipr.eval.fewshot import run_fewshot
+def read_config(args):
+    """The resolved config of ``vipr eval KIND``: ``input`` and the protocol's options as section KIND."""
+    from vipr.cli.sections import INPUT_FLAGS, eval_config_class, option_keys, read_sectioned
 
-        metrics = run_fewshot(ways=options.ways, shots=options.shots, queries=options.queries,
-                              episodes=options.episodes, seed=options.seed, **common)
-        print(f"fewshot {options.ways}-way {options.shots}-shot: {metrics['accuracy']:.2f}% +/- "
-              f"{metrics['ci95']:.2f} (95% interval over {options.episodes} episodes)")
-        return metrics
-    if args.kind == "finetune":
-        from vipr.eval.finetune import run_finetune
+    options = OPTIONS.get(args.kind, EvalOptions)
+    config = read_sectioned(eval_config_class(args.kind, options), args,
+                            {**INPUT_FLAGS, **option_keys(args.kind, options)})
+    if config.input.label_split and not get_protocol(args.kind).label_split:
+        raise ConfigError(f"input.label_split: {args.kind} takes no label split (it draws from the labelled "
+                          f"test split); drop the key")
+    return config
 
-        metrics = run_finetune(label_split=args.label_split, epochs=options.epochs, min_steps=options.min_steps,
-                               batch_size=options.batch_size, lr=options.lr, seed=options.seed,
-                               init_weights=options.init_weights, **common)
-    else:
-        from vipr.eval.runner import run_eval
 
-        knn = {"k": options.k, "temperature": options.temperature} if args.kind == "knn" else {}
-        metrics = run_eval(args.kind, label_split=args.label_split, **knn, **common)
-    print(f"{args.kind}: top-1 {metrics['top1']:.2f}%  top-5 {metrics['top5']:.2f}%")
+def evaluate(args, options, common: dict, label_split: str | None = None) -> dict:
+    """Run the registered protocol ``args.kind`` and print its one-line summary; returns its metrics."""
+    protocol = get_protocol(args.kind)
+    settings = {k: v for k, v in dataclasses.asdict(options).items() if k not in common}  # k, epochs, ways, ...
+    if protocol.label_split:
+        settings["label_split"] = label_split
+    metrics = protocol.run(**settings, **common)
+    print(protocol.headline.format(**metrics))
     return metrics

@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 import socket
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from vipr.cli.choices import add_registry_flag, runtime_names, runtime_summary
 from vipr.cli.options import ServeOptions
+from vipr.cli.sections import add_config_flags, option_keys, read_sectioned, sectioned
 from vipr.errors import ViprError
 
 HELP = """Serve a registered model (or a checkpoint / exported .onnx file) over HTTP until Ctrl-C.
@@ -35,9 +37,9 @@ def add_parser(sub) -> None:
     p = sub.add_parser("serve", help="online inference service (Open Inference Protocol v2)", description=HELP,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("ref", metavar="NAME[@ALIAS|/VERSION]|CHECKPOINT")
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--host", help="address to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, help=f"port (default {ServeOptions.port})")
-    add_registry_flag(p, "--runtime", runtime_names, summary=runtime_summary, default="onnx")
+    add_registry_flag(p, "--runtime", runtime_names, summary=runtime_summary)
     o = ServeOptions
     p.add_argument("--max-batch-size", type=int, help=f"rows per model call (default {o.max_batch_size})")
     p.add_argument("--max-delay-ms", type=float,
@@ -48,8 +50,26 @@ def add_parser(sub) -> None:
     p.add_argument("--device", metavar="DEVICE",
                    help="auto | cpu | cuda | cuda:N | mps (default auto: a GPU when there is one and the runtime "
                         "can use it, else the CPU)")
-    p.add_argument("--token", help="bearer token required by every endpoint but health (default $VIPR_SERVE_TOKEN)")
+    p.add_argument("--token", help="bearer token required by every endpoint but health (default $VIPR_SERVE_TOKEN; "
+                                   "never part of the config)")
+    add_config_flags(p)
     p.set_defaults(run=run)
+
+
+@dataclass(frozen=True)
+class ServeEndpoint:
+    host: str = "127.0.0.1"  # this machine only; 0.0.0.0 for every interface
+    runtime: str = "onnx"  # a registered runtime (vipr.serve.runtime.list_runtimes)
+
+
+def serve_config_class() -> type:
+    """``endpoint`` (host, runtime) and ``serve`` (port, batching, limits, device): ``--set serve.max_queue=512``."""
+    return sectioned("ServeConfig", {"endpoint": ServeEndpoint, "serve": ServeOptions})
+
+
+def read_config(args):
+    keys = {"host": "endpoint.host", "runtime": "endpoint.runtime", **option_keys("serve", ServeOptions)}
+    return read_sectioned(serve_config_class(), args, keys)
 
 
 def resolve(ref: str) -> tuple[Path, str, str | None]:
@@ -86,22 +106,21 @@ def check_port_free(host: str, port: int) -> None:
 
 
 def run(args) -> int:
-    from vipr.cli.options import read_options
-
-    options = read_options(ServeOptions, args)
+    config = read_config(args)
+    options, endpoint = config.serve, config.endpoint
     from vipr.engine.device import resolve_device
     from vipr.serve.runtime import check_runtime, load_runtime
 
     try:
-        check_runtime(args.runtime)
+        check_runtime(endpoint.runtime)
     except ViprError as err:
-        raise ViprError(f"--runtime {args.runtime}: {err}") from None
+        raise ViprError(f"--runtime {endpoint.runtime}: {err}") from None
 
     resolve_device(options.device)  # a device this machine lacks, before the port and the model
-    check_port_free(args.host, options.port)  # before loading the model, and before saying where it serves
+    check_port_free(endpoint.host, options.port)  # before loading the model, and before saying where it serves
 
     path, name, version = resolve(args.ref)
-    runtime = load_runtime(path, args.runtime, device=options.device)
+    runtime = load_runtime(path, endpoint.runtime, device=options.device)
     import uvicorn
 
     from vipr.serve.app import create_app
@@ -109,9 +128,9 @@ def run(args) -> int:
     app = create_app(runtime, name, model_version=version, max_batch_size=options.max_batch_size,
                      max_delay_ms=options.max_delay_ms, max_queue=options.max_queue, token=args.token,
                      max_pixels=options.max_pixels)
-    check_port_free(args.host, options.port)  # loading took a while: still free?
+    check_port_free(endpoint.host, options.port)  # loading took a while: still free?
     label = f"{name}/{version}" if version else name
-    print(f"serving {label} ({args.runtime} on {runtime.device}) on http://{args.host}:{options.port}/v2/models/{name} "
+    print(f"serving {label} ({endpoint.runtime} on {runtime.device}) on http://{endpoint.host}:{options.port}/v2/models/{name} "
           f"(Ctrl-C stops it)", file=sys.stderr, flush=True)
-    uvicorn.run(app, host=args.host, port=options.port, log_level="info", timeout_graceful_shutdown=30)
+    uvicorn.run(app, host=endpoint.host, port=options.port, log_level="info", timeout_graceful_shutdown=30)
     return 0
