@@ -121,7 +121,7 @@ def run_pretrain(config: PretrainConfig, out_dir: str | Path, resume: bool = Fal
     if config.model.init_weights and not resume:
         check_weights_file(config.model.init_weights)  # before the run folder
     out = prepare_run_dir(out_dir, config, resume, checkpoint_name=CHECKPOINT_NAME)
-    dataset = open_dataset(config.data.source, store_size=config.data.store_size)
+    dataset = open_dataset(config.data.source, store_size=config.data.store_size, progress=config.train.progress)
     warn_about_data(config, len(dataset.train))
     if dist.is_main() and dataset.skipped:
         (out / "skipped.txt").write_text("".join(f"{p}\t{r}\n" for p, r in dataset.skipped))

@@ -69,3 +69,15 @@ def test_pretrain_and_eval_say_what_was_skipped(tree_with_a_broken_file, tmp_pat
     assert main(["eval", "knn", "--checkpoint", "random", "--backbone", "tiny", "--image-size", "16",
                  "--data", root, "--k", "3", "--no-progress"]) == 0
     assert note in capsys.readouterr().err
+
+
+def test_no_progress_hides_the_decoding_bar_on_a_terminal(tree_with_a_broken_file, tmp_path, monkeypatch, capsys):
+    from vipr.engine import progress
+
+    monkeypatch.setattr(progress, "live_terminal", lambda: True)
+    monkeypatch.setenv("VIPR_CACHE", str(tmp_path / "fresh-cache"))  # decode again
+    assert main(["data", "info", str(tree_with_a_broken_file), "--no-progress"]) == 0
+    assert capsys.readouterr().err == ""
+    monkeypatch.setenv("VIPR_CACHE", str(tmp_path / "another-cache"))
+    assert main(["data", "info", str(tree_with_a_broken_file)]) == 0
+    assert "decoding train" in capsys.readouterr().err

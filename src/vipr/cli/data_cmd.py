@@ -13,6 +13,7 @@ def add_parser(sub) -> None:
     info = data_sub.add_parser("info", help="classes, counts, image size (px), store size (MB), digest, skipped files")
     info.add_argument("src", metavar="SRC")
     info.add_argument("--json", action="store_true", help="print the whole report as JSON")
+    info.add_argument("--no-progress", action="store_true", help="no decoding bar (off a terminal: none anyway)")
     info.set_defaults(run=run_info)
     split = data_sub.add_parser("split", help="stratified labelled subset of the train split",
                                 description="Write the indices of a stratified, deterministic labelled subset "
@@ -23,6 +24,7 @@ def add_parser(sub) -> None:
     group.add_argument("--per-class", type=int, metavar="K", help="K >= 1 images of each class")
     split.add_argument("--seed", type=int, help=f"random seed (default {SplitOptions.seed})")
     split.add_argument("--out", required=True, metavar="FILE")
+    split.add_argument("--no-progress", action="store_true", help="no decoding bar (off a terminal: none anyway)")
     split.set_defaults(run=run_split)
 
 
@@ -32,11 +34,13 @@ def run_info(args) -> int:
     from vipr.data.sources import open_dataset
 
     info = dense_source_info(args.src)  # detection / segmentation sources report instances and box sizes
+    if info is None:  # classification data (the table's skipped line replaces open_dataset's warning)
+        info = dataset_info(open_dataset(args.src, quiet=True, progress=not args.no_progress))
+        if not args.json:
+            print(format_info(info))
+            return 0
     if args.json:
-        print(json.dumps(info if info is not None else dataset_info(open_dataset(args.src, quiet=True))))
-        return 0
-    if info is None:  # classification data: the table (its skipped line replaces open_dataset's warning)
-        print(format_info(dataset_info(open_dataset(args.src, quiet=True))))
+        print(json.dumps(info))
         return 0
     print(format_dense_info(info))
     return 0
@@ -51,7 +55,7 @@ def run_split(args) -> int:
     from vipr.data.sources import open_dataset
     from vipr.data.splits import make_label_split, save_label_split
 
-    dataset = open_dataset(args.src)
+    dataset = open_dataset(args.src, progress=not args.no_progress)
     chosen = dict(label_fraction=options.label_fraction, per_class=options.per_class, seed=options.seed)
     indices = make_label_split(dataset.train.labels, class_names=dataset.classes, **chosen)
     save_label_split(args.out, indices, dataset, **chosen)

@@ -56,11 +56,13 @@ ACCEPTED = ("accepted data sources: builtin:digits; builtin:shapes[?classes=10&s
 
 
 def open_dataset(src: str, *, store_size: int | None = None,
-                 cache_dir: str | os.PathLike | None = None, quiet: bool = False) -> Dataset:
+                 cache_dir: str | os.PathLike | None = None, quiet: bool = False,
+                 progress: bool = True) -> Dataset:
     """Open ``src`` (see the module docstring), decoding it into the cache on first use.
 
     Files that could not be decoded are skipped; unless ``quiet``, a one-line warning says how
     many and where they are listed (``vipr data info`` shows it in its table instead).
+    ``progress=False`` (``--no-progress``): no decoding bar, even on a terminal.
 
     Examples:
         >>> ds = open_dataset("builtin:digits")
@@ -69,7 +71,7 @@ def open_dataset(src: str, *, store_size: int | None = None,
     """
     if store_size is not None and (not isinstance(store_size, int) or store_size < 4):
         raise DataError(f"store_size must be an integer number of pixels >= 4, got {store_size!r}")
-    kind, key_parts, build = _resolve(str(src), store_size)
+    kind, key_parts, build = _resolve(str(src), store_size, progress)
     if kind == "folder":
         store_size = store_size or DEFAULT_STORE_SIZE
     key = source_key(kind, SOURCE_VERSION, store_size, *key_parts)
@@ -79,7 +81,7 @@ def open_dataset(src: str, *, store_size: int | None = None,
     return dataset
 
 
-def _resolve(src: str, store_size: int | None):
+def _resolve(src: str, store_size: int | None, progress: bool = True):
     """(kind, parts that define the content, build function) for a SRC string."""
     if src.startswith("builtin:"):
         return _resolve_builtin(src, store_size)
@@ -96,7 +98,7 @@ def _resolve(src: str, store_size: int | None):
         kind, folder, files = cifar
         listing = [(str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
         return kind, listing, lambda w: build_cifar(w, kind, folder, store_size)
-    return _resolve_folder(path, store_size or DEFAULT_STORE_SIZE)
+    return _resolve_folder(path, store_size or DEFAULT_STORE_SIZE, progress)
 
 
 # ---- built-ins ---------------------------------------------------------------------------------
@@ -238,7 +240,7 @@ def _list_split(folder: Path, labelled: bool) -> tuple[list[str], list[tuple[str
     return classes, [f for files in per_class for f in files], labels
 
 
-def _resolve_folder(root: Path, store_size: int):
+def _resolve_folder(root: Path, store_size: int, progress: bool = True):
     layout, labelled = _folder_layout(root)
     listed = {split: _list_split(folder, labelled) for split, folder in layout.items()}
     if "test" in listed and listed["test"][0] != listed["train"][0]:
@@ -251,7 +253,7 @@ def _resolve_folder(root: Path, store_size: int):
         h.update(json.dumps([split, classes]).encode())
         for path, size, mtime in files:
             h.update(f"{os.path.relpath(path, root)}\0{size}\0{mtime}\n".encode())
-    return "folder", [h.hexdigest()], lambda w: _build_folder(w, root, listed, store_size)
+    return "folder", [h.hexdigest()], lambda w: _build_folder(w, root, listed, store_size, progress)
 
 
 def stored_file_names(dataset: Dataset) -> dict[str, list[str]] | None:
@@ -276,11 +278,11 @@ def stored_file_names(dataset: Dataset) -> dict[str, list[str]] | None:
     return names
 
 
-def _build_folder(writer: StoreWriter, root: Path, listed: dict, size: int) -> dict:
+def _build_folder(writer: StoreWriter, root: Path, listed: dict, size: int, progress: bool = True) -> dict:
     skipped: list[tuple[str, str]] = []
     for split, (_, files, labels) in listed.items():
         out = writer.allocate(split, len(files), size, size)
-        keep, failures = _decode_into(out, [f[0] for f in files], size, split)
+        keep, failures = _decode_into(out, [f[0] for f in files], size, split, progress)
         skipped += [(Path(os.path.relpath(path, root)).as_posix(), reason) for path, reason in failures]
         if not keep.any():
             raise DataError(f"no image in {root} ({split}) could be decoded; first failure: {failures[0]}")
@@ -288,11 +290,11 @@ def _build_folder(writer: StoreWriter, root: Path, listed: dict, size: int) -> d
     return {"classes": listed["train"][0], "skipped": skipped}
 
 
-def _decode_into(out: np.ndarray, paths: list[str], size: int, split: str):
+def _decode_into(out: np.ndarray, paths: list[str], size: int, split: str, progress: bool = True):
     """Decode ``paths`` in parallel into consecutive rows of ``out``; (decoded mask, [(path, reason)])."""
     keep, failures, filled = np.zeros(len(paths), bool), [], 0
     with ThreadPoolExecutor(DECODE_WORKERS) as pool, side_bar(total=len(paths), desc=f"decoding {split}",
-                                                              unit="img", leave=False) as bar:
+                                                              unit="img", leave=False, enabled=progress) as bar:
         for start in range(0, len(paths), 256):  # bounded window: no million pending futures
             chunk = paths[start:start + 256]
             for i, result in enumerate(pool.map(_decode_image, chunk, repeat(size)), start):
