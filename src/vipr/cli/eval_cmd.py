@@ -1,4 +1,4 @@
-"""``vipr eval KIND``: measure a backbone on a labelled train/test source with a registered protocol (vipr.eval.protocols)."""
+"""``vipr eval KIND``: measure a backbone on a labelled train/test source (KIND: vipr.eval.protocols)."""
 
 from __future__ import annotations
 

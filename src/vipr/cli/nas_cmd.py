@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from vipr.cli import nas_train_cmd
+from vipr.cli.choices import add_registry_flag, strategy_names
 from vipr.cli.options import naming_flags
 from vipr.cli.parser import Parser, add_device_flag, add_json_flag, add_run_flags, config_overrides
 from vipr.cli.parser import add_track_flag
@@ -50,7 +51,7 @@ def add_parser(sub) -> None:
 def add_search_parser(sub) -> None:
     p = sub.add_parser("search", help="search a cell architecture", description=SEARCH_HELP,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--strategy", help="darts | pdarts | pcdarts | goldnas (default darts)")
+    add_registry_flag(p, "--strategy", strategy_names, default_name="darts")
     p.add_argument("--data", metavar="SRC", help="data source (default builtin:shapes)")
     p.add_argument("--out", metavar="DIR", default="runs/nas-search", help="run folder (default runs/nas-search)")
     p.add_argument("--epochs", type=int, metavar="N", help="search epochs (pdarts: per stage)")

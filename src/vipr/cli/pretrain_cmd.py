@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from vipr.cli.choices import add_registry_flag, method_names
 from vipr.cli.options import LaunchOptions, naming_flags, read_options
 from vipr.cli.paths import check_out_dir
 from vipr.cli.runs import tracked
@@ -35,7 +36,7 @@ def add_parser(sub) -> None:
     p = sub.add_parser("pretrain", help="self-supervised pre-training", description=HELP,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", metavar="SRC", help="data source (default builtin:shapes)")
-    p.add_argument("--method", help="moco_v2 | simclr | byol | nnclr | clim | hsa | scan | supcon | supervised (default moco_v2)")
+    add_registry_flag(p, "--method", method_names, default_name="moco_v2")
     add_backbone_flag(p, shown_default="resnet18")
     p.add_argument("--image-size", type=int, metavar="PX", help="crop side in pixels (default 32)")
     p.add_argument("--epochs", type=int, metavar="N", help="passes over the data (default 100)")
