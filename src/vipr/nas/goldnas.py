@@ -1,7 +1,7 @@
 """GOLD-NAS: gradual, one-level, differentiable search with a variable resource constraint.
 
 Bi et al., "GOLD-NAS: Gradual, One-Level, Differentiable" (arXiv 2007.03331). No official
-code exists; the rules below are those of the unofficial implementation (REFERENCE.md):
+code exists; the rules below are those of the unofficial implementation (docs/algorithms.md#goldnas):
 
 * space (:mod:`vipr.nas.goldnas_space`): ops {skip_connect, sep_conv_3x3}, per-cell sigmoid
   gates, every earlier node an input, all nodes concatenated;

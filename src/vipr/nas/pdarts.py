@@ -9,7 +9,7 @@ Gap between Search and Evaluation", arXiv 1904.12760 (chenxin061/pdarts, ``train
   op is kept (the genotype's op). Each stage builds a fresh supernet and alphas, as the
   authors' code does.
 * Dropout after the identity skip_connect ops, base rate ``skip_dropout[i]`` per stage
-  (0.1 / 0.4 / 0.7). Reading of the schedule (REFERENCE.md and the authors' loop), with e the
+  (0.1 / 0.4 / 0.7). Reading of the schedule (docs/algorithms.md#pdarts, from the authors' loop), with e the
   epoch within the stage, E = ``epochs`` per stage and W = ``warmup_epochs``:
   ``p = base * (E - e - 1) / E`` while e < W (weights only), ``p = base * exp(-0.2 (e - W))``
   after (``dropout_decay`` = 0.2).

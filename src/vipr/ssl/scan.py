@@ -3,7 +3,7 @@
 Labels guide contrastive learning without overriding appearance: an anchor's extra positive
 must be both an appearance neighbour (one of its ``neighbours`` nearest images in the momentum
 encoder's feature bank) and share its label. The paper's exact rule is not public in text;
-this is the faithful reading (REFERENCE.md), the same mechanism as CsMl's multi-positive loss
+this is our reading (docs/algorithms.md#scan), the same mechanism as CsMl's multi-positive loss
 (:mod:`vipr.ssl.hsa`) with the neighbour set filtered by label and without mixture or stage
 losses. Images without a label, or without a same-label neighbour, keep only their own key
 (a second augmented pair of the same image stands in for the neighbour), so the method works
