@@ -13,7 +13,7 @@ from vipr.engine import checkpoint as ckpt
 from vipr.engine.migrate import FORMAT_V1
 from vipr.errors import CheckpointError
 from vipr.platform import tracking
-from vipr.serve.runtime import load_runtime
+from vipr.serve.runtime import list_runtimes, load_runtime
 
 DATA = "builtin:shapes?train=20&test=10&size=16"
 
@@ -59,7 +59,7 @@ def test_cli_refuses_a_crafted_checkpoint(crafted, tmp_path):
     assert not marker.exists()
 
 
-@pytest.mark.parametrize("kind", ["torch", "onnx"])
+@pytest.mark.parametrize("kind", list_runtimes())  # every registered runtime
 def test_serving_refuses_a_crafted_checkpoint(crafted, kind, tmp_path):
     path, marker = crafted
     with pytest.raises(CheckpointError) as err:
