@@ -31,6 +31,7 @@ from vipr.engine.rundir import prepare_run_dir, write_metrics
 from vipr.engine.trainer import LoopSettings, Trainer, training_generator
 from vipr.errors import ConfigError
 from vipr.eval.monitor import BEST_NAME, build_monitor
+from vipr.fsutil import atomic_write_text
 from vipr.models import create_backbone
 from vipr.models.init_weights import check_weights_file, initialise
 from vipr.profiles import PROFILES, apply_profile
@@ -124,7 +125,7 @@ def run_pretrain(config: PretrainConfig, out_dir: str | Path, resume: bool = Fal
     dataset = open_dataset(config.data.source, store_size=config.data.store_size, progress=config.train.progress)
     warn_about_data(config, len(dataset.train))
     if dist.is_main() and dataset.skipped:
-        (out / "skipped.txt").write_text("".join(f"{p}\t{r}\n" for p, r in dataset.skipped))
+        atomic_write_text(out / "skipped.txt", "".join(f"{p}\t{r}\n" for p, r in dataset.skipped))
     trainer = build_trainer(config, dataset, device, out, resume)
     if resume:
         trainer.restore(out / CHECKPOINT_NAME)

@@ -27,6 +27,7 @@ from vipr.engine.progress import MetricsLog
 from vipr.engine.rundir import prepare_run_dir, write_metrics
 from vipr.engine.trainer import LoopSettings, Trainer
 from vipr.errors import CheckpointError
+from vipr.fsutil import atomic_write_text
 from vipr.nas import search_data
 from vipr.nas.config import SearchConfig
 from vipr.nas.search_task import SearchTask
@@ -115,7 +116,7 @@ def _finish(strategy, config: SearchConfig, out: Path, step: int) -> dict:
     genotype = strategy.genotype()
     genotype.save(out / "genotype.json")
     if len(genotypes) > 1:
-        (out / "genotypes.json").write_text(json.dumps([g.to_dict() for g in genotypes], indent=2) + "\n")
+        atomic_write_text(out / "genotypes.json", json.dumps([g.to_dict() for g in genotypes], indent=2) + "\n")
     if hasattr(strategy, "write_outputs"):  # optional hook (GOLD-NAS: genotypes/NNN.json, front.json)
         strategy.write_outputs(out)
     last = _last_epoch(out / "metrics.jsonl")
