@@ -16,7 +16,7 @@ TORCH_RUNTIME = "torch"  # the reference every registered runtime is compared wi
 @pytest.mark.parametrize("kind", list_runtimes())
 def test_every_registered_runtime_follows_the_contract(kind, classifier_path, torch_runtime, tmp_path):
     runtime = create_runtime(kind, classifier_path, cache_dir=tmp_path / "cache")
-    assert runtime.info.image_size == torch_runtime.info.image_size and runtime.info.classes == torch_runtime.info.classes
+    assert (runtime.info.image_size, runtime.info.classes) == (torch_runtime.info.image_size, torch_runtime.info.classes)
     assert runtime.device is not None and type(runtime).summary
     pixels = list(np.random.default_rng(3).integers(0, 256, (2, 3, 20, 20), dtype=np.uint8))
     batch = runtime.preprocess(pixels)  # uint8 (3, H, W) -> float32 (B, 3, S, S)

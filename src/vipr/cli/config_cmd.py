@@ -62,8 +62,8 @@ def show_config(target: list[str], *, method: str | None = None, strategy: str |
         raise ConfigError(f"--method {method}: only `config show pretrain` has a method section")
     if strategy and name != "nas search":
         raise ConfigError(f"--strategy {strategy}: only `config show nas search` has a strategy section")
-    data = apply_overrides(load_yaml(config_file) if config_file else {}, [*([f"method.name={method}"] if method else []),
-                                *([f"strategy.name={strategy}"] if strategy else []), *overrides])
+    names = [*([f"method.name={method}"] if method else []), *([f"strategy.name={strategy}"] if strategy else [])]
+    data = apply_overrides(load_yaml(config_file) if config_file else {}, [*names, *overrides])
     try:
         config, note = builders[name](data)
     except ConfigError as err:

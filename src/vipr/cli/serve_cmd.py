@@ -130,7 +130,8 @@ def run(args) -> int:
                      max_pixels=options.max_pixels)
     check_port_free(endpoint.host, options.port)  # loading took a while: still free?
     label = f"{name}/{version}" if version else name
-    print(f"serving {label} ({endpoint.runtime} on {runtime.device}) on http://{endpoint.host}:{options.port}/v2/models/{name} "
+    where = f"http://{endpoint.host}:{options.port}/v2/models/{name}"
+    print(f"serving {label} ({endpoint.runtime} on {runtime.device}) on {where} "
           f"(Ctrl-C stops it)", file=sys.stderr, flush=True)
     uvicorn.run(app, host=endpoint.host, port=options.port, log_level="info", timeout_graceful_shutdown=30)
     return 0

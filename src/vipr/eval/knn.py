@@ -59,7 +59,8 @@ def knn_predict(
         raise ValueError(f"knn_predict needs k >= 1 and temperature > 0, got k={k}, temperature={temperature}")
     k = clamped_k(k, len(train_features))
     train_labels = train_labels.to(train_features.device).long()
-    top_sim, top_idx = cosine_topk(test_features, train_features, k, chunk_size=chunk_size, normalize=True)  # (N_test, k)
+    # (N_test, k) each: similarities and train rows of the k nearest
+    top_sim, top_idx = cosine_topk(test_features, train_features, k, chunk_size=chunk_size, normalize=True)
     weights = (top_sim / temperature).exp()  # (N_test, k)
     scores = torch.zeros(len(test_features), num_classes, device=train_features.device)
     return scores.scatter_add_(1, train_labels[top_idx], weights)  # (N_test, C)

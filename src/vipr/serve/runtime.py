@@ -179,7 +179,9 @@ class OnnxRuntime:
     @classmethod
     def open(cls, path: Path, *, cache_dir: str | os.PathLike | None = None, device: str = "cpu") -> OnnxRuntime:
         """An exported ``.onnx`` file as it is; a checkpoint through its cached export."""
-        return cls(path, device=device) if path.suffix == ".onnx" else cls.from_checkpoint(path, cache_dir, device=device)
+        if path.suffix == ".onnx":
+            return cls(path, device=device)
+        return cls.from_checkpoint(path, cache_dir, device=device)
 
     def preprocess(self, images: list[np.ndarray]) -> np.ndarray:
         return preprocess(images, self.info)
