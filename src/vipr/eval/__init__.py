@@ -1,12 +1,20 @@
-"""Evaluation of backbones: kNN, linear probe, fine-tuning, few-shot episodes, and their jobs (``vipr eval``)."""
+"""Evaluation of backbones: kNN, linear probe, fine-tuning, few-shot episodes, and their jobs (``vipr eval``).
 
-from vipr.eval.features import extract_features, load_eval_backbone
-from vipr.eval.fewshot import fewshot_accuracy, prototype_scores, run_fewshot
-from vipr.eval.finetune import finetune, run_finetune
-from vipr.eval.knn import knn_predict, topk_accuracy
-from vipr.eval.linear import fold_standardization, train_linear
-from vipr.eval.runner import run_eval
+The names below import their module on first use (PEP 562), so ``vipr.eval.protocols``, which
+every ``vipr --help`` reads, imports no torch.
+"""
 
-__all__ = ["extract_features", "fewshot_accuracy", "finetune", "fold_standardization", "knn_predict",
-           "load_eval_backbone", "prototype_scores", "run_eval", "run_fewshot", "run_finetune", "topk_accuracy",
-           "train_linear"]
+import importlib
+
+_HOMES = {"extract_features": "features", "load_eval_backbone": "features", "fewshot_accuracy": "fewshot",
+          "prototype_scores": "fewshot", "run_fewshot": "fewshot", "finetune": "finetune", "run_finetune": "finetune",
+          "knn_predict": "knn", "topk_accuracy": "knn", "fold_standardization": "linear", "train_linear": "linear",
+          "run_eval": "runner"}
+
+__all__ = sorted(_HOMES)
+
+
+def __getattr__(name: str):
+    if name not in _HOMES:
+        raise AttributeError(f"module 'vipr.eval' has no attribute '{name}'")
+    return getattr(importlib.import_module(f"vipr.eval.{_HOMES[name]}"), name)
