@@ -117,3 +117,13 @@ def test_finetune_resume_without_a_state_is_one_line(dataset, tmp_path):
         run_finetune(checkpoint="random", backbone="tiny", image_size=SIZE, data="synthetic:colours", epochs=1,
                      min_steps=0, batch_size=16, progress=False, out=tmp_path, resume=True)
     assert "\n" not in str(err.value)
+
+
+def test_finetune_cli_resume_reaches_the_run_and_needs_out(dataset, tmp_path, capsys):
+    base = ["eval", "finetune", "--checkpoint", "random", "--backbone", "tiny", "--image-size", str(SIZE),
+            "--data", "synthetic:colours", "--epochs", "1", "--min-steps", "0", "--batch-size", "16", "--no-progress",
+            "--no-track", "--resume"]
+    assert main(base) == 1
+    assert "--resume needs --out" in capsys.readouterr().err
+    assert main([*base, "--out", str(tmp_path / "ft")]) == 1  # nothing was stopped there
+    assert "no fine-tune state" in capsys.readouterr().err

@@ -87,6 +87,8 @@ def _add_finetune(p) -> None:
                                             f"(default {ft.lr:g})")
     p.add_argument("--seed", type=int, help=f"batch order and augmentation seed (default {ft.seed})")
     add_init_weights_flag(p)
+    p.add_argument("--resume", action="store_true",
+                   help="continue the fine-tune that Ctrl-C or SIGTERM stopped in --out, bit for bit (same settings)")
 
 
 def _add_fewshot(p) -> None:
@@ -103,6 +105,8 @@ def run(args) -> int:
     from vipr.cli.runs import tracked
 
     config = read_config(args)  # every bad number before any data is read
+    if getattr(args, "resume", False) and not args.out:
+        raise ConfigError("--resume needs --out: the run folder of the stopped fine-tune")
     options = getattr(config, args.kind)
     from vipr.engine.device import resolve_device
 
@@ -146,6 +150,8 @@ def evaluate(args, options, common: dict, label_split: str | None = None) -> dic
     settings = {k: v for k, v in dataclasses.asdict(options).items() if k not in common}  # k, epochs, ways, ...
     if protocol.label_split:
         settings["label_split"] = label_split
+    if getattr(args, "resume", False):
+        settings["resume"] = True
     metrics = protocol.run(**settings, **common)
     print(protocol.headline.format(**metrics))
     return metrics
