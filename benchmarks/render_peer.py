@@ -71,7 +71,8 @@ def render(results: dict) -> None:
              "with vipr's evaluation for both; one seed per row unless a ± is shown. GFLOPs per image count "
              "the backbone's forward FLOPs times the passes a step makes per image (a trained pass as 3).", "",
              "`old-defaults` is vipr before the small-image profile (lr 0.3 per 256 images, weight decay 1e-4, "
-             "T 0.2, a 2048-wide projector with BatchNorm); the ablation rows' overrides are relative to it. "
+             "T 0.2, a 2048-wide projector with BatchNorm); the overrides of the rows T*, head*, lr*, wd* and `lightly-all` are relative to it, those of "
+             "`enqueue-*` and `queue*` relative to `default`. "
              "`lightly-all` sets all of lightly's values at once and is what the small-image profile "
              "(vipr.profiles) now gives by default, with MoCo's queue taking the keys of one view per step "
              "(`enqueue-one`); `default` rows ran with that profile and enqueue the keys of both views "
