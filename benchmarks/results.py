@@ -197,7 +197,9 @@ def render(result: dict) -> str:
             row = methods.get(method)
             if row is None:
                 continue
-            cells = [f"{row[m]['mean']:.1f} ± {row[m]['std']:.1f}" for m in EVALS]
+            one_seed = len(row["seeds"]) == 1
+            cells = [f"{row[m]['mean']:.1f}" if one_seed else f"{row[m]['mean']:.1f} ± {row[m]['std']:.1f}"
+                     for m in EVALS]
             lines.append(f"| {method} | " + " | ".join(cells) + " |")
         lines.append("")
     lines += ordering_section(result["summary"], names)
