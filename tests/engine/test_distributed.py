@@ -11,7 +11,10 @@ from vipr.engine import checkpoint as ckpt
 
 
 # nnclr: its own gathers and queue; hsa: the feature bank sharded and gathered, drawn neighbours, stage queues
-@pytest.mark.parametrize("method", ["moco_v2", "simclr", "nnclr", "hsa"])
+# simclr (all-gathered in-batch negatives) and nnclr run in the slow suite (benchmarks/run_slow.sh): 27 s
+# of the default suite's 5-minute budget on 2 cores
+@pytest.mark.parametrize("method", ["moco_v2", pytest.param("simclr", marks=pytest.mark.slow),
+                                    pytest.param("nnclr", marks=pytest.mark.slow), "hsa"])
 def test_two_process_pretrain(method, tmp_path):
     cmd = [sys.executable, "-m", "vipr.cli.main", "pretrain", "--data", "builtin:shapes?train=128&test=32&size=16",
            "--method", method, "--backbone", "tiny", "--image-size", "16", "--epochs", "1", "--batch-size", "32",
