@@ -64,3 +64,16 @@ def test_piped_pretrain_prints_a_handful_of_lines(tmp_path, flags):
     epochs = [line for line in lines if line.startswith("train: step ")]
     assert [line.split()[2] for line in epochs] == ["4/12", "8/12", "12/12"]
     assert all(word in epochs[0] for word in (" loss ", " lr ", " img/s ", " ETA "))
+
+
+def test_line_mode_reports_figures_that_arrive_after_the_epochs_last_step(capsys):
+    from vipr.engine.progress import Progress
+
+    bar = Progress(total=4, bars=False, epoch_steps=2)
+    for _ in range(4):
+        bar.advance()
+    bar.note("knn_top1 71.5")
+    bar.report()
+    bar.close()
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 3 and "knn_top1 71.5" in lines[-1] and "step 4/4" in lines[-1]

@@ -273,6 +273,7 @@ class Trainer:
         stats = self.monitor(self, epoch) if self.monitor is not None else {}
         if stats:
             bar.note(" ".join(f"{k} {v:.3g}" for k, v in stats.items()))
+            bar.report()  # off a terminal the epoch's line is already out: the last epoch's figure too
         return stats
 
     def train_step(self, batch: Batch) -> dict[str, torch.Tensor]:
