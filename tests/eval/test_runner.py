@@ -98,3 +98,18 @@ def test_dataset_without_test_split_is_refused(monkeypatch, colour_split):
 def test_unknown_kind_is_refused():
     with pytest.raises(ConfigError, match="knn, linear"):
         runner.run_eval("svm", checkpoint="random", data="x")
+
+
+@pytest.mark.parametrize("progress", [True, False])
+def test_no_progress_reaches_the_decoding_of_the_data(dataset, monkeypatch, progress):
+    seen = []
+    real_open = runner.open_dataset
+
+    def spy(src, **kw):
+        seen.append(kw.get("progress", True))
+        return real_open(src, **kw)
+
+    monkeypatch.setattr(runner, "open_dataset", spy)
+    runner.run_eval("knn", checkpoint="random", backbone="tiny", image_size=SIZE, data="synthetic:colours",
+                    precision="fp32", progress=progress, k=10)
+    assert seen == [progress]

@@ -121,7 +121,7 @@ def run_fewshot(*, checkpoint: str, data: str, ways: int = 5, shots: int = 5, qu
     args = {"kind": "fewshot", "checkpoint": str(checkpoint), "data": data, "backbone": backbone,
             "image_size": image_size, "ways": ways, "shots": shots, "queries": queries, "episodes": episodes,
             "seed": seed, "batch_size": batch_size, "device": device, "precision": precision}
-    setup = prepare(checkpoint, data, backbone, image_size, device, precision)
+    setup = prepare(checkpoint, data, backbone, image_size, device, precision, progress)
     rows = labelled_test_rows(setup.dataset)
     labels = setup.dataset.test.labels[rows]
     _check_counts(episodes=episodes)  # fail on the options before the features cost anything

@@ -163,7 +163,7 @@ def run_finetune(*, checkpoint: str, data: str, label_split: str | None = None, 
     _check_settings(epochs=epochs, batch_size=batch_size, lr=lr)
     if init_weights:
         check_weights_file(init_weights)  # before the data is opened
-    setup = prepare(checkpoint, data, backbone, image_size, device, precision)
+    setup = prepare(checkpoint, data, backbone, image_size, device, precision, progress)
     dataset, card = setup.dataset, setup.card
     if init_weights:
         if out is not None:

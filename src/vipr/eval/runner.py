@@ -70,10 +70,11 @@ class EvalSetup:
 
 
 def prepare(checkpoint: str, data: str, backbone: str | None = None, image_size: int | None = None,
-            device: str = "auto", precision: str = "auto") -> EvalSetup:
-    """Open ``data`` (it must have a test split) and the backbone to evaluate (a file, run folder or "random")."""
+            device: str = "auto", precision: str = "auto", progress: bool = True) -> EvalSetup:
+    """Open ``data`` (it must have a test split) and the backbone to evaluate (a file, run folder or "random");
+    ``progress`` False: no decoding bar, even on a terminal (``--no-progress``)."""
     started = time.perf_counter()
-    dataset = open_dataset(data)
+    dataset = open_dataset(data, progress=progress)
     if dataset.test is None or len(dataset.test) == 0:
         raise DataError(f"{dataset.name} has no test split; evaluation needs a train/test layout "
                         f"(ROOT/train/<class>/ with ROOT/val/ or ROOT/test/, CIFAR, or an npz with x_test/y_test)")
@@ -110,7 +111,7 @@ def run_eval(
     args = {"kind": kind, "checkpoint": str(checkpoint), "data": data, "backbone": backbone, "image_size": image_size,
             "label_split": None if label_split is None else str(label_split), "k": k, "temperature": temperature,
             "epochs": epochs, "batch_size": batch_size, "device": device, "precision": precision}
-    setup = prepare(checkpoint, data, backbone, image_size, device, precision)
+    setup = prepare(checkpoint, data, backbone, image_size, device, precision, progress)
     train_rows, test_rows = labelled_train_rows(setup.dataset, label_split), labelled_test_rows(setup.dataset)
     extract = dict(batch_size=batch_size, progress=progress)
     train_features = setup.features(setup.dataset.train, train_rows, desc="train features", **extract)
