@@ -30,7 +30,7 @@ def dataset(monkeypatch):
     """60 train and 30 test colour images in 3 classes, served by ``runner.open_dataset`` whatever SRC says."""
     ds = Dataset("synthetic:colours", make_colour_split(60, 0), make_colour_split(30, 1), ["red", "green", "blue"],
                  "d1g35t")
-    monkeypatch.setattr(runner, "open_dataset", lambda src: ds)
+    monkeypatch.setattr(runner, "open_dataset", lambda src, **kw: ds)
     return ds
 
 

@@ -90,7 +90,7 @@ def test_random_needs_backbone_and_image_size():
 
 def test_dataset_without_test_split_is_refused(monkeypatch, colour_split):
     ds = Dataset("folder:/imgs", colour_split(12, 0), None, ["red", "green", "blue"], "abc")
-    monkeypatch.setattr(runner, "open_dataset", lambda src: ds)
+    monkeypatch.setattr(runner, "open_dataset", lambda src, **kw: ds)
     with pytest.raises(DataError, match="train/test"):
         evaluate("knn")
 
