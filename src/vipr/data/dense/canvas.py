@@ -65,6 +65,27 @@ def place_label_map(label_map: np.ndarray, valid: tuple[int, int], canvas: int, 
     return out
 
 
+def read_label_map(path, orig: tuple[int, int], num_classes: int | None, what: str = "label map"):
+    """uint8 (H, W) class indices of a palette / single-channel PNG of the image's size ``orig`` (H, W),
+    each below ``num_classes`` (None: any) or ``IGNORE``; or why it is unusable (``what`` names it)."""
+    from vipr.data.dense.types import IGNORE
+
+    try:
+        with Image.open(path) as im:
+            if im.mode not in ("P", "L"):
+                return f"{what} mode {im.mode}: it must be a palette or single-channel PNG of class indices"
+            values = np.asarray(im, np.uint8)
+    except Exception as e:  # noqa: BLE001 -- a broken PNG skips this image, never the build
+        return f"unreadable {what} ({type(e).__name__}: {e})"
+    if values.shape != orig:
+        return f"{what} is {values.shape[1]}x{values.shape[0]}, its image {orig[1]}x{orig[0]}"
+    if num_classes is not None:
+        bad = np.unique(values[(values >= num_classes) & (values != IGNORE)])
+        if len(bad):
+            return f"{what} values {bad[:5].tolist()} are neither a class index (0..{num_classes - 1}) nor 255"
+    return values
+
+
 def clip_box(box: tuple[float, float, float, float], height: int, width: int):
     """An xyxy box in source pixels clipped to the image: (box, clipped?) or a reason to skip it."""
     x0, y0, x1, y1 = box

@@ -59,7 +59,7 @@ def format_dense_info(info: dict) -> str:
     lines = [f"dataset     {info['name']} ({info['kind']}, digest {info['digest']})",
              f"canvas      {info['canvas']} x {info['canvas']} px (longer side resized, top-left, zero padding)",
              f"targets     {', '.join(targets) or 'none'}",
-             f"classes     " + (f"{info['num_classes'] - 1} and the background" if boxes else f"{info['num_classes']}"),
+             "classes     " + (f"{info['num_classes'] - 1} and the background" if boxes else f"{info['num_classes']}"),
              ""]
     if boxes:
         lines += _table(["split", "images", "no objects", "instances", "crowd", "small", "medium", "large"],

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-from PIL import Image
 
-from vipr.data.dense.canvas import auto_canvas, decode_canvas, ordered_map, peek_size, place_label_map
+from vipr.data.dense.canvas import (auto_canvas, decode_canvas, ordered_map, peek_size, place_label_map,
+                                    read_label_map)
 from vipr.data.dense.types import IGNORE
 from vipr.errors import DataError
 
@@ -77,17 +76,7 @@ def _decode(image_path: str, mask_path: str, canvas: int, classes: list[str] | N
     if isinstance(decoded, str):
         return decoded
     image, valid, orig = decoded
-    try:
-        with Image.open(mask_path) as im:
-            if im.mode not in ("P", "L"):
-                return f"mask mode {im.mode}: a mask must be a single-channel or palette PNG of class indices"
-            values = np.asarray(im, np.uint8)
-    except Exception as e:  # noqa: BLE001 -- a broken mask skips this image, never the build
-        return f"unreadable mask ({type(e).__name__}: {e})"
-    if values.shape != orig:
-        return f"mask is {values.shape[1]}x{values.shape[0]}, its image {orig[1]}x{orig[0]}"
-    if classes is not None:
-        bad = np.unique(values[(values >= len(classes)) & (values != IGNORE)])
-        if len(bad):
-            return f"mask values {bad[:5].tolist()} are neither a class of classes.txt (0..{len(classes) - 1}) nor 255"
+    values = read_label_map(mask_path, orig, None if classes is None else len(classes), "mask")
+    if isinstance(values, str):
+        return values
     return image, valid, orig, place_label_map(values, valid, canvas, IGNORE)

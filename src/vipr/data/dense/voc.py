@@ -14,12 +14,11 @@ from __future__ import annotations
 from pathlib import Path
 from xml.etree.ElementTree import ParseError
 
-import numpy as np
 from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import parse as parse_xml
-from PIL import Image
 
-from vipr.data.dense.canvas import auto_canvas, clip_box, decode_canvas, ordered_map, peek_size, place_label_map
+from vipr.data.dense.canvas import (auto_canvas, clip_box, decode_canvas, ordered_map, peek_size, place_label_map,
+                                    read_label_map)
 from vipr.data.dense.types import IGNORE
 from vipr.errors import DataError
 
@@ -157,16 +156,7 @@ def _image_file(root: Path, image_id: str) -> str:
 
 def _label_map(path: Path, orig: tuple[int, int], valid: tuple[int, int], canvas: int, num_classes: int):
     """uint8 (canvas, canvas) class indices of a palette / single-channel PNG, or why it is unusable."""
-    try:
-        with Image.open(path) as im:
-            if im.mode not in ("P", "L"):
-                return f"mode {im.mode}: a label map must be a palette or single-channel PNG of class indices"
-            values = np.asarray(im, np.uint8)
-    except Exception as e:  # noqa: BLE001 -- a broken PNG skips this map, never the build
-        return f"{type(e).__name__}: {e}"
-    if values.shape != orig:
-        return f"label map is {values.shape[1]}x{values.shape[0]}, its image {orig[1]}x{orig[0]}"
-    bad = np.unique(values[(values >= num_classes) & (values != IGNORE)])
-    if len(bad):
-        return f"values {bad[:5].tolist()} are neither a class index (0..{num_classes - 1}) nor 255"
+    values = read_label_map(path, orig, num_classes)
+    if isinstance(values, str):
+        return values
     return place_label_map(values, valid, canvas, IGNORE)
