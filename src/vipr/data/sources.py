@@ -183,8 +183,9 @@ def _entries(folder: Path) -> tuple[list[str], list[str]]:
     return sorted(dirs), sorted(images)
 
 
-def _walk_images(folder: Path) -> list[tuple[str, int, int]]:
-    """(path, size in bytes, mtime in ns) of every image below ``folder``, sorted by path."""
+def walk_files(folder: Path, suffixes: tuple[str, ...] | None = IMAGE_EXTENSIONS) -> list[tuple[str, int, int]]:
+    """(path, size in bytes, mtime in ns) of every file below ``folder`` whose lower-cased name ends in
+    one of ``suffixes`` (None: every file), hidden ones left out, sorted by path."""
     found, stack = [], [folder]
     while stack:
         with os.scandir(stack.pop()) as it:
@@ -193,7 +194,7 @@ def _walk_images(folder: Path) -> list[tuple[str, int, int]]:
                     continue
                 if e.is_dir():
                     stack.append(e.path)
-                elif e.name.lower().endswith(IMAGE_EXTENSIONS):
+                elif suffixes is None or e.name.lower().endswith(suffixes):
                     st = e.stat()
                     found.append((e.path, st.st_size, st.st_mtime_ns))
     return sorted(found)
@@ -225,13 +226,13 @@ def _folder_layout(root: Path) -> tuple[dict[str, Path], bool]:
 def _list_split(folder: Path, labelled: bool) -> tuple[list[str], list[tuple[str, int, int]], np.ndarray]:
     """(class names, image files, labels) of one split folder."""
     if not labelled:
-        files = _walk_images(folder)
+        files = walk_files(folder)
         return [], files, np.full(len(files), -1, np.int64)
     classes, images = _entries(folder)
     if images or not classes:
         raise DataError(f"{folder} must hold only class folders, found images {images[:3]} and folders "
                         f"{classes[:3]}; put every image into {folder}/<class>/. {LAYOUTS}")
-    per_class = [_walk_images(folder / c) for c in classes]
+    per_class = [walk_files(folder / c) for c in classes]
     empty = [str(folder / c) for c, files in zip(classes, per_class) if not files]
     if empty:
         raise DataError(f"empty class folder {empty[0]}" + (f" (and {len(empty) - 1} more)" if len(empty) > 1 else "")

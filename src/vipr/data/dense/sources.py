@@ -27,6 +27,7 @@ from urllib.parse import parse_qsl
 from vipr.data.dense.scenes import SCENES_DEFAULTS, SCENES_LIMITS, build_scenes
 from vipr.data.dense.store import load_or_build_dense
 from vipr.data.dense.types import DenseDataset
+from vipr.data.sources import walk_files
 from vipr.data.store import source_key
 from vipr.errors import DataError
 from vipr.fsutil import cache_root
@@ -111,19 +112,9 @@ def _resolve(src: str, store_size: int | None):
 
 def listing(root: Path) -> str:
     """sha256 of every file below ROOT (relative path, size, mtime): what defines the content."""
-    h, stack = hashlib.sha256(), [root]
-    found = []
-    while stack:
-        with os.scandir(stack.pop()) as it:
-            for e in it:
-                if e.name.startswith("."):
-                    continue
-                if e.is_dir():
-                    stack.append(e.path)
-                else:
-                    st = e.stat()
-                    found.append(f"{os.path.relpath(e.path, root)}\0{st.st_size}\0{st.st_mtime_ns}\n")
-    for line in sorted(found):
+    h = hashlib.sha256()
+    lines = (f"{os.path.relpath(path, root)}\0{size}\0{mtime}\n" for path, size, mtime in walk_files(root, None))
+    for line in sorted(lines):
         h.update(line.encode())
     return h.hexdigest()
 
