@@ -110,17 +110,26 @@ def load_or_build(root: Path, key: str, name: str, build: Callable[[StoreWriter]
 
     ``build`` fills the writer's splits and returns ``{"classes": [...], "skipped": [...]}``.
     """
+    entry = ensure_entry(root, key, lambda: StoreWriter(root, key),
+                         lambda writer: writer.commit(source=name, store_size=store_size, **build(writer)))
+    return open_entry(entry, name)
+
+
+def ensure_entry(root: Path, key: str, make_writer: Callable[[], StoreWriter],
+                 fill: Callable[[StoreWriter], None]) -> Path:
+    """The cache entry ``root/key``; unless it is complete (its meta.json), ``fill(make_writer())`` builds it
+    (the writer, a context manager, removes a half-built folder on error)."""
     entry = root / key
     if not (entry / "meta.json").is_file():
         try:
             root.mkdir(parents=True, exist_ok=True)
-            writer = StoreWriter(root, key)
+            writer = make_writer()
         except OSError as e:
             raise DataError(f"cannot write the data cache folder {root} ({e}); set VIPR_CACHE "
                             f"or pass cache_dir to a writable folder") from None
         with writer:
-            writer.commit(source=name, store_size=store_size, **build(writer))
-    return open_entry(entry, name)
+            fill(writer)
+    return entry
 
 
 def open_entry(entry: Path, name: str) -> Dataset:

@@ -28,7 +28,7 @@ import numpy as np
 from tqdm import tqdm
 
 from vipr.data.dense.types import IGNORE, DenseDataset, DenseSplit, Instances
-from vipr.data.store import StoreWriter, _shrink_npy
+from vipr.data.store import StoreWriter, _shrink_npy, ensure_entry
 from vipr.errors import DataError
 from vipr.fsutil import atomic_write_text
 
@@ -140,17 +140,7 @@ class DenseWriter(StoreWriter):
 def load_or_build_dense(root: Path, key: str, name: str, canvas: int | None,
                         build: Callable[[DenseWriter], None]) -> DenseDataset:
     """Open the entry ``root/key``, building it first with ``build(writer)`` if it is not cached."""
-    entry = root / key
-    if not (entry / "meta.json").is_file():
-        try:
-            root.mkdir(parents=True, exist_ok=True)
-            writer = DenseWriter(root, key, canvas, name)
-        except OSError as e:
-            raise DataError(f"cannot write the data cache folder {root} ({e}); set VIPR_CACHE "
-                            f"or pass cache_dir to a writable folder") from None
-        with writer:
-            build(writer)
-    return open_dense_entry(entry, name)
+    return open_dense_entry(ensure_entry(root, key, lambda: DenseWriter(root, key, canvas, name), build), name)
 
 
 def open_dense_entry(entry: Path, name: str) -> DenseDataset:
