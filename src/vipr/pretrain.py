@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -26,7 +25,7 @@ from vipr.engine.card import make_card
 from vipr.engine.checkpoint import CHECKPOINT_NAME
 from vipr.engine.device import resolve_device, resolve_precision
 from vipr.engine.optim import create_optimizer
-from vipr.engine.progress import MetricsLog
+from vipr.engine.progress import MetricsLog, last_epoch_record
 from vipr.engine.rundir import prepare_run_dir, write_metrics
 from vipr.engine.trainer import LoopSettings, Trainer, training_generator
 from vipr.errors import ConfigError
@@ -95,7 +94,6 @@ class PretrainConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
-
 def build_config(data: dict) -> PretrainConfig:
     """The typed config of ``data`` (nested settings), with the image-size profile's defaults resolved."""
     config = apply_profile(from_dict(PretrainConfig, data), data)
@@ -132,7 +130,7 @@ def run_pretrain(config: PretrainConfig, out_dir: str | Path, resume: bool = Fal
     log = MetricsLog(out / "metrics.jsonl", enabled=dist.is_main())
     trainer.fit(log)
     metrics = {"steps": trainer.step, "epochs": config.train.epochs, "device": str(device),
-               **_last_epoch(out / "metrics.jsonl"), "checkpoint": str(out / CHECKPOINT_NAME),
+               **last_epoch_record(out / "metrics.jsonl"), "checkpoint": str(out / CHECKPOINT_NAME),
                "skipped_images": len(dataset.skipped), **_best(trainer, out)}
     if dist.is_main():
         write_metrics(out, metrics)
@@ -209,12 +207,4 @@ def _best(trainer: Trainer, out: Path) -> dict:
     best = getattr(trainer.monitor, "best", None)
     return {} if best is None else {"knn_best_top1": best, "best_checkpoint": str(out / BEST_NAME)}
 
-
-def _last_epoch(path: Path) -> dict:
-    """The last per-epoch record of a metrics log (loss_mean, images_per_s, ...)."""
-    if not path.is_file():
-        return {}
-    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    epochs = [r for r in records if "epoch_seconds" in r]
-    return epochs[-1] if epochs else {}
 

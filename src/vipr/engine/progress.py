@@ -166,3 +166,13 @@ class MetricsLog:
         if self.enabled:
             with self.path.open("a") as f:
                 f.write(json.dumps(record) + "\n")
+
+
+def last_epoch_record(path: Path) -> dict:
+    """The last per-epoch record (the one with ``epoch_seconds``: loss_mean, images_per_s, ...) of the
+    metrics log ``path`` that MetricsLog writes; {} before the first epoch ends."""
+    if not path.is_file():
+        return {}
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    epochs = [r for r in records if "epoch_seconds" in r]
+    return epochs[-1] if epochs else {}

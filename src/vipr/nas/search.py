@@ -23,7 +23,7 @@ from vipr.data.loader import BatchIterator
 from vipr.data.sources import open_dataset
 from vipr.engine.checkpoint import CHECKPOINT_NAME, RunRecord, load
 from vipr.engine.device import resolve_device, resolve_precision
-from vipr.engine.progress import MetricsLog
+from vipr.engine.progress import MetricsLog, last_epoch_record
 from vipr.engine.rundir import prepare_run_dir, write_metrics
 from vipr.engine.trainer import LoopSettings, Trainer
 from vipr.errors import CheckpointError
@@ -119,7 +119,7 @@ def _finish(strategy, config: SearchConfig, out: Path, step: int) -> dict:
         atomic_write_text(out / "genotypes.json", json.dumps([g.to_dict() for g in genotypes], indent=2) + "\n")
     if hasattr(strategy, "write_outputs"):  # optional hook (GOLD-NAS: genotypes/NNN.json, front.json)
         strategy.write_outputs(out)
-    last = _last_epoch(out / "metrics.jsonl")
+    last = last_epoch_record(out / "metrics.jsonl")
     metrics = {"strategy": config.strategy.name, "epochs": last.get("epoch", 0), "steps": step,
                "val_acc": last.get("val_acc"), "loss": last.get("loss_mean"),
                "genotype": str(out / "genotype.json"), "genotypes": len(genotypes)}
@@ -129,15 +129,6 @@ def _finish(strategy, config: SearchConfig, out: Path, step: int) -> dict:
 
 def config_hash(config: SearchConfig) -> str:
     return config_digest(_compared(config))
-
-
-def _last_epoch(path: Path) -> dict:
-    """The last epoch record of metrics.jsonl (the one with ``epoch_seconds``); {} before the first."""
-    if not path.is_file():
-        return {}
-    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    epochs = [r for r in records if "epoch_seconds" in r]
-    return epochs[-1] if epochs else {}
 
 
 def _compared(config: SearchConfig) -> dict:
