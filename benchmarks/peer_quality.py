@@ -134,6 +134,14 @@ def run_job(source: str, method: str, runner: str, seed: int, args) -> dict:
     return record
 
 
+def measured_on() -> dict:
+    """The machine and date of a record, so a table can say where each row was measured."""
+    from benchmarks_common import machine_info
+
+    info = machine_info()
+    return {"cpu": info["cpu"], "date": info["date"]}
+
+
 def job_key(source: str, method: str, runner: str, tag: str, seed: int) -> str:
     return f"{source}/{method}/{runner}/{tag}/{seed}"
 
@@ -183,7 +191,7 @@ def main(argv: list[str] | None = None) -> None:
                                   "seed": seed, "epochs": args.epochs, "batch_size": args.batch_size,
                                   "overrides": args.set if runner == "vipr" else
                                   [f"aug={args.lightly_aug}"] if runner == "lightly" and args.lightly_aug != "lightly" else [],
-                                  **run_job(source, method, runner, seed, args)}
+                                  **run_job(source, method, runner, seed, args), **measured_on()}
                         save_result(key, record)
                         done[key] = record
                         print(json.dumps(record), flush=True)

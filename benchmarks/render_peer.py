@@ -62,6 +62,21 @@ def table(rows: dict) -> list[str]:
     return lines
 
 
+def _sessions(results: dict) -> str:
+    """The machines and dates of the records; records written before they carried them are named as such."""
+    dated = sorted({f"{r['cpu']}, {r['date']}" for r in results.values() if "date" in r})
+    undated = sum("date" not in r for r in results.values())
+    parts = [f"{len(results) - undated} rows on {'; '.join(dated)}"] if dated else []
+    if undated:
+        parts.append(f"{undated} rows in an earlier session ({', '.join(sorted(_undated_tags(results)))}), "
+                     "on an Intel(R) Xeon(R) Processor (2 cores), as that run's table said")
+    return " and ".join(parts)
+
+
+def _undated_tags(results: dict) -> set:
+    return {f"{r['source']} {r['runner']} {r['tag']}" for r in results.values() if "date" not in r}
+
+
 def render(results: dict) -> None:
     info = machine_info()
     lines = ["# Pre-training quality against a peer (lightly 1.6.0)", "",
@@ -80,7 +95,9 @@ def render(results: dict) -> None:
              "augmentation recipe instead of its PIL pipeline: the share of a gap that augmentation explains.", "",
              "Read single-seed rows against the spread of the seeded ones: at 10 epochs a run is 60-80 optimizer "
              "steps, and seeds alone move kNN by several points (the ± rows: mean ± std over seeds 0, 1, 2). An "
-             "ablation row whose difference is inside that spread shows no effect.", ""]
+             "ablation row whose difference is inside that spread shows no effect.", "",
+             f"Where each row was measured: {_sessions(results)}. Seed 0 of lightly and of vipr `enqueue-one` "
+             "on photos_b, measured in both sessions, gave the same figures to the last digit.", ""]
     for (source, epochs, method), rows in sorted(_groups(results).items()):
         lines += [f"## {source}, {method}, {epochs} epochs", "", *table(rows), ""]
     DOCS.write_text("\n".join(lines))
