@@ -137,7 +137,11 @@ class MoCoV2(PretrainMethod, nn.Module):
         if mode == "sequential":
             self.enqueue(keys)  # the second term's negatives now hold these keys
         loss_b, keys_b = self.contrast(views[1], views[0])
-        self.enqueue({"one": keys, "both": torch.cat([keys, keys_b]), "sequential": keys_b}[mode])
+        if mode == "both":
+            keys = torch.cat([keys, keys_b])
+        elif mode == "sequential":
+            keys = keys_b  # the first term's keys are in already
+        self.enqueue(keys)
         return {"loss": (loss + loss_b) / 2}
 
     @torch.no_grad()
