@@ -49,6 +49,7 @@ def test_config_show_nas_strategy_and_bad_names(capsys):
 
 
 @pytest.mark.parametrize("command, key", [(["nas", "search"], "train.batch_size"), (["pretrain"], "train.batch_size"),
+                                          (["nas", "train"], "train.batch_size"),
                                           (["eval", "finetune"], "finetune.batch_size")])
 def test_a_bare_key_suggests_the_full_dotted_key(command, key, capsys, tmp_path):
     extra = [*RANDOM, "--data", DATA] if command[0] == "eval" else []

@@ -96,7 +96,7 @@ def test_nas_train_reads_its_device_key():
     from vipr.cli.nas_train_cmd import config_from_args
 
     args = build_parser().parse_args(["nas", "train", "--device", "cuda:3"])
-    assert config_from_args(args).device == "cuda:3"
+    assert config_from_args(args).train.device == "cuda:3"
 
 
 def test_serve_options_carry_the_device():

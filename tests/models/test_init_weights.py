@@ -144,7 +144,7 @@ def test_finetune_and_nas_train_take_init_weights(tmp_path, capsys, one_thread):
     from vipr.cli.nas_train_cmd import config_from_args
 
     args = build_parser().parse_args(["nas", "train", "--init-weights", "w.pth"])
-    assert config_from_args(args).init_weights == "w.pth"
+    assert config_from_args(args).network.init_weights == "w.pth"
 
 
 @pytest.mark.parametrize("argv", [

@@ -4,6 +4,7 @@ import json
 
 import pytest
 import torch
+import yaml
 
 from vipr.cli.main import main
 from vipr.engine import checkpoint as ckpt
@@ -44,7 +45,9 @@ def test_train_writes_a_vipr_checkpoint_that_eval_reads(trained, capsys, one_thr
     assert card.architecture_kwargs["genotype"] == DARTS_V2.to_dict()
     assert card.evaluation["test_top1"] == metrics["test_top1"]
     assert json.dumps(card.to_dict())  # plain data
-    assert "progress: false" in (trained / "config.yaml").read_text()  # --no-progress reached the settings
+    config = yaml.safe_load((trained / "config.yaml").read_text())  # sectioned, as every command's
+    assert config["train"]["progress"] is False  # --no-progress reached the settings
+    assert config["network"]["channels"] == 4 and config["data"]["source"] == DATA and config["optim"]["lr"] == 0.025
     epochs = [json.loads(line) for line in (trained / "metrics.jsonl").read_text().splitlines() if "epoch_seconds" in line]
     assert len(epochs) == 2 and {"ce_mean", "aux_mean", "acc_mean"} <= set(epochs[-1])
     assert main(["eval", "knn", "--checkpoint", str(trained), "--data", DATA, "--json", "--no-progress"]) == 0

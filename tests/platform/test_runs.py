@@ -16,7 +16,7 @@ NAS_SEARCH = ["nas", "search", "--data", NAS_DATA, "--channels", "4", "--layers"
               "--image-size", "16", "--epochs", "1", "--warmup-epochs", "0", "--precision", "fp32", "--no-progress",
               "--set", "train.num_threads=1", "train.eval_batches=1"]
 NAS_TRAIN = ["--data", "builtin:shapes?size=16&train=16&test=8", "--epochs", "1", "--channels", "4", "--layers", "5",
-             "--batch-size", "8", "--precision", "fp32", "--no-progress", "--set", "num_threads=1"]
+             "--batch-size", "8", "--precision", "fp32", "--no-progress", "--set", "train.num_threads=1"]
 
 
 @pytest.fixture(scope="module")

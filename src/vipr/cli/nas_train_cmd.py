@@ -23,12 +23,15 @@ decay 3e-4, lr 0.025 cosine, gradient clipping 5, auxiliary tower 0.4, drop-path
 Prints parameters and FLOPs first. The run folder gets config.yaml, env.json, metrics.jsonl,
 metrics.json (test accuracy) and checkpoint.pt, a vipr checkpoint that `vipr eval knn|linear|
 finetune --checkpoint DIR` read. Ctrl-C or SIGTERM saves; --resume continues exactly.
---set changes any other setting, e.g. --set grad_clip=0 weight_decay=5e-4."""
+Options map onto the typed config (sections data, network, optim, train: `vipr config show
+nas train`); --set changes any other key, e.g. --set optim.grad_clip=0 optim.weight_decay=5e-4."""
 
-# option -> config key
-FLAGS = ("data", "epochs", "channels", "layers", "batch_size", "lr", "auxiliary_weight", "drop_path", "cutout",
-         "image_size", "precision", "seed", "device", "init_weights")
-
+# option -> dotted config key
+FLAG_KEYS = {"data": "data.source", "image_size": "data.image_size", "cutout": "data.cutout",
+             "channels": "network.channels", "layers": "network.layers", "auxiliary_weight": "network.auxiliary_weight",
+             "drop_path": "network.drop_path", "init_weights": "network.init_weights", "lr": "optim.lr",
+             "epochs": "train.epochs", "batch_size": "train.batch_size", "precision": "train.precision",
+             "seed": "train.seed", "device": "train.device"}
 
 def add_parser(sub) -> None:
     p = sub.add_parser("train", help="train the network of a genotype (supervised)", description=HELP,
@@ -59,16 +62,14 @@ def config_from_args(args):
 
     if args.genotype and args.genotype_option and args.genotype != args.genotype_option:
         raise ConfigError(f"two genotypes given ({args.genotype} and --genotype {args.genotype_option}); pass one")
-    flag_keys = {name: name for name in FLAGS}
     try:
-        config = from_dict(NasTrainConfig, config_overrides(args, flag_keys, progress_key="progress"))
+        config = from_dict(NasTrainConfig, config_overrides(args, FLAG_KEYS))
     except ConfigValueError as err:
-        raise naming_flags(err, flag_keys) from None
+        raise naming_flags(err, FLAG_KEYS) from None
     path = args.genotype or args.genotype_option  # not through YAML parsing: a path is a string as given
     if path and Path(path).is_dir():
         raise ConfigError(f"genotype {path} is a folder; pass the JSON file in it, e.g. {Path(path) / 'genotype.json'}")
-    return replace(config, genotype=path) if path else config
-
+    return replace(config, network=replace(config.network, genotype=path)) if path else config
 
 def run(args) -> int:
     from vipr.engine import distributed as dist
@@ -76,7 +77,7 @@ def run(args) -> int:
     from vipr.nas.train import run_nas_train
 
     config = config_from_args(args)
-    resolve_device(config.device)  # a device this machine lacks, before the run folder
+    resolve_device(config.train.device)  # a device this machine lacks, before the run folder
     check_out_dir(args.out)
     from vipr.cli.runs import tracked
     from vipr.platform.tracking import track_run

@@ -221,7 +221,8 @@ def _folder_kind(config_file: Path, params: dict) -> str:
         return f"eval-{params.get('kind', 'run')}"
     if "strategy.name" in params:
         return "nas-search"
-    return "nas-train" if "genotype" in params else "pretrain"
+    trains_genotype = "network.genotype" in params or "genotype" in params  # runs written before nas train was sectioned: flat keys
+    return "nas-train" if trains_genotype else "pretrain"
 
 
 def _folder_checkpoint(folder: Path) -> Path | None:
