@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from vipr.engine.optim import LARS, create_optimizer, warmup_cosine
+from vipr.engine.optim import LARS, ClippedSGD, create_optimizer, warmup_cosine, warmup_schedule
 from vipr.errors import ConfigError
 
 
@@ -35,3 +35,22 @@ def test_warmup_then_cosine():
 def test_unknown_optimizer():
     with pytest.raises(ConfigError, match="sgd, lars"):
         create_optimizer("adamw", torch.nn.Linear(2, 2), 0.1, 0.9, 0.0)
+
+
+def test_step_schedule_warms_up_then_drops_tenfold_at_two_thirds_and_eight_ninths():
+    assert warmup_schedule("step", 0, 100, 10) == pytest.approx(0.1)  # the same linear warm-up
+    assert warmup_schedule("step", 10, 100, 10) == 1.0
+    assert warmup_schedule("step", 69, 100, 10) == 1.0  # 59/90 of the way: before 2/3
+    assert warmup_schedule("step", 70, 100, 10) == pytest.approx(0.1)  # 60/90 = 2/3
+    assert warmup_schedule("step", 90, 100, 10) == pytest.approx(0.01)  # 80/90 = 8/9
+    assert warmup_schedule("cosine", 55, 100, 10) == warmup_cosine(55, 100, 10)
+    with pytest.raises(ConfigError, match="cosine, step"):
+        warmup_schedule("linear", 50, 100, 10)
+
+
+def test_clipped_sgd_clips_the_global_norm_before_the_step():
+    w = torch.nn.Parameter(torch.zeros(4))
+    opt = ClippedSGD([w], lr=1.0, momentum=0.0, weight_decay=0.0, max_norm=1.0)
+    w.grad = torch.tensor([3.0, 4.0, 0.0, 0.0])  # norm 5 -> 1
+    opt.step()
+    torch.testing.assert_close(w.detach(), torch.tensor([-0.6, -0.8, 0.0, 0.0]))

@@ -8,7 +8,7 @@ from vipr.data.batch import Batch
 from vipr.engine.card import make_card
 from vipr.engine.guards import LossGuard
 from vipr.engine.task import TaskBase, TrainingTask, check_task
-from vipr.engine.trainer import LoopSettings, Trainer
+from vipr.engine.trainer import Interrupted, LoopSettings, Trainer
 from vipr.errors import ConfigError, ContractError, TrainingError
 
 
@@ -198,3 +198,29 @@ def test_finished_ends_the_run_before_its_last_epoch(tmp_path):
     trainer = build(EndsAfterOneEpoch(), tmp_path)
     trainer.fit(records.append)
     assert trainer.step == 2 and [r["ended"] for r in records if "ended" in r] == [1]
+
+
+def test_max_steps_ends_mid_epoch_and_a_resume_continues_to_it(tmp_path, monkeypatch):
+    torch.manual_seed(0)
+    full = build(Regression(), tmp_path / "full", max_steps=3)  # 2 epochs of 2 steps, cut at 3
+    full.fit(lambda record: None)
+    assert full.step == 3 and full.total_steps == 3
+    torch.manual_seed(0)
+    cut = build(Regression(), tmp_path / "cut", max_steps=3)
+    original = Trainer.train_step
+
+    def stop_after_two(self, batch):
+        if self.step == 2:
+            raise KeyboardInterrupt
+        return original(self, batch)
+
+    monkeypatch.setattr(Trainer, "train_step", stop_after_two)
+    with pytest.raises(Interrupted, match="step 2"):
+        cut.fit(lambda record: None)
+    monkeypatch.setattr(Trainer, "train_step", original)
+    again = build(Regression(), tmp_path / "cut", max_steps=3)
+    again.restore(tmp_path / "cut" / "checkpoint.pt")
+    again.fit(lambda record: None)
+    assert again.step == 3
+    for a, b in zip(full.model.parameters(), again.model.parameters()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)

@@ -57,6 +57,38 @@ def create_optimizer(name: str, model: nn.Module, lr: float, momentum: float, we
     raise ConfigError(f"unknown optimizer '{name}'; valid: sgd, lars")
 
 
+class ClippedSGD(torch.optim.SGD):
+    """SGD that clips the global gradient norm to ``max_norm`` first (0: no clipping).
+
+    Under fp16 the engine's GradScaler unscales the gradients before ``step``, so the norm is
+    the true one."""
+
+    def __init__(self, params, lr: float, momentum: float, weight_decay: float, max_norm: float):
+        super().__init__(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+        self.max_norm = max_norm
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        if self.max_norm > 0:
+            nn.utils.clip_grad_norm_([p for group in self.param_groups for p in group["params"]], self.max_norm)
+        return super().step(closure)
+
+
+SCHEDULES = ("cosine", "step")
+STEP_MILESTONES = (2 / 3, 8 / 9)  # of the steps after warm-up: detectron2's 1x (60k and 80k of 90k)
+STEP_GAMMA = 0.1  # the lr factor at each milestone
+
+
+def warmup_schedule(schedule: str, step: int, total_steps: int, warmup_steps: int, min_ratio: float = 0.0) -> float:
+    """LR multiplier of ``schedule``: linear warm-up, then cosine to ``min_ratio`` or x0.1 steps."""
+    if schedule == "cosine" or step < warmup_steps:
+        return warmup_cosine(step, total_steps, warmup_steps, min_ratio)
+    if schedule != "step":
+        raise ConfigError(f"unknown lr schedule '{schedule}'; valid: {', '.join(SCHEDULES)}")
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    return STEP_GAMMA ** sum(progress >= m for m in STEP_MILESTONES)
+
+
 def warmup_cosine(step: int, total_steps: int, warmup_steps: int, min_ratio: float = 0.0) -> float:
     """LR multiplier: linear from 1/warmup to 1 over ``warmup_steps``, then cosine to ``min_ratio``."""
     if step < warmup_steps:

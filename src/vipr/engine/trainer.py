@@ -28,7 +28,7 @@ from vipr.engine.card import ModelCard
 from vipr.engine.device import precision_autocast
 from vipr.engine.guards import LossGuard
 from vipr.engine.monitor import EpochMonitor
-from vipr.engine.optim import warmup_cosine
+from vipr.engine.optim import warmup_schedule
 from vipr.engine.progress import Progress
 from vipr.engine.resume import check_same_config
 from vipr.engine.task import check_optimization, check_task
@@ -41,6 +41,8 @@ class LoopSettings:
     precision: str  # resolved: bf16 | fp16 | fp32
     warmup_steps: int = 0
     min_lr_ratio: float = 0.0
+    schedule: str = "cosine"  # cosine | step (x0.1 at 2/3 and 8/9 of the steps after warm-up; vipr.engine.optim)
+    max_steps: int | None = None  # end the run at this step, mid-epoch if need be (detection's --iters)
     checkpoint_every: int = 0  # steps between mid-epoch checkpoints; 0 = epoch ends only
     epoch_checkpoints: bool = True  # False: checkpoints only every checkpoint_every steps and on a stop (a job
     # whose product is written after training, e.g. fine-tuning's classifier.pt, needs no final state)
@@ -86,6 +88,8 @@ class Trainer:
         self.run_dir = None if run_dir is None else Path(run_dir)
         self.device = device
         self.total_steps = settings.epochs * len(loader)
+        if settings.max_steps is not None:
+            self.total_steps = min(self.total_steps, settings.max_steps)
         self.scheduler = None if self.self_stepping else torch.optim.lr_scheduler.LambdaLR(optimizer, self._lr_factor)
         self.step = 0
         self.generator = generator if generator is not None else training_generator(settings.seed)
@@ -102,7 +106,7 @@ class Trainer:
 
     def _lr_factor(self, step: int) -> float:
         s = self.settings
-        return warmup_cosine(step, self.total_steps, s.warmup_steps, s.min_lr_ratio)
+        return warmup_schedule(s.schedule, step, self.total_steps, s.warmup_steps, s.min_lr_ratio)
 
     # ---- checkpoint state -------------------------------------------------------------
     def state(self) -> dict:
@@ -161,7 +165,7 @@ class Trainer:
         try:
             with signals.handling(self.stop):
                 for epoch in range(start_epoch, self.settings.epochs):
-                    if self.model.finished():  # the task's own end (GOLD-NAS: its FLOPs floor)
+                    if self.model.finished() or self.step >= self.total_steps:  # the task's own end, or max_steps
                         break
                     self.loader.set_epoch(epoch)
                     epoch_stats = self._run_epoch(epoch, start_in_epoch if epoch == start_epoch else 0, bar,
@@ -230,6 +234,8 @@ class Trainer:
                     progress_log({"step": self.step, "epoch": epoch + 1, "loss": loss, "lr": self._lr(),
                                   "images_per_s": rate})
             bar.advance()
+            if self.step >= self.total_steps:
+                break  # the run's last step (max_steps may end it mid-epoch): the epoch's end follows in fit
             if self.step % len(self.loader) == 0:
                 continue  # the epoch's last step: its end hook, checkpoint and a pending stop follow in fit
             if self.stop.requested:

@@ -34,6 +34,7 @@ from vipr.engine import distributed as dist
 from vipr.engine.card import ModelCard, make_card
 from vipr.engine.checkpoint import CHECKPOINT_NAME
 from vipr.engine.device import resolve_device, resolve_precision
+from vipr.engine.optim import ClippedSGD
 from vipr.engine.progress import MetricsLog
 from vipr.engine.rundir import prepare_run_dir, write_metrics
 from vipr.engine.task import TaskBase
@@ -47,20 +48,6 @@ from vipr.nas.augment import CUTOUT_AT_32, darts_train_view, scaled_px
 from vipr.nas.flops import count_flops, count_params
 from vipr.nas.network import DartsNetwork
 from vipr.nas.train_config import NasTrainConfig, config_hash
-
-
-class ClippedSGD(torch.optim.SGD):
-    """SGD that clips the global gradient norm to ``max_norm`` first (after GradScaler's unscale)."""
-
-    def __init__(self, params, lr: float, momentum: float, weight_decay: float, max_norm: float):
-        super().__init__(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
-        self.max_norm = max_norm
-
-    @torch.no_grad()
-    def step(self, closure=None):
-        if self.max_norm > 0:
-            nn.utils.clip_grad_norm_([p for group in self.param_groups for p in group["params"]], self.max_norm)
-        return super().step(closure)
 
 
 class SupervisedNetwork(TaskBase, nn.Module):
