@@ -20,6 +20,7 @@ shows the config those overrides resolve to.
   vipr config show pretrain --method byol
   vipr config show nas search --strategy pcdarts
   vipr config show eval finetune
+  vipr config show transfer detect
   vipr config show serve"""
 
 
@@ -31,7 +32,7 @@ def add_parser(sub) -> None:
     show = commands.add_parser("show", help="print a command's default config as YAML", description=HELP,
                                formatter_class=argparse.RawDescriptionHelpFormatter)
     show.add_argument("target", nargs="+", metavar="COMMAND",
-                      help="pretrain | nas search | nas train | eval KIND | serve")
+                      help="pretrain | nas search | nas train | eval KIND | transfer TASK | serve")
     show.add_argument("--method", help="pretrain: this method's section (vipr pretrain --method)")
     show.add_argument("--strategy", help="nas search: this strategy's section (vipr nas search --strategy)")
     show.add_argument("--config", metavar="FILE", help="show what this YAML file resolves to (and check it)")
@@ -80,7 +81,18 @@ def _builders() -> dict[str, Callable[[dict], tuple[object, str]]]:
     builders = {"pretrain": _pretrain, "nas search": _nas_search, "nas train": _nas_train, "serve": _serve}
     for kind in list_protocols():
         builders[f"eval {kind}"] = lambda data, kind=kind: (_eval(kind, data), "")
+    for task in ("detect", "instance", "segment"):
+        builders[f"transfer {task}"] = lambda data, task=task: (_transfer(task, data), "")
     return builders
+
+
+def _transfer(task: str, data: dict):
+    from vipr.config import from_dict
+    from vipr.transfer.config import TransferConfig, check_config
+
+    config = from_dict(TransferConfig, {**data, "task": task})
+    check_config(config)
+    return config
 
 
 def _pretrain(data: dict) -> tuple[object, str]:

@@ -19,7 +19,10 @@ from vipr.data.store import STORE_FORMAT
 from vipr.errors import CheckpointError
 
 CARD_FORMAT = "vipr-card/1"
-TASKS = ("backbone", "classifier")  # backbone: pooled features out; classifier: logits over `classes`
+# backbone: pooled features out; classifier: logits over `classes`; detect / instance / segment: a
+# vipr.transfer model (boxes; boxes and masks; a label map) over `classes`, classes[0] "background"
+TASKS = ("backbone", "classifier", "detect", "instance", "segment")
+DENSE_TASKS = TASKS[2:]
 RANDOM = "random"  # the checkpoint name of a random-init backbone (baselines), and their classifiers' parent
 
 
@@ -83,14 +86,15 @@ def make_card(*, architecture: str, architecture_kwargs: dict, image_size: int, 
               std: Sequence[float], method: str, num_classes: int = 0, classes: Sequence[str] = (),
               dataset: str | None = None, dataset_digest: str | None = None, config: dict | None = None,
               config_hash: str | None = None, parent: Parent | None = None, label_split: str | None = None,
-              evaluation: dict | None = None, extra: dict | None = None) -> ModelCard:
+              evaluation: dict | None = None, extra: dict | None = None, task: str | None = None) -> ModelCard:
     """The one way a card is built, checked as every read card is (a CheckpointError names a bad field).
 
     ``dataset`` and ``dataset_digest``: a ``vipr.data.types.Dataset``'s ``name`` and ``digest``
     (None for a random-init baseline); the digest is of the decoded store, ``STORE_FORMAT``.
+    ``task``: one of TASKS; None picks backbone or classifier by ``num_classes``.
     """
     d = {"architecture": architecture, "architecture_kwargs": dict(architecture_kwargs),
-         "task": "classifier" if num_classes else "backbone", "num_classes": int(num_classes),
+         "task": task or ("classifier" if num_classes else "backbone"), "num_classes": int(num_classes),
          "image_size": int(image_size), "mean": list(mean), "std": list(std), "classes": list(classes),
          "method": method, "dataset": dataset, "dataset_digest": dataset_digest,
          "data_version": STORE_FORMAT if dataset_digest else None, "config_hash": config_hash,
@@ -113,7 +117,7 @@ def _check(name: str, value: Any, source: str) -> Any:
 def _check_consistent(card: ModelCard, source: str) -> None:
     if card.task not in TASKS:
         raise CheckpointError(f"{source}: model card task '{card.task}' is not one of {', '.join(TASKS)}")
-    if (card.task == "classifier") != (card.num_classes > 0):
+    if (card.task == "backbone") == (card.num_classes > 0):
         raise CheckpointError(f"{source}: model card task '{card.task}' contradicts num_classes {card.num_classes}")
     if card.format != CARD_FORMAT:
         raise CheckpointError(f"{source}: model card format '{card.format}', this vipr reads {CARD_FORMAT}")

@@ -9,13 +9,16 @@ from __future__ import annotations
 import os
 
 from vipr.engine import checkpoint
-from vipr.engine.card import ModelCard
+from vipr.engine.card import DENSE_TASKS, ModelCard
 from vipr.errors import CheckpointError
 from vipr.models.backbones import Backbone, create_backbone
 
 
 def build_model(card: ModelCard) -> Backbone:
     """A freshly initialised backbone of the card's architecture, with a head when the card has classes."""
+    if card.task in DENSE_TASKS:
+        raise CheckpointError(f"this is a {card.task} model ({card.architecture}, from `vipr transfer`), not a "
+                              "backbone or classifier; use `vipr transfer eval|predict` or serve it")
     model = create_backbone(card.architecture, **card.architecture_kwargs)
     if card.num_classes:
         model.reset_head(card.num_classes)

@@ -22,6 +22,7 @@ from torch import nn
 from vipr.config import suggest
 from vipr.errors import ConfigError
 from vipr.transfer.adapter import FeatureAdapter
+from vipr.transfer.config import TASK_KINDS  # the kinds per downstream task, the default first
 from vipr.transfer.detection import DETECTORS, build_detector, derive_anchor_sizes
 from vipr.transfer.norm import DEFAULT_NORM, apply_norm, freeze_stages
 from vipr.transfer.segmentation import HEADS, build_segmenter
@@ -30,8 +31,6 @@ __all__ = ["DEFAULT_NORM", "TASK_KINDS", "FeatureAdapter", "apply_norm", "build_
            "create_transfer_model", "derive_anchor_sizes", "freeze_stages", "list_transfer_models",
            "transfer_parameters"]
 
-# The kinds per downstream task; the first is the task's default.
-TASK_KINDS = {"detect": ("faster_rcnn", "retinanet"), "instance": ("mask_rcnn",), "segment": ("fcn", "aspp")}
 
 _BUILDERS: dict[str, Callable[..., nn.Module]] = {
     **{kind: partial(build_detector, kind=kind) for kind in DETECTORS},

@@ -64,7 +64,8 @@ def _annotations(data: DenseSplit, category_ids: list[int], *, crop: bool) -> li
         for k, row in enumerate(range(rows.start, rows.stop)):
             x0, y0, x1, y1 = (float(v) for v in inst.boxes[row])
             ann = {"id": len(out) + 1, "image_id": int(data.image_ids[i]), "category_id": category_ids[inst.labels[row]],
-                   "bbox": [x0, y0, x1 - x0, y1 - y0], "iscrowd": int(inst.iscrowd[row]), "area": (x1 - x0) * (y1 - y0)}
+                   "bbox": [x0, y0, x1 - x0, y1 - y0], "iscrowd": int(inst.iscrowd[row]), "area": (x1 - x0) * (y1 - y0),
+                   "difficult": int(inst.difficult[row])}  # VOC mAP ignores these; pycocotools ignores the key
             if masks is not None:
                 mask = masks[k, :h, :w] if crop else masks[k]
                 rle = mask_utils.encode(np.asfortranarray(mask))
