@@ -53,7 +53,13 @@ NUMERIC = {
     "quickstart": {"--epochs": NO_ZERO},
     "model alias": {"VERSION": ALL},
     "runs list": {"--limit": ALL},
+    **{f"transfer {task}": {"--trainable-stages": NO_ZERO, "--image-size": ALL, "--epochs": ALL, "--iters": ALL,
+                            "--batch-size": ALL, "--lr": ALL + FLOAT, "--nproc-per-node": ALL, "--seed": NO_ZERO}
+       for task in ("detect", "instance", "segment")},
+    "transfer eval": {"--batch-size": ALL},
+    "transfer predict": {"--score-thresh": NO_ZERO + FLOAT},
 }
+SCENES = "builtin:scenes?size=64&train=8&test=4"
 
 
 def base_argv(command: str, option: str, out: Path) -> list[str]:
@@ -69,6 +75,10 @@ def base_argv(command: str, option: str, out: Path) -> list[str]:
         "quickstart": ["quickstart", "--data", DATA, "--out", never],
         "runs list": ["runs", "list"],
         "features": ["features", *checkpoint, "--out", str(out / "never.npz")],
+        "transfer eval": ["transfer", "eval", "--checkpoint", never],
+        "transfer predict": ["transfer", "predict", "x.png", "--checkpoint", never, "--out", never],
+        **{f"transfer {t}": ["transfer", t, "--data", SCENES, "--backbone", "tiny", "--out", never, "--no-track"]
+           for t in ("detect", "instance", "segment")},
     }.get(command) or [*command.split(), *checkpoint, "--out", never, "--no-track"]
     if command == "data split" and option not in ("--label-fraction", "--per-class"):
         argv += ["--per-class", "2"]
@@ -143,7 +153,8 @@ DEVICE_COMMANDS = commands_with("--device", build_parser())
 
 def test_every_training_evaluation_and_serving_command_takes_device():
     assert set(DEVICE_COMMANDS) == {"pretrain", "nas search", "nas train", "eval knn", "eval linear", "eval finetune",
-                                    "eval fewshot", "features", "serve", "quickstart"}
+                                    "eval fewshot", "features", "serve", "quickstart", "transfer detect",
+                                    "transfer instance", "transfer segment", "transfer eval", "transfer predict"}
 
 
 @pytest.mark.parametrize("command", DEVICE_COMMANDS)
@@ -225,6 +236,11 @@ PATH_CASES = [  # argv with {P} for the path under test, the kinds to try
     ("serve {P}.pt", ("missing",)),
     ("serve {P} --runtime torch --port 1", ("garbage",)),  # port 1: free to bind as root, never bound
     ("runs plot some-run --out {P}", ("read_only", "dir", "under_file")),  # before the workspace is read
+    ("transfer detect --data {P} --backbone tiny --out {OUT} --no-track", ("missing", "file")),
+    ("transfer detect --checkpoint {P} --data " + SCENES + " --out {OUT} --no-track", ("missing", "dir", "garbage")),
+    ("transfer segment --out {P} --data " + SCENES + " --backbone tiny --no-track", ("read_only", "file")),
+    ("transfer eval --checkpoint {P}", ("missing", "dir", "garbage")),
+    ("transfer predict {P} --checkpoint {P}", ("missing",)),
 ]
 PATH_IDS = [f"{argv.split(' {P}')[0].replace(' ', '-')}={kind}" for argv, kinds in PATH_CASES for kind in kinds]
 

@@ -9,7 +9,7 @@ from vipr.cli.main import main
 DATA = "builtin:shapes?train=60&test=20&size=16"
 RANDOM = ["--checkpoint", "random", "--backbone", "tiny", "--image-size", "16"]
 COMMANDS = [["pretrain"], ["nas", "search"], ["nas", "train"], ["eval", "knn"], ["eval", "linear"],
-            ["eval", "finetune"], ["eval", "fewshot"], ["serve"]]
+            ["eval", "finetune"], ["eval", "fewshot"], ["transfer", "detect"], ["transfer", "segment"], ["serve"]]
 
 
 def show(capsys, *argv) -> tuple[str, dict]:

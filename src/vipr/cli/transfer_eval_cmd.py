@@ -8,6 +8,8 @@ from pathlib import Path
 
 from vipr.cli.parser import add_device_flag, add_json_flag
 
+MAX_BATCH = 4096  # images per forward pass; more only exhausts memory
+
 EVAL_HELP = """Score a `vipr transfer` checkpoint on a dense source's test split.
 
 Detection: the 12 COCO statistics (pycocotools) as bbox_AP, bbox_AP50, ... (and segm_* for
@@ -53,8 +55,8 @@ def run_eval(args) -> int:
     from vipr.transfer.evaluate import evaluate
     from vipr.transfer.run import open_task_data, summary_line
 
-    if args.batch_size < 1:
-        raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if not 1 <= args.batch_size <= MAX_BATCH:
+        raise ConfigError(f"--batch-size must be an integer in [1, {MAX_BATCH}], got {args.batch_size}")
     device = resolve_device(args.device or "auto")
     model, card = load_transfer_model(args.checkpoint)
     source = args.data or card.dataset

@@ -216,11 +216,13 @@ def _command(argv: list[str] | None) -> str | None:
 
 
 def _folder_kind(config_file: Path, params: dict) -> str:
-    """``pretrain``, ``nas-search``, ``nas-train`` or ``eval-KIND``, read from the folder's config."""
+    """``pretrain``, ``nas-search``, ``nas-train``, ``transfer-TASK`` or ``eval-KIND``, from the folder's config."""
     if config_file.name != "config.yaml":
         return f"eval-{params.get('kind', 'run')}"
     if "strategy.name" in params:
         return "nas-search"
+    if "input.checkpoint" in params and "task" in params:
+        return f"transfer-{params['task']}"
     trains_genotype = "network.genotype" in params or "genotype" in params  # runs written before nas train was sectioned: flat keys
     return "nas-train" if trains_genotype else "pretrain"
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Annotated
 
-from vipr.config import (BATCH, COUNT, COUNT_OR_OFF, DEVICE, EPOCHS, LR, PRECISION, PROB, SEED, SIDE_PX, THREADS,
+from vipr.config import (BATCH, COUNT, COUNT_OR_OFF, DEVICE, LR, PRECISION, PROB, SEED, SIDE_PX, THREADS,
                          WEIGHT_DECAY, Choices, Range, config_digest, to_dict, without_run_only)
 
 TASKS = ("detect", "instance", "segment")
@@ -59,7 +59,7 @@ class OptimSection:
 
 @dataclass(frozen=True)
 class TrainSection:
-    epochs: Annotated[int, EPOCHS] = 12
+    epochs: Annotated[int, Range(1, 10**6)] = 12  # passes over the train split (--iters, given, ends the run)
     iters: Annotated[int | None, Range(1, 10**9)] = None  # steps; given, it ends the run (over epochs' length)
     batch_size: Annotated[int, BATCH] = 4  # global, over all processes
     precision: Annotated[str, PRECISION] = "fp32"  # bf16 autocast: RoIAlign and NMS run in fp32 anyway

@@ -81,13 +81,19 @@ def _to_source(maps: torch.Tensor, valid: tuple[int, int], orig: tuple[int, int]
 
 
 def _to_source_detections(detection: dict, valid: tuple[int, int], orig: tuple[int, int], score_thresh: float) -> dict:
-    """One image's detections above ``score_thresh``, in source pixels (boxes scaled, masks resized)."""
-    keep = detection["scores"] >= score_thresh
-    scale = torch.tensor([orig[1] / valid[1], orig[0] / valid[0]] * 2)  # x, y, x, y
-    out = {"boxes": detection["boxes"][keep].cpu() * scale, "labels": detection["labels"][keep].cpu(),
-           "scores": detection["scores"][keep].cpu()}
+    """One image's detections above ``score_thresh``, in source pixels (boxes clipped to the image and scaled,
+    masks cropped and resized); a box left with no area inside the image (it lay in the padding) is dropped."""
+    h, w = valid
+    boxes = detection["boxes"].cpu()
+    boxes = torch.stack([boxes[:, 0].clamp(0, w), boxes[:, 1].clamp(0, h), boxes[:, 2].clamp(0, w),
+                         boxes[:, 3].clamp(0, h)], dim=1)  # (N, 4) xyxy inside the valid region
+    inside = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+    keep = (detection["scores"].cpu() >= score_thresh) & inside
+    scale = torch.tensor([orig[1] / w, orig[0] / h] * 2)  # x, y, x, y
+    out = {"boxes": boxes[keep] * scale, "labels": detection["labels"].cpu()[keep],
+           "scores": detection["scores"].cpu()[keep]}
     if "masks" in detection:
-        out["masks"] = _to_source(detection["masks"][keep][:, 0], valid, orig)  # (N, H, W) probabilities
+        out["masks"] = _to_source(detection["masks"].cpu()[keep][:, 0], valid, orig)  # (N, H, W) probabilities
     return out
 
 
