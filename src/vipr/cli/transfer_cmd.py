@@ -66,7 +66,7 @@ def _add_train_parser(tasks, task: str, what: str) -> None:
     p.add_argument("--lr", type=float, help="peak learning rate of the heads at --batch-size (default 0.01)")
     p.add_argument("--nproc-per-node", type=int, metavar="N", help="processes (DDP via torchrun; default 1)")
     add_device_flag(p)
-    add_run_flags(p, precision_help="auto | bf16 | fp16 | fp32 (default fp32)")
+    add_run_flags(p, precision_help="auto | bf16 | fp16 | fp32 (default auto: bf16 on GPUs and AMX CPUs, else fp32)")
     add_track_flag(p)
     add_json_flag(p)
     p.set_defaults(run=run_train, task=task)

@@ -62,7 +62,7 @@ class TrainSection:
     epochs: Annotated[int, Range(1, 10**6)] = 12  # passes over the train split (--iters, given, ends the run)
     iters: Annotated[int | None, Range(1, 10**9)] = None  # steps; given, it ends the run (over epochs' length)
     batch_size: Annotated[int, BATCH] = 4  # global, over all processes
-    precision: Annotated[str, PRECISION] = "fp32"  # bf16 autocast: RoIAlign and NMS run in fp32 anyway
+    precision: Annotated[str, PRECISION] = "auto"  # bf16 where the CPU has AMX or on GPUs (1.8x a Mask R-CNN step)
     seed: Annotated[int, SEED] = 0
     device: Annotated[str, DEVICE] = "auto"
     num_threads: Annotated[int, THREADS] = 0
