@@ -155,3 +155,21 @@ def test_a_transfer_checkpoint_is_no_backbone_and_no_initial_backbone(trained, t
     assert main(["transfer", "detect", "--checkpoint", str(trained["detect"]), *TINY,
                  "--out", str(tmp_path / "o")]) == 1
     assert "already a detect model" in capsys.readouterr().err
+
+
+@pytest.mark.slow  # two processes of torch on 2 busy cores: ~40 s (benchmarks/run_slow.sh)
+@pytest.mark.parametrize("task", ["instance", "segment"])
+def test_two_process_transfer(task, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "vipr.cli.main", "transfer", task, "--data", DATA, "--backbone", "tiny",
+           "--iters", "2", "--batch-size", "4", "--out", str(tmp_path), "--nproc-per-node", "2", "--no-progress",
+           "--no-track", "--json", "--set", "eval.batch_size=4"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(done.stdout.strip().splitlines()[-1])["steps"] == 2
+    assert json.loads((tmp_path / "env.json").read_text())["world_size"] == 2
+    assert len(ckpt.load(tmp_path)["state"]["rng"]) == 2

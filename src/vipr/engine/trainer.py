@@ -51,6 +51,8 @@ class LoopSettings:
     seed: int = 0
     on_nan: str = "stop"  # stop | skip: what a non-finite loss does (vipr.engine.guards.LossGuard)
     name: str = "train"  # the progress bar's label
+    ddp_find_unused: bool = False  # DDP: a step may leave parameters without gradient (a detector's mask head
+    # when an image has no positive proposal); costs a graph traversal per step, so only where needed
 
 
 def training_generator(seed: int) -> torch.Generator:
@@ -96,7 +98,8 @@ class Trainer:
         self.wrapped = model
         if dist.is_distributed():
             ids = [device.index] if device.type == "cuda" else None
-            self.wrapped = nn.parallel.DistributedDataParallel(model, device_ids=ids, broadcast_buffers=False)
+            self.wrapped = nn.parallel.DistributedDataParallel(model, device_ids=ids, broadcast_buffers=False,
+                                                               find_unused_parameters=settings.ddp_find_unused)
         # a self-stepping task scales nothing: its updates happen inside training_step
         self.scaler = torch.amp.GradScaler(device.type, enabled=settings.precision == "fp16" and not self.self_stepping)
         self.stop = signals.StopRequest()

@@ -110,7 +110,8 @@ def _build_trainer(config: TransferConfig, model, ds: DenseDataset, image_size: 
     settings = LoopSettings(epochs=epochs, precision=_precision(train.precision, device),
                             warmup_steps=min(optim.warmup_iters, total // 5), schedule=optim.schedule,
                             max_steps=train.iters, checkpoint_every=train.checkpoint_every, log_every=train.log_every,
-                            progress=train.progress, seed=train.seed, name=config.task)
+                            progress=train.progress, seed=train.seed, name=config.task,
+                            ddp_find_unused=config.task != "segment")
     return Trainer(task, optimizer, loader, settings, out, card, device, generator)
 
 
