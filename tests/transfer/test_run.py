@@ -173,3 +173,18 @@ def test_two_process_transfer(task, tmp_path):
     assert json.loads(done.stdout.strip().splitlines()[-1])["steps"] == 2
     assert json.loads((tmp_path / "env.json").read_text())["world_size"] == 2
     assert len(ckpt.load(tmp_path)["state"]["rng"]) == 2
+
+
+def test_a_nas_trained_network_is_a_starting_backbone(tmp_path, one_thread):
+    from vipr.nas.genotype import DARTS_V2
+
+    genotype = DARTS_V2.save(tmp_path / "g.json")
+    nas = tmp_path / "nas"
+    assert main(["nas", "train", str(genotype), "--data", "builtin:shapes?size=16&train=16&test=8", "--epochs", "1",
+                 "--channels", "4", "--layers", "5", "--batch-size", "8", "--out", str(nas), "--no-progress",
+                 "--no-track"]) == 0
+    out = tmp_path / "seg"
+    assert main(["transfer", "segment", "--checkpoint", str(nas), "--data", DATA, "--iters", "1", "--batch-size", "4",
+                 "--out", str(out), "--no-progress", "--no-track", "--set", "eval.batch_size=4"]) == 0
+    card = load_transfer_model(out)[1]
+    assert card.architecture_kwargs["backbone"] == "darts_net" and card.method == "supervised"
