@@ -159,9 +159,9 @@ def test_bare_checkpoint_and_bad_targets(client, tmp_path):
 def test_cli_list_show_alias_delete(registered, capsys):
     assert main(["model", "list"]) == 0
     table = capsys.readouterr().out.splitlines()
-    assert table[0].split() == ["NAME", "VERSIONS", "LATEST", "ALIASES", "OUTPUT", "BACKBONE", "UPDATED"]
+    assert table[0].split() == ["NAME", "VERSIONS", "LATEST", "ALIASES", "TASK", "OUTPUT", "BACKBONE", "UPDATED"]
     row = next(line for line in table if line.startswith("linear-tiny "))
-    assert "logits" in row and "tiny" in row
+    assert "classifier" in row and "logits" in row and "tiny" in row
     assert main(["model", "show", "linear-tiny/1", "--json"]) == 0
     shown = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert shown["parent_model"] == "moco-tiny/1" and "top1" in shown["metrics"]

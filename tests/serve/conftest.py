@@ -1,4 +1,5 @@
-"""Serving fixtures: runtimes on the tiny linear classifier of tests/conftest.py, a blocking fake runtime."""
+"""Serving fixtures: runtimes on the tiny linear classifier of tests/conftest.py, a blocking fake runtime, and
+short `vipr transfer` runs (64 px scenes, tiny backbone) for the detection and segmentation endpoints."""
 
 import threading
 
@@ -10,6 +11,14 @@ from vipr.serve.app import create_app
 from vipr.serve.runtime import ModelInfo, OnnxRuntime, TorchRuntime, preprocess
 
 MODEL = "linear-tiny"
+SCENES = "builtin:scenes?size=64&train=16&test=8&classes=3&objects=3"
+TRANSFER = ["--data", SCENES, "--backbone", "tiny", "--batch-size", "4", "--no-track", "--no-progress",
+            "--set", "train.num_threads=1", "eval.batch_size=8"]
+# run name -> (task, extra flags). RetinaNet keeps every score: 4 steps leave it below the default 0.05,
+# and its export check needs detections to compare
+DENSE_RUNS = {"detect": ("detect", ["--epochs", "1"]), "instance": ("instance", ["--epochs", "1"]),
+              "segment": ("segment", ["--epochs", "1"]),
+              "retinanet": ("detect", ["--model", "retinanet", "--iters", "1", "--set", "eval.score_thresh=0"])}
 
 
 @pytest.fixture(scope="session")
@@ -25,6 +34,24 @@ def torch_runtime(classifier_path):
 @pytest.fixture(scope="session")
 def onnx_runtime(classifier_path, tmp_path_factory):
     return OnnxRuntime.from_checkpoint(classifier_path, tmp_path_factory.mktemp("onnx-cache"), threads=1)
+
+
+@pytest.fixture(scope="session")
+def dense_runs(tmp_path_factory):
+    """Run folders of DENSE_RUNS, trained on first use (about 3 s each on one thread)."""
+    import torch
+
+    from vipr.cli.main import main
+
+    threads, runs = torch.get_num_threads(), {}
+    torch.set_num_threads(1)
+    try:
+        for name, (task, flags) in DENSE_RUNS.items():
+            runs[name] = tmp_path_factory.mktemp("dense") / name
+            assert main(["transfer", task, "--out", str(runs[name]), *TRANSFER, *flags]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    return runs
 
 
 @pytest.fixture

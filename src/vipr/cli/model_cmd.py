@@ -20,8 +20,10 @@ server in $VIPR_TRACKING_URI).
   delete NAME/VERSION [--force]                            remove one version (the last: the name too)
   export NAME[@ALIAS|/VERSION] --format onnx|torchscript --out FILE
 
-NAME alone means its latest version. A classifier from `vipr eval linear --out` names the
-registered version of the checkpoint it was fitted on (parent_model)."""
+NAME alone means its latest version. A classifier from `vipr eval linear --out`, or a detection /
+segmentation model from `vipr transfer ... --out`, names the registered version of the checkpoint
+it started from (parent_model). Detection and segmentation models export to ONNX only (a
+detector's file takes one image per call; see vipr.serve.dense_export)."""
 
 
 def add_parser(sub) -> None:
@@ -102,9 +104,9 @@ def run_list(args) -> int:
 
 
 def print_table(rows: list[dict]) -> None:
-    header = ("NAME", "VERSIONS", "LATEST", "ALIASES", "OUTPUT", "BACKBONE", "UPDATED")
+    header = ("NAME", "VERSIONS", "LATEST", "ALIASES", "TASK", "OUTPUT", "BACKBONE", "UPDATED")
     lines = [header] + [(r["name"], str(r["versions"]), str(r["latest"] or "-"),
-                         ", ".join(f"{a}->{v}" for a, v in r["aliases"].items()) or "-",
+                         ", ".join(f"{a}->{v}" for a, v in r["aliases"].items()) or "-", r["task"] or "-",
                          r["output"] or "-", r["backbone"] or "-", r["updated"] or "-") for r in rows]
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     for line in lines:
@@ -122,7 +124,8 @@ def run_show(args) -> int:
     print(f"{record['name']}/{record['version']}{aliases}")
     versions = ", ".join(f"{v['version']}" + (f" (@{', @'.join(v['aliases'])})" if v["aliases"] else "")
                          for v in record["versions"])
-    fields = {"uri": record["uri"], "source": record["source"], "run": f"{record['run_id']} ({record['run_name']})",
+    fields = {"task": record["task"], "output": record["output"], "uri": record["uri"], "source": record["source"],
+              "run": f"{record['run_id']} ({record['run_name']})",
               "created": record["created"], "parent": record["parent_model"] or "-",
               "derived": ", ".join(record["derived"]) or "-", "versions": versions}
     _print_section(None, fields)
@@ -173,8 +176,9 @@ def run_export(args) -> int:
         path, name, version = registry.resolve_model(f"{found.name}/{found.version}"), found.name, found.version
     result = export_model(path, args.fmt, args.out, name=name, version=version)
     label = f"{name}/{version}" if name else str(path)
+    compared = f" px over {result['detections_compared']} detections" if "detections_compared" in result else ""
     print(f"exported {label} to {args.out} ({args.fmt}, {result['output']}; max |diff| vs PyTorch "
-          f"{result['max_abs_diff']:.2g}); metadata in {args.out}.json")
+          f"{result['max_abs_diff']:.2g}{compared}); metadata in {args.out}.json")
     return _print_json(args, result)
 
 

@@ -19,7 +19,16 @@ HELP = """Serve a registered model (or a checkpoint / exported .onnx file) over 
     GET  /v2/health/live  /v2/health/ready  /v2/models/NAME  /v2/models/NAME/ready
     POST /v2/models/NAME/infer          FP32 normalised or UINT8 raw NCHW tensors
   POST /v1/models/NAME/classify?k=5     image files (multipart field 'files') -> top-k labels
+  POST /v1/models/NAME/detect           detect / instance models: boxes, labels, scores (and masks as
+                                        COCO RLE) in each image's pixels; score_threshold=0.5,
+                                        max_detections=100 (query or form fields)
+  POST /v1/models/NAME/segment          segment models: each image's label map as a base64 PNG
+                                        (format=png) or a COCO RLE per class (format=rle)
   GET  /metrics                         Prometheus
+
+A detection or segmentation model (`vipr transfer`) takes [0, 1] or raw pixels at its S x S
+canvas through infer; the image endpoints letterbox any image onto it. A detector's ONNX file
+runs one image per call (the batch is looped); --runtime torch runs a batch in one call.
 
 Requests are batched dynamically (--max-batch-size rows, waiting at most --max-delay-ms after
 the first); a full queue answers 503 with Retry-After. With --token (or $VIPR_SERVE_TOKEN)
@@ -27,7 +36,8 @@ every endpoint but /v2/health/* needs 'Authorization: Bearer TOKEN'. Ctrl-C or S
 accepting connections and finishes the requests in flight.
 
   vipr serve linear-tiny@champion --port 8000
-  curl -F files=@cat.png 'http://127.0.0.1:8000/v1/models/linear-tiny/classify?k=3'"""
+  curl -F files=@cat.png 'http://127.0.0.1:8000/v1/models/linear-tiny/classify?k=3'
+  curl -F files=@street.jpg -F score_threshold=0.3 'http://127.0.0.1:8000/v1/models/scenes-frcnn/detect'"""
 
 
 MODEL_FILES = (".pt", ".pth", ".onnx")  # a reference ending so means a file, not a registered name

@@ -6,9 +6,12 @@ registered without their resume state (optimizer, queue, RNG): the run folder ke
 Every version carries tags:
 
     checkpoint_sha256          content of the registered file: how a child finds its parent
+    task                       the card's: backbone | classifier | detect | instance | segment
+    backbone                   the vipr backbone (of a transfer model: the one under its heads)
+    architecture               transfer models: the kind (faster_rcnn, mask_rcnn, retinanet, fcn, aspp)
     dataset, dataset_digest    the data it was trained on
     run_dir, config_hash       where and with what settings
-    parent_checkpoint          classifiers: the pre-trained checkpoint they were fitted on
+    parent_checkpoint          classifiers and transfer models: the pre-trained checkpoint they started from
     parent_model               NAME/VERSION of that parent, when it is registered
 
 References: ``NAME`` (its latest version), ``NAME/VERSION``, ``NAME@ALIAS``, each optionally
@@ -27,6 +30,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from vipr.engine import checkpoint
+from vipr.engine.card import DENSE_TASKS, ModelCard
 from vipr.errors import CheckpointError, RegistryError
 from vipr.fsutil import cache_root, file_sha256
 from vipr.platform import tracking, workspace
@@ -60,7 +64,7 @@ def register(target: str | os.PathLike, name: str, alias: str | None = None, mlf
         client.log_artifact(run_id, str(_artifact_file(ckpt, ckpt_path, Path(tmp))), artifact_path=ARTIFACT_PATH)
     if not _exists(client, name):
         client.create_registered_model(name, description="vipr model")
-    tags = {**tracking.meta_tags(card), **lineage_tags(card, client), "checkpoint_sha256": sha,
+    tags = {**tracking.meta_tags(card), **task_tags(card), **lineage_tags(card, client), "checkpoint_sha256": sha,
             "checkpoint": str(ckpt_path.resolve()), "run_dir": str(run_dir.resolve()) if run_dir else None}
     source = f"{client.get_run(run_id).info.artifact_uri}/{ARTIFACT_PATH}"
     version = client.create_model_version(name, source, run_id=run_id,
@@ -68,6 +72,13 @@ def register(target: str | os.PathLike, name: str, alias: str | None = None, mlf
     if alias:
         set_alias(name, version.version, alias, client)
     return show(f"{name}/{version.version}", client)
+
+
+def task_tags(card: ModelCard) -> dict:
+    """``task``; for a transfer model also ``architecture`` (its kind) and ``backbone`` the vipr backbone under it."""
+    if card.task not in DENSE_TASKS:
+        return {"task": card.task}
+    return {"task": card.task, "architecture": card.architecture, "backbone": card.architecture_kwargs["backbone"]}
 
 
 def get_version(ref: str, mlflow_client=None):
@@ -95,6 +106,7 @@ def show(ref: str, mlflow_client=None) -> dict:
     client = mlflow_client or workspace.client()
     version = get_version(ref, client)
     record = version_record(version)
+    record["task"], record["output"] = task_of(version), _output(version)
     try:
         run = client.get_run(version.run_id)
         record["metrics"], record["run_name"] = dict(run.data.metrics), run.info.run_name
@@ -111,7 +123,7 @@ def show(ref: str, mlflow_client=None) -> dict:
 
 
 def list_models(mlflow_client=None) -> list[dict]:
-    """One row per registered model with at least one version: versions, latest, aliases, backbone, last update.
+    """One row per registered model with at least one version: versions, latest, aliases, task, backbone, update.
 
     A name whose versions are all gone (left by an older vipr, or by a registration that failed
     half-way) is not listed: nothing can be loaded from it.
@@ -125,7 +137,7 @@ def list_models(mlflow_client=None) -> list[dict]:
         latest = versions[-1]
         rows.append({"name": model.name, "versions": len(versions), "latest": int(latest.version),
                      "aliases": {a: int(v) for a, v in sorted(model.aliases.items())},
-                     "backbone": latest.tags.get("backbone"), "output": _output(latest),
+                     "task": task_of(latest), "backbone": latest.tags.get("backbone"), "output": _output(latest),
                      "updated": _iso(model.last_updated_timestamp)})
     return rows
 
@@ -207,8 +219,9 @@ def _locate(target: Path) -> tuple[Path, Path | None]:
     if target.is_dir():
         found = next((target / n for n in tracking.CHECKPOINT_NAMES if (target / n).is_file()), None)
         if found is None:
-            raise RegistryError(f"{target} holds no checkpoint.pt or classifier.pt; register a `vipr pretrain --out` "
-                                f"folder or a `vipr eval linear --out` folder (kNN evaluations have no model)")
+            raise RegistryError(f"{target} holds no checkpoint.pt or classifier.pt; register a `vipr pretrain --out`, "
+                                f"`vipr transfer ... --out` or `vipr eval linear --out` folder (kNN evaluations have "
+                                f"no model)")
         return found, target
     if not target.is_file():
         raise CheckpointError(f"{target} not found; pass a run folder or a checkpoint .pt file")
@@ -267,9 +280,16 @@ def _all_models(client) -> list:
             return models
 
 
+def task_of(version) -> str:
+    """The version's ``task`` tag; versions registered before it existed: classifier or backbone by num_classes."""
+    has_head = version.tags.get("num_classes", "0") not in ("0", "")
+    return version.tags.get("task") or ("classifier" if has_head else "backbone")
+
+
 def _output(version) -> str:
-    """What the model computes: class logits (a head) or features."""
-    return "logits" if version.tags.get("num_classes", "0") not in ("0", "") else "features"
+    """What the model computes: class logits (a head), features, detections (with masks), or a label map."""
+    outputs = {"backbone": "features", "detect": "boxes", "instance": "boxes+masks", "segment": "label map"}
+    return outputs.get(task_of(version), "logits")
 
 
 def _mkdir(path: Path) -> Path:

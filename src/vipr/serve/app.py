@@ -6,7 +6,13 @@ Endpoints (``{name}`` is the served model's name):
   GET  /v2, /v2/models/{name}, /v2/models/{name}/ready
   POST /v2/models/{name}/infer                FP32 normalised or UINT8 raw NCHW at the model's size
   POST /v1/models/{name}/classify?k=5         image files (multipart field ``files``) -> top-k labels
+  POST /v1/models/{name}/detect               image files -> boxes, labels, scores (masks) in their pixels
+  POST /v1/models/{name}/segment              image files -> label maps in their pixels (vipr.serve.dense)
   GET  /metrics                               Prometheus text
+
+Each image endpoint serves the models of its task (classifier; detect and instance; segment) and
+refuses the others with a 400 naming theirs. For a detection or segmentation model ``infer``
+takes [0, 1] (FP32) or raw (UINT8) pixels at the S x S canvas and returns its raw outputs.
 
 Every request goes through one :class:`~vipr.serve.batcher.DynamicBatcher`; a client error is
 a 4xx JSON ``{"error": "..."}`` and the server goes on serving.
@@ -22,7 +28,6 @@ import contextlib
 import hmac
 import os
 import time
-from dataclasses import dataclass
 
 import numpy as np
 from fastapi import FastAPI, File, Query, Request, UploadFile
@@ -33,30 +38,15 @@ from starlette.exceptions import HTTPException
 from starlette.routing import Match
 
 import vipr
+from vipr.engine.card import DENSE_TASKS
+from vipr.serve import dense
 from vipr.serve.batcher import DynamicBatcher, Overloaded
 from vipr.serve.inputs import BadInput, decode_image, parse_infer_request
 from vipr.serve.metrics import ServeMetrics
+from vipr.serve.state import ServeState, predict, read_files, require_endpoint, served
 
 OPEN_PREFIX = "/v2/health/"  # liveness/readiness probes need no token
 RETRY_AFTER_S = 1
-
-
-@dataclass
-class ServeState:
-    runtime: object
-    model_name: str
-    model_version: str | None
-    max_batch_size: int
-    max_delay_ms: float
-    max_queue: int
-    token: str | None
-    max_pixels: int
-    metrics: ServeMetrics | None = None
-    batcher: DynamicBatcher | None = None
-    ready: bool = False
-
-    def queue_depth(self) -> int:
-        return self.batcher.queue_depth() if self.batcher else 0
 
 
 def create_app(runtime, model_name: str, *, model_version: str | int | None = None, max_batch_size: int = 16,
@@ -150,19 +140,6 @@ def _endpoint(request: Request) -> str:
     return "unmatched"
 
 
-def _served(request: Request, name: str) -> ServeState:
-    state: ServeState = request.app.state.serve
-    if name != state.model_name:
-        raise BadInput(f"unknown model {name!r}; this server serves {state.model_name!r}", status=404)
-    return state
-
-
-async def _predict(state: ServeState, batch: np.ndarray) -> np.ndarray:
-    if not state.ready:
-        raise BadInput("the model is not ready yet (loading or shutting down); retry shortly", status=503)
-    return await state.batcher.submit(batch)
-
-
 async def live():
     return {"live": True}
 
@@ -177,37 +154,43 @@ async def server_metadata():
 
 
 async def model_metadata(name: str, request: Request):
-    state = _served(request, name)
+    state = served(request, name)
     info = state.runtime.info
     size = info.image_size
     shape = [-1, 3, size, size]
+    inputs = [{"name": "input", "datatype": "FP32", "shape": shape},
+              {"name": "input_uint8", "datatype": "UINT8", "shape": shape}]
+    outputs = [{"name": info.output, "datatype": "FP32", "shape": [-1, info.output_dim]}]
+    if info.task in DENSE_TASKS:  # FP32 input in [0, 1]: the model normalises inside
+        inputs, outputs = dense.metadata_tensors(info.task, size, info.output_dim)
     return {"name": state.model_name, "versions": [state.model_version] if state.model_version else [],
-            "platform": info.platform,
-            "inputs": [{"name": "input", "datatype": "FP32", "shape": shape},
-                       {"name": "input_uint8", "datatype": "UINT8", "shape": shape}],
-            "outputs": [{"name": info.output, "datatype": "FP32", "shape": [-1, info.output_dim]}],
-            "parameters": {"classes": list(info.classes), "image_size": size, "mean": list(info.mean),
-                           "std": list(info.std), "max_batch_size": state.max_batch_size}}
+            "platform": info.platform, "inputs": inputs, "outputs": outputs,
+            "parameters": {"task": info.task, "classes": list(info.classes), "image_size": size,
+                           "mean": list(info.mean), "std": list(info.std), "max_batch_size": state.max_batch_size}}
 
 
 async def model_ready(name: str, request: Request):
-    state = _served(request, name)
+    state = served(request, name)
     return JSONResponse({"name": name, "ready": state.ready}, status_code=200 if state.ready else 503)
 
 
 async def infer(name: str, request: Request):
-    state = _served(request, name)
+    state = served(request, name)
     body = await request.body()
     runtime = state.runtime
     datatype, batch, request_id = await run_in_threadpool(parse_infer_request, body, runtime.info.image_size,
                                               state.max_batch_size)
     if datatype == "UINT8":
         batch = await run_in_threadpool(runtime.preprocess, list(batch))
-    outputs = await _predict(state, batch)  # (B, C)
+    outputs = await predict(state, batch)  # (B, C); dense models: vipr.serve.dense_runtime's
+    if runtime.info.task in DENSE_TASKS:
+        tensors = dense.infer_outputs(outputs, runtime.info.task)
+    else:
+        tensors = [{"name": runtime.info.output, "shape": list(outputs.shape), "datatype": "FP32",
+                    "data": outputs.reshape(-1).tolist()}]
     response = {"model_name": state.model_name,
                 **({"id": request_id} if request_id is not None else {}),  # OIP v2: the response echoes the id
-                "outputs": [{"name": runtime.info.output, "shape": list(outputs.shape), "datatype": "FP32",
-                             "data": outputs.reshape(-1).tolist()}]}
+                "outputs": tensors}
     if state.model_version:
         response["model_version"] = state.model_version
     return response
@@ -215,15 +198,12 @@ async def infer(name: str, request: Request):
 
 async def classify(name: str, request: Request, files: list[UploadFile] = File(...),
                    k: int = Query(5, ge=1, description="how many labels per image")):
-    state = _served(request, name)
+    state = served(request, name)
     info = state.runtime.info
-    if not info.classes:
-        raise BadInput(f"model {name!r} outputs features, not class scores; use /v2/models/{name}/infer")
-    if len(files) > state.max_batch_size:
-        raise BadInput(f"{len(files)} files in one request; send at most {state.max_batch_size}")
-    contents = [(await file.read(), file.filename or f"file {i}") for i, file in enumerate(files)]
+    require_endpoint(state, "classify")
+    contents = await read_files(files, state)
     batch = await run_in_threadpool(_decode_all, contents, state)
-    probabilities = softmax(await _predict(state, batch))  # (B, C)
+    probabilities = softmax(await predict(state, batch))  # (B, C)
     top = np.argsort(-probabilities, axis=1)[:, :k]
     return {"model_name": state.model_name, "predictions": [
         {"file": filename, "top": [{"label": _label(info.classes, int(i)), "index": int(i),
@@ -253,4 +233,5 @@ async def metrics(request: Request):
 ROUTES = (("/v2/health/live", live, ["GET"]), ("/v2/health/ready", ready, ["GET"]), ("/v2", server_metadata, ["GET"]),
           ("/v2/models/{name}", model_metadata, ["GET"]), ("/v2/models/{name}/ready", model_ready, ["GET"]),
           ("/v2/models/{name}/infer", infer, ["POST"]), ("/v1/models/{name}/classify", classify, ["POST"]),
+          ("/v1/models/{name}/detect", dense.detect, ["POST"]), ("/v1/models/{name}/segment", dense.segment, ["POST"]),
           ("/metrics", metrics, ["GET"]))

@@ -11,6 +11,9 @@ as FILE.json, so the exported file alone is enough to prepare its inputs.
 Every export is checked before it is kept: the file, run by its own runtime (onnxruntime,
 ``torch.jit.load``), must reproduce PyTorch's outputs on a random batch of another size
 than the traced one.
+
+Detection and segmentation models (card task detect | instance | segment) export to ONNX by
+vipr.serve.dense_export, with their own inputs, outputs, metadata and check.
 """
 
 from __future__ import annotations
@@ -25,7 +28,8 @@ import numpy as np
 import torch
 
 import vipr
-from vipr.engine.card import ModelCard
+from vipr.engine.card import DENSE_TASKS, ModelCard
+from vipr.engine.checkpoint import load_card
 from vipr.errors import ExportError
 from vipr.fsutil import atomic_write_text
 from vipr.models.loading import load_backbone
@@ -44,6 +48,10 @@ def export_model(path: str | os.PathLike, fmt: str, out: str | os.PathLike, *, n
     """Export checkpoint ``path`` as ``fmt`` to ``out`` (+ ``out``.json); returns the metadata and the check."""
     if fmt not in FORMATS:
         raise ExportError(f"unknown export format '{fmt}'; use one of {', '.join(FORMATS)}")
+    if load_card(path).task in DENSE_TASKS:  # a vipr.transfer detector or segmenter
+        from vipr.serve.dense_export import export_dense
+
+        return export_dense(path, fmt, out, name=name, version=version, seed=seed)
     model, card = load_for_export(path)
     metadata = export_metadata(card, model, fmt, name, version)
     out = Path(out)
@@ -142,12 +150,17 @@ def _quiet_torchscript():
 
 def _export_onnx(model: torch.nn.Module, example: torch.Tensor, out: Path, metadata: dict) -> None:
     """The TorchScript-based exporter (``dynamo=False``): the dynamo one needs onnxscript, which vipr does not ship."""
-    import onnx
-
     output = metadata["output"]
     torch.onnx.export(model, (example,), str(out), input_names=[INPUT_NAME], output_names=[output],
                       dynamic_axes={INPUT_NAME: {0: "batch"}, output: {0: "batch"}}, opset_version=OPSET,
                       dynamo=False)
+    embed_metadata(out, metadata)
+
+
+def embed_metadata(out: Path, metadata: dict) -> None:
+    """Write ``metadata`` into the ONNX file's ``metadata_props``: each key, and all of it as ``vipr.json``."""
+    import onnx
+
     graph = onnx.load(str(out))
     props = {key: value if isinstance(value, str) else json.dumps(value) for key, value in metadata.items()}
     onnx.helper.set_model_props(graph, {**props, EXTRA_FILE: json.dumps(metadata)})

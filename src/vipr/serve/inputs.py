@@ -2,7 +2,9 @@
 
 * :func:`parse_infer_request`: an Open Inference Protocol v2 ``infer`` body (FP32 normalised,
   or UINT8 raw pixels, NCHW at the model's size) -> rows for the batcher;
-* :func:`decode_image`: image file bytes -> uint8 (3, H, W), centre-cropped to a square.
+* :func:`decode_image`: image file bytes -> uint8 (3, H, W), centre-cropped to a square (classifiers);
+* :func:`decode_canvas_image`: image file bytes -> a :class:`Canvas`, letterboxed onto the S x S canvas
+  of a detection or segmentation model (vipr.data.dense.canvas, as training and ``vipr transfer predict``).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import io
 import json
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -76,6 +79,41 @@ def _to_array(data, shape: list[int], datatype: str) -> np.ndarray:
 
 def decode_image(content: bytes, filename: str, max_pixels: int) -> np.ndarray:
     """Image bytes (any format PIL reads) -> uint8 (3, side, side), the centred square crop."""
+    image = _open_image(content, filename, max_pixels)
+    width, height = image.size
+    try:
+        image = image.convert("RGB")
+    except (OSError, ValueError, SyntaxError):
+        raise BadInput(f"{filename!r} is a truncated or corrupt image") from None
+    side = min(width, height)
+    left, top = (width - side) // 2, (height - side) // 2
+    square = np.asarray(image.crop((left, top, left + side, top + side)), dtype=np.uint8)  # (side, side, 3)
+    return np.ascontiguousarray(square.transpose(2, 0, 1))  # (3, side, side)
+
+
+@dataclass(frozen=True)
+class Canvas:
+    """An image letterboxed onto a dense model's canvas, with what maps predictions back to its own pixels."""
+
+    pixels: np.ndarray  # uint8 (3, S, S): the image resized top-left (longer side S), zeros elsewhere
+    valid: tuple[int, int]  # (h, w) px the image covers on the canvas
+    source: tuple[int, int]  # (H, W) px of the image as sent
+
+
+def decode_canvas_image(content: bytes, filename: str, max_pixels: int, size: int) -> Canvas:
+    """Image bytes -> its :class:`Canvas` of side ``size``, by vipr.data.dense.canvas.decode_canvas."""
+    from vipr.data.dense.canvas import decode_canvas
+
+    _open_image(content, filename, max_pixels)  # the header: not an image, or too large, before decoding
+    decoded = decode_canvas(io.BytesIO(content), size)
+    if isinstance(decoded, str):
+        raise BadInput(f"{filename!r} is a truncated or corrupt image ({decoded})")
+    pixels, valid, source = decoded
+    return Canvas(pixels, valid, source)
+
+
+def _open_image(content: bytes, filename: str, max_pixels: int):
+    """The PIL image of ``content`` with only its header read; BadInput if unreadable (400) or too large (413)."""
     from PIL import Image, UnidentifiedImageError
 
     try:
@@ -86,11 +124,4 @@ def decode_image(content: bytes, filename: str, max_pixels: int) -> np.ndarray:
     if width * height > max_pixels:
         raise BadInput(f"{filename!r} is {width}x{height} = {width * height} pixels, over the limit of "
                        f"{max_pixels}; resize it before sending", status=413)
-    try:
-        image = image.convert("RGB")
-    except (OSError, ValueError, SyntaxError):
-        raise BadInput(f"{filename!r} is a truncated or corrupt image") from None
-    side = min(width, height)
-    left, top = (width - side) // 2, (height - side) // 2
-    square = np.asarray(image.crop((left, top, left + side, top + side)), dtype=np.uint8)  # (side, side, 3)
-    return np.ascontiguousarray(square.transpose(2, 0, 1))  # (3, side, side)
+    return image

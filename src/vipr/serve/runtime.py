@@ -10,7 +10,9 @@ onnx) and share one contract, so the batcher and the app never know which one ru
 * ``predict(batch)``: float32 (B, 3, S, S) -> float32 (B, C) numpy.
 
 ``predict`` is called from one thread at a time (the batcher's worker). A runtime class is built
-by ``open(path, *, cache_dir, device)`` and carries ``device`` (for the serving message).
+by ``open(path, *, cache_dir, device)`` and carries ``device`` (for the serving message). A
+detection or segmentation checkpoint (``info.task`` detect | instance | segment) opens as the
+same runtime's dense variant (vipr.serve.dense_runtime), whose contract is written there.
 """
 
 from __future__ import annotations
@@ -70,24 +72,30 @@ class ModelInfo:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     classes: tuple[str, ...] = ()
-    output: str = "logits"  # "features" for a backbone without a head
+    output: str = "logits"  # "features" for a backbone without a head, "detections" for a detector
     output_dim: int = 0
     platform: str = "pytorch_torchscript"  # the OIP metadata's platform string
+    task: str = "classifier"  # the card's: backbone | classifier | detect | instance | segment
 
     @classmethod
     def from_card(cls, card: ModelCard, output_dim: int, platform: str) -> ModelInfo:
         return cls(image_size=card.image_size, mean=card.mean, std=card.std,
-                   classes=card.classes if card.num_classes else (),
-                   output="logits" if card.num_classes else "features", output_dim=output_dim, platform=platform)
+                   classes=card.classes if card.num_classes else (), output=output_name(card.task),
+                   output_dim=output_dim, platform=platform, task=card.task)
 
     @classmethod
     def from_export(cls, metadata: dict, platform: str) -> ModelInfo:
         """From an exported file's metadata (vipr.serve.export.export_metadata, itself built from the card)."""
         num_classes = int(metadata["num_classes"])
+        task = metadata.get("task") or ("classifier" if num_classes else "backbone")  # files before dense export
         return cls(image_size=int(metadata["image_size"]), mean=tuple(metadata["mean"]), std=tuple(metadata["std"]),
-                   classes=tuple(metadata["classes"]) if num_classes else (),
-                   output="logits" if num_classes else "features", output_dim=int(metadata["output_dim"]),
-                   platform=platform)
+                   classes=tuple(metadata["classes"]) if num_classes else (), output=output_name(task),
+                   output_dim=int(metadata["output_dim"]), platform=platform, task=task)
+
+
+def output_name(task: str) -> str:
+    """What a model of ``task`` outputs: class logits (classifier, per-pixel for segment), features, detections."""
+    return {"backbone": "features", "detect": "detections", "instance": "detections"}.get(task, "logits")
 
 
 def preprocess(images: list[np.ndarray], info: ModelInfo) -> np.ndarray:
@@ -133,7 +141,15 @@ class TorchRuntime:
         return cls(model, card, precision, device)
 
     @classmethod
-    def open(cls, path: Path, *, cache_dir: str | os.PathLike | None = None, device: str = "cpu") -> TorchRuntime:
+    def open(cls, path: Path, *, cache_dir: str | os.PathLike | None = None, device: str = "cpu"):
+        """The checkpoint's model; a detection or segmentation one (vipr.transfer) as a DenseTorchRuntime."""
+        from vipr.engine.checkpoint import load_card
+        from vipr.engine.card import DENSE_TASKS
+
+        if load_card(path).task in DENSE_TASKS:
+            from vipr.serve.dense_runtime import DenseTorchRuntime
+
+            return DenseTorchRuntime.from_checkpoint(path, device=device)
         return cls.from_checkpoint(path, device=device)
 
     def preprocess(self, images: list[np.ndarray]) -> np.ndarray:
@@ -165,7 +181,7 @@ class OnnxRuntime:
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike, cache_dir: str | os.PathLike | None = None,
-                        threads: int = 0, device: str = "cpu") -> OnnxRuntime:
+                        threads: int = 0, device: str = "cpu"):
         from vipr.engine.checkpoint import resolve_path
         from vipr.serve.export import export_model
 
@@ -174,13 +190,13 @@ class OnnxRuntime:
         if not out.exists():  # concurrent servers never see a half-written file; the .json lands first
             with atomic_path(out) as tmp, atomic_path(f"{out}.json", tmp=f"{tmp}.json"):
                 export_model(path, "onnx", tmp)
-        return cls(out, threads, device)
+        return open_onnx_file(out, threads, device)
 
     @classmethod
-    def open(cls, path: Path, *, cache_dir: str | os.PathLike | None = None, device: str = "cpu") -> OnnxRuntime:
+    def open(cls, path: Path, *, cache_dir: str | os.PathLike | None = None, device: str = "cpu"):
         """An exported ``.onnx`` file as it is; a checkpoint through its cached export."""
         if path.suffix == ".onnx":
-            return cls(path, device=device)
+            return open_onnx_file(path, device=device)
         return cls.from_checkpoint(path, cache_dir, device=device)
 
     def preprocess(self, images: list[np.ndarray]) -> np.ndarray:
@@ -189,6 +205,18 @@ class OnnxRuntime:
     def predict(self, batch: np.ndarray) -> np.ndarray:
         x = np.ascontiguousarray(batch, dtype=np.float32)  # (B, 3, S, S)
         return self.session.run(None, {self.input_name: x})[0]  # (B, C)
+
+
+def open_onnx_file(path: str | os.PathLike, threads: int = 0, device: str = "cpu"):
+    """An OnnxRuntime, or a DenseOnnxRuntime for an exported detection or segmentation model."""
+    from vipr.engine.card import DENSE_TASKS
+    from vipr.serve.export import read_onnx_metadata
+
+    if read_onnx_metadata(path).get("task") in DENSE_TASKS:
+        from vipr.serve.dense_runtime import DenseOnnxRuntime
+
+        return DenseOnnxRuntime(path, threads, device)
+    return OnnxRuntime(path, threads, device)
 
 
 def onnx_providers(device: str) -> list:
