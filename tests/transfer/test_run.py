@@ -188,3 +188,16 @@ def test_a_nas_trained_network_is_a_starting_backbone(tmp_path, one_thread):
                  "--out", str(out), "--no-progress", "--no-track", "--set", "eval.batch_size=4"]) == 0
     card = load_transfer_model(out)[1]
     assert card.architecture_kwargs["backbone"] == "darts_net" and card.method == "supervised"
+
+
+def test_data_export_writes_a_coco_tree_that_reads_back(tmp_path, capsys):
+    from vipr.data.dense.sources import open_dense
+
+    out = tmp_path / "coco"
+    assert main(["data", "export", DATA, "--out", str(out)]) == 0
+    original, again = open_dense(DATA), open_dense(f"coco:{out}", cache_dir=tmp_path / "cache")
+    assert len(again.train) == 16 and len(again.test) == 8 and list(again.classes) == list(original.classes)
+    assert len(again.train.instances) == len(original.train.instances)
+    np.testing.assert_allclose(again.train.instances.boxes, original.train.instances.boxes, atol=1e-3)
+    assert main(["data", "export", "builtin:shapes", "--out", str(tmp_path / "no")]) == 1
+    assert "not a detection / segmentation source" in capsys.readouterr().err

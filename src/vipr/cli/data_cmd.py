@@ -1,4 +1,4 @@
-"""``vipr data info|split``: inspect a source, and draw a labelled subset for evaluation."""
+"""``vipr data info|split|export``: inspect a source, draw a labelled subset, write a dense source as COCO files."""
 
 from __future__ import annotations
 
@@ -26,6 +26,13 @@ def add_parser(sub) -> None:
     split.add_argument("--out", required=True, metavar="FILE")
     split.add_argument("--no-progress", action="store_true", help="no decoding bar (off a terminal: none anyway)")
     split.set_defaults(run=run_split)
+    export = data_sub.add_parser("export", help="write a detection / segmentation source as a COCO tree",
+                                 description="Write SRC (e.g. builtin:scenes) as OUT/{train,val}/*.png and "
+                                             "OUT/annotations/instances_{train,val}.json (RLE masks), which "
+                                             "--data coco:OUT reads back and any COCO tool opens.")
+    export.add_argument("src", metavar="SRC")
+    export.add_argument("--out", required=True, metavar="DIR")
+    export.set_defaults(run=run_export)
 
 
 def run_info(args) -> int:
@@ -60,4 +67,22 @@ def run_split(args) -> int:
     indices = make_label_split(dataset.train.labels, class_names=dataset.classes, **chosen)
     save_label_split(args.out, indices, dataset, **chosen)
     print(f"{len(indices)} of {len(dataset.train)} train images labelled -> {args.out}")
+    return 0
+
+
+def run_export(args) -> int:
+    from vipr.cli.paths import check_out_dir
+    from vipr.data.dense.sources import is_dense_source, open_dense
+    from vipr.errors import DataError
+
+    if not is_dense_source(args.src):
+        raise DataError(f"{args.src} is not a detection / segmentation source; export takes coco:, voc:, masks: "
+                        "or builtin:scenes")
+    check_out_dir(args.out)
+    from vipr.data.dense.export import write_coco
+
+    ds = open_dense(args.src)
+    root = write_coco(ds, args.out)
+    sizes = ", ".join(f"{len(s)} {name}" for name, s in (("train", ds.train), ("val", ds.test)) if s is not None)
+    print(f"wrote {sizes} images of {args.src} as COCO: {root}/annotations/instances_*.json")
     return 0
