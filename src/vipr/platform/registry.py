@@ -30,7 +30,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from vipr.engine import checkpoint
-from vipr.engine.card import DENSE_TASKS, ModelCard
 from vipr.errors import CheckpointError, RegistryError
 from vipr.fsutil import cache_root, file_sha256
 from vipr.platform import tracking, workspace
@@ -64,7 +63,7 @@ def register(target: str | os.PathLike, name: str, alias: str | None = None, mlf
         client.log_artifact(run_id, str(_artifact_file(ckpt, ckpt_path, Path(tmp))), artifact_path=ARTIFACT_PATH)
     if not _exists(client, name):
         client.create_registered_model(name, description="vipr model")
-    tags = {**tracking.meta_tags(card), **task_tags(card), **lineage_tags(card, client), "checkpoint_sha256": sha,
+    tags = {**tracking.meta_tags(card), **lineage_tags(card, client), "checkpoint_sha256": sha,
             "checkpoint": str(ckpt_path.resolve()), "run_dir": str(run_dir.resolve()) if run_dir else None}
     source = f"{client.get_run(run_id).info.artifact_uri}/{ARTIFACT_PATH}"
     version = client.create_model_version(name, source, run_id=run_id,
@@ -72,13 +71,6 @@ def register(target: str | os.PathLike, name: str, alias: str | None = None, mlf
     if alias:
         set_alias(name, version.version, alias, client)
     return show(f"{name}/{version.version}", client)
-
-
-def task_tags(card: ModelCard) -> dict:
-    """``task``; for a transfer model also ``architecture`` (its kind) and ``backbone`` the vipr backbone under it."""
-    if card.task not in DENSE_TASKS:
-        return {"task": card.task}
-    return {"task": card.task, "architecture": card.architecture, "backbone": card.architecture_kwargs["backbone"]}
 
 
 def get_version(ref: str, mlflow_client=None):

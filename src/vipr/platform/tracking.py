@@ -29,7 +29,7 @@ from pathlib import Path
 import yaml
 
 from vipr.engine import checkpoint
-from vipr.engine.card import ModelCard
+from vipr.engine.card import DENSE_TASKS, ModelCard
 from vipr.errors import CheckpointError, ViprError
 from vipr.fsutil import atomic_write_text, file_sha256
 from vipr.platform import workspace
@@ -170,11 +170,15 @@ def flatten(tree: dict, prefix: str = "") -> dict[str, str]:
 
 
 def meta_tags(card: ModelCard | None) -> dict:
-    """The card's fields a model version or run is tagged with (tag names as in vipr 0.1: ``backbone``)."""
+    """The card's fields a model version or run is tagged with (tag names as in vipr 0.1: ``backbone``; a transfer
+    model's ``backbone`` is the vipr backbone under its heads, ``architecture`` its kind)."""
     if card is None:
         return {}
+    dense = card.task in DENSE_TASKS  # a transfer model: its kind, and the vipr backbone under its heads
     tags = {"dataset": card.dataset, "dataset_digest": card.dataset_digest, "config_hash": card.config_hash,
-            "backbone": card.architecture, "method": card.method, "image_size": card.image_size,
+            "backbone": card.architecture_kwargs["backbone"] if dense else card.architecture,
+            "architecture": card.architecture if dense else None, "task": card.task,
+            "method": card.method, "image_size": card.image_size,
             "num_classes": card.num_classes, "parent_checkpoint": card.parent.checkpoint if card.parent else None,
             "label_split": card.label_split, "vipr_version": card.vipr_version}
     return {key: value for key, value in tags.items() if value is not None}

@@ -29,7 +29,7 @@ from starlette.concurrency import run_in_threadpool
 from vipr.data.dense import rle
 from vipr.serve.inputs import BadInput, Canvas, decode_canvas_image
 from vipr.serve.state import ServeState, predict, read_files, require_endpoint, served
-from vipr.transfer.predict import MASK_THRESHOLD, _to_source, _to_source_detections
+from vipr.transfer.predict import MASK_THRESHOLD, to_source, to_source_detections
 
 SEGMENT_FORMATS = ("png", "rle")
 MAX_DETECTIONS = 10_000  # per image: the most a model may be configured to keep (vipr.transfer.config)
@@ -106,7 +106,7 @@ def _number(text: str | None, key: str, default, kind: type, low, high):
 def detections_answer(found: dict, canvas: Canvas, classes: tuple[str, ...], threshold: float, limit: int) -> dict:
     """One image's detections at ``threshold``, the ``limit`` best, in its own pixels (JSON-able)."""
     tensors = {key: torch.from_numpy(np.asarray(value)) for key, value in found.items()}
-    kept = _to_source_detections(tensors, canvas.valid, canvas.source, threshold)
+    kept = to_source_detections(tensors, canvas.valid, canvas.source, threshold)
     order = torch.argsort(kept["scores"], descending=True, stable=True)[:limit]
     labels = kept["labels"][order].tolist()
     height, width = canvas.source
@@ -121,7 +121,7 @@ def detections_answer(found: dict, canvas: Canvas, classes: tuple[str, ...], thr
 
 def segmentation_answer(logits: np.ndarray, canvas: Canvas, classes: tuple[str, ...], fmt: str) -> dict:
     """One image's label map, (K, S, S) logits -> class ids in its own (H, W) pixels, as a PNG or per-class RLE."""
-    label_map = _to_source(torch.from_numpy(logits.argmax(0)), canvas.valid, canvas.source).numpy()  # (H, W)
+    label_map = to_source(torch.from_numpy(logits.argmax(0)), canvas.valid, canvas.source).numpy()  # (H, W)
     height, width = canvas.source
     answer = {"width": width, "height": height}
     if fmt == "png":

@@ -49,11 +49,11 @@ def predict_files(model: torch.nn.Module, card: ModelCard, paths: list[str], out
         source = _source_pixels(canvas, valid, orig)  # (3, H, W) uint8
         picture = out / f"{Path(path).stem}.png"
         if card.task == "segment":
-            label_map = _to_source(model(x)[0].argmax(0), valid, orig)  # (H, W) int64
+            label_map = to_source(model(x)[0].argmax(0), valid, orig)  # (H, W) int64
             results.append(_write_label_map(label_map, out / f"{Path(path).stem}_labels.png", image_id, path))
             image = _draw_segmentation(source, label_map, card.num_classes)
         else:
-            detections = _to_source_detections(model([x[0]])[0], valid, orig, score_thresh)
+            detections = to_source_detections(model([x[0]])[0], valid, orig, score_thresh)
             category_ids = card.extra.get("category_ids", list(range(card.num_classes)))
             for result in detections_to_coco([detections], [image_id], category_ids, mask_threshold=MASK_THRESHOLD):
                 results.append({**result, "file_name": str(path)})
@@ -71,7 +71,7 @@ def _source_pixels(canvas: torch.Tensor, valid: tuple[int, int], orig: tuple[int
     return F.interpolate(region, size=orig, mode="bilinear", align_corners=False)[0].round().clamp(0, 255).byte()
 
 
-def _to_source(maps: torch.Tensor, valid: tuple[int, int], orig: tuple[int, int]) -> torch.Tensor:
+def to_source(maps: torch.Tensor, valid: tuple[int, int], orig: tuple[int, int]) -> torch.Tensor:
     """(..., S, S) maps cropped to the valid region and resized (nearest) to the source (..., H, W), on the CPU."""
     h, w = valid
     region = maps[..., :h, :w].float().cpu()
@@ -80,7 +80,7 @@ def _to_source(maps: torch.Tensor, valid: tuple[int, int], orig: tuple[int, int]
     return resized.reshape(*maps.shape[:-2], *orig).to(maps.dtype)
 
 
-def _to_source_detections(detection: dict, valid: tuple[int, int], orig: tuple[int, int], score_thresh: float) -> dict:
+def to_source_detections(detection: dict, valid: tuple[int, int], orig: tuple[int, int], score_thresh: float) -> dict:
     """One image's detections above ``score_thresh``, in source pixels (boxes clipped to the image and scaled,
     masks cropped and resized); a box left with no area inside the image (it lay in the padding) is dropped."""
     h, w = valid
@@ -93,7 +93,7 @@ def _to_source_detections(detection: dict, valid: tuple[int, int], orig: tuple[i
     out = {"boxes": boxes[keep] * scale, "labels": detection["labels"].cpu()[keep],
            "scores": detection["scores"].cpu()[keep]}
     if "masks" in detection:
-        out["masks"] = _to_source(detection["masks"].cpu()[keep][:, 0], valid, orig)  # (N, H, W) probabilities
+        out["masks"] = to_source(detection["masks"].cpu()[keep][:, 0], valid, orig)  # (N, H, W) probabilities
     return out
 
 
