@@ -16,8 +16,9 @@ from vipr.errors import ViprError
 from vipr.platform import workspace
 
 # the figure a run is judged by, the first its metrics hold: evaluation scores, NAS accuracies,
-# the kNN probe of pre-training, then its loss
-KEY_METRICS = ("top1", "accuracy", "test_top1", "val_acc", "knn_best_top1", "knn_top1", "loss_mean", "loss")
+# the kNN probe of pre-training, transfer's mask AP, box AP or mIoU, then its loss
+KEY_METRICS = ("top1", "accuracy", "test_top1", "val_acc", "knn_best_top1", "knn_top1", "segm_AP", "bbox_AP", "mIoU",
+               "loss_mean", "loss")
 SKIPPED_EXPERIMENTS = ("checkpoints",)  # runs made for a bare checkpoint file, not by a command
 MIN_PREFIX = 4  # characters of a run id that may stand for it
 NEWEST_FIRST = ["attributes.start_time DESC", "attributes.end_time DESC"]  # a resumed run: same start, later end
