@@ -78,7 +78,8 @@ def show_config(target: list[str], *, method: str | None = None, strategy: str |
 def _builders() -> dict[str, Callable[[dict], tuple[object, str]]]:
     from vipr.eval.protocols import list_protocols
 
-    builders = {"pretrain": _pretrain, "nas search": _nas_search, "nas train": _nas_train, "serve": _serve}
+    builders = {"pretrain": _pretrain, "nas search": _nas_search, "nas train": _nas_train, "serve": _serve,
+                "distill": lambda data: _pretrain({**data, "method": {"name": "seed", **(data.get("method") or {})}})}
     for kind in list_protocols():
         builders[f"eval {kind}"] = lambda data, kind=kind: (_eval(kind, data), "")
     for task in ("detect", "instance", "segment"):
