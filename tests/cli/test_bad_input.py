@@ -32,8 +32,8 @@ IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 # command -> option -> the values it must refuse (0 is left out where it is valid or, for
 # pretrain / nas train / quickstart --epochs, where the training loop decides what it means).
 NUMERIC = {
-    "pretrain": {"--image-size": ALL, "--epochs": NO_ZERO, "--batch-size": ALL, "--lr": ALL + FLOAT,
-                 "--seed": NO_ZERO, "--nproc-per-node": ALL},
+    **{command: {"--image-size": ALL, "--epochs": NO_ZERO, "--batch-size": ALL, "--lr": ALL + FLOAT,
+                 "--seed": NO_ZERO, "--nproc-per-node": ALL} for command in ("pretrain", "distill")},
     "eval knn": {"--image-size": ALL, "--k": ALL, "--temperature": ALL + FLOAT},
     "eval linear": {"--image-size": ALL},
     "eval finetune": {"--image-size": ALL, "--epochs": ALL, "--batch-size": ALL, "--min-steps": NO_ZERO,
@@ -75,6 +75,7 @@ def base_argv(command: str, option: str, out: Path) -> list[str]:
         "quickstart": ["quickstart", "--data", DATA, "--out", never],
         "runs list": ["runs", "list"],
         "features": ["features", *checkpoint, "--out", str(out / "never.npz")],
+        "distill": ["distill", "--teacher", never, "--student", "tiny", "--data", DATA, "--out", never, "--no-track"],
         "transfer eval": ["transfer", "eval", "--checkpoint", never],
         "transfer predict": ["transfer", "predict", "x.png", "--checkpoint", never, "--out", never],
         **{f"transfer {t}": ["transfer", t, "--data", SCENES, "--backbone", "tiny", "--out", never, "--no-track"]
@@ -153,7 +154,7 @@ DEVICE_COMMANDS = commands_with("--device", build_parser())
 
 def test_every_training_evaluation_and_serving_command_takes_device():
     assert set(DEVICE_COMMANDS) == {"pretrain", "nas search", "nas train", "eval knn", "eval linear", "eval finetune",
-                                    "eval fewshot", "features", "serve", "quickstart", "transfer detect",
+                                    "eval fewshot", "features", "serve", "quickstart", "distill", "transfer detect",
                                     "transfer instance", "transfer segment", "transfer eval", "transfer predict"}
 
 
