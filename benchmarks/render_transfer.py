@@ -28,18 +28,18 @@ def values(records: list[dict], name: str, init: str, task: str, mode: str, metr
             and r.get(metric) is not None]
 
 
-def cell(vals: list[float]) -> str:
+def cell(vals: list[float], seeds: int) -> str:
+    """mean ± std over the seeds run; ``(n)`` when fewer than the table's ``seeds`` are in."""
     if not vals:
         return "-"
-    if len(vals) == 1:
-        return f"{vals[0]:.1f}"
-    return f"{statistics.mean(vals):.1f} ± {statistics.stdev(vals):.1f}"
+    text = f"{vals[0]:.1f}" if len(vals) == 1 else f"{statistics.mean(vals):.1f} ± {statistics.stdev(vals):.1f}"
+    return text if len(vals) == seeds else f"{text} ({len(vals)})"
 
 
-def table(records: list[dict], name: str) -> list[str]:
+def table(records: list[dict], name: str, seeds: int) -> list[str]:
     rows = ["| pre-training | " + " | ".join(HEADERS) + " |", "|---" * (len(HEADERS) + 1) + "|"]
     for init in INITS:
-        cells = [cell(values(records, name, init, *column)) for column in COLUMNS]
+        cells = [cell(values(records, name, init, *column), seeds) for column in COLUMNS]
         rows.append(f"| {init} | " + " | ".join(cells) + " |")
     return rows
 
@@ -48,7 +48,10 @@ def verdict(records: list[dict], name: str, column: tuple, header: str) -> str:
     """Whether SCAN leads the self-supervised methods and supervised pre-training on one figure, with the gap."""
     scan = values(records, name, "scan", *column)
     if len(scan) < 2:
-        return f"- {header}: too few SCAN runs"
+        others = {rival: values(records, name, rival, *column) for rival in (*SELF_SUPERVISED, "supervised", "random")}
+        shown = ", ".join(f"{rival} {v[0]:.1f}" for rival, v in others.items() if v)
+        return (f"- {header}: one seed so far (SCAN {scan[0]:.1f}; {shown}); no verdict without the seed spread"
+                if scan else f"- {header}: no SCAN run yet")
     parts = []
     for rival in (*SELF_SUPERVISED, "supervised", "random"):
         other = values(records, name, rival, *column)
@@ -60,6 +63,24 @@ def verdict(records: list[dict], name: str, column: tuple, header: str) -> str:
         clear = "clear" if abs(gap) > spread else "within the seed spread"
         parts.append(f"{word} {rival} by {abs(gap):.1f} ({clear})")
     return f"- {header}: SCAN is " + "; ".join(parts)
+
+
+def backbone_section() -> list[str]:
+    """kNN top-1 of each pre-trained backbone on its own classification data: how much the start knows."""
+    path = RESULTS / "transfer_backbones.jsonl"
+    if not path.is_file():
+        return []
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    sets = sorted({r["set"] for r in rows})
+    out = ["## What the starting backbones know", "",
+           "kNN top-1 (k 200, `vipr eval knn`) of each pre-trained backbone on its set's classification test split "
+           "(builtin:shapes for scenes, builtin:digits for digits), at the pre-training budget above:", "",
+           "| pre-training | " + " | ".join(sets) + " |", "|---" * (len(sets) + 1) + "|"]
+    for init in INITS:
+        cells = [next((f"{r['knn']['top1']:.1f}" for r in rows if r["set"] == s and r["init"] == init), "-")
+                 for s in sets]
+        out.append(f"| {init} | " + " | ".join(cells) + " |")
+    return out + [""]
 
 
 def speed_section() -> list[str]:
@@ -108,11 +129,12 @@ def render() -> str:
     lines += protocol()
     for name in sorted({r["set"] for r in records}):
         seeds = sorted({r["seed"] for r in records if r["set"] == name})
-        lines += [f"## {name} ({len(seeds)} seeds)", "", *table(records, name), "",
+        lines += [f"## {name} ({len(seeds)} seeds; a cell with fewer shows its count)", "",
+                  *table(records, name, len(seeds)), "",
                   "Does the seed's claim (SCAN above self-supervised and supervised pre-training) hold?", ""]
         lines += [verdict(records, name, column, header) for column, header in zip(COLUMNS, HEADERS)]
         lines.append("")
-    return "\n".join(lines + speed_section()) + "\n"
+    return "\n".join(lines + backbone_section() + speed_section()) + "\n"
 
 
 def protocol() -> list[str]:
