@@ -135,7 +135,7 @@ def test_a_state_dict_file_needs_matching_keys(tmp_path, capsys):
 
 @pytest.mark.parametrize("argv, message", [
     (["--model", "fcn"], "model.kind fcn does not do detect; valid: faster_rcnn, retinanet"),
-    (["--checkpoint", "no-such-model@prod"], "not a registered model"),
+    (["--checkpoint", "no-such-model@prod"], "no such file or folder"),
     (["--norm", "group"], "--norm (model.norm) must be one of frozen, bn, syncbn"),
     (["--set", "data.scales=[9]"], "data.scales must be factors in [0.25, 4]"),
     (["--set", "batch_size=2"], "did you mean 'train.batch_size'"),

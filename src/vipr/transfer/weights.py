@@ -74,8 +74,12 @@ def _resolve(checkpoint: str) -> Path:
     path = Path(checkpoint)
     if path.exists():
         return ckpt.resolve_path(path)
-    from vipr.platform import registry
+    from vipr.platform import registry, workspace
 
+    local = workspace.current()
+    if local.home is not None and not (local.home / workspace.DB_NAME).is_file():  # no store: no registered model
+        raise ConfigError(f"{FLAG} {checkpoint}: no such file or folder, and {local.describe()} has no model "
+                          "registry; pass a run folder, a .pt file, NAME@ALIAS of a registered model or random")
     try:
         return registry.resolve_model(checkpoint)
     except RegistryError as err:
