@@ -83,6 +83,24 @@ def backbone_section() -> list[str]:
     return out + [""]
 
 
+def findings(records: list[dict], name: str) -> list[str]:
+    """Computed sentences: what pre-training gives over random init, frozen and fine-tuned."""
+    out = []
+    for column, header in zip(COLUMNS, HEADERS):
+        base = values(records, name, "random", *column)
+        starts = {i: values(records, name, i, *column) for i in INITS[1:]}
+        starts = {i: v for i, v in starts.items() if v}
+        if not base or not starts:
+            continue
+        gaps = {i: statistics.mean(v) - statistics.mean(base) for i, v in starts.items()}
+        best = max(gaps, key=gaps.get)
+        above = sum(g > 0 for g in gaps.values())
+        out.append(f"- {header}: {above} of {len(gaps)} pre-trained starts above random init "
+                   f"({statistics.mean(base):.1f}); the best, {best}, by {gaps[best]:+.1f}; "
+                   f"range {min(gaps.values()):+.1f} to {max(gaps.values()):+.1f}")
+    return out
+
+
 def speed_section() -> list[str]:
     out = ["## Speed", ""]
     detect = _load("detect_throughput")
@@ -133,7 +151,8 @@ def render() -> str:
                   *table(records, name, len(seeds)), "",
                   "Does the seed's claim (SCAN above self-supervised and supervised pre-training) hold?", ""]
         lines += [verdict(records, name, column, header) for column, header in zip(COLUMNS, HEADERS)]
-        lines.append("")
+        lines += ["", "What pre-training gives over random init (means over the seeds run):", "",
+                  *findings(records, name), ""]
     return "\n".join(lines + backbone_section() + speed_section()) + "\n"
 
 
