@@ -21,6 +21,7 @@ COLUMNS = (("instance", "finetuned", "bbox_AP"), ("instance", "finetuned", "bbox
            ("segment", "finetuned", "mIoU"), ("segment", "frozen", "mIoU"))
 HEADERS = ("box AP", "box AP50", "mask AP", "box AP, frozen", "mask AP, frozen", "mIoU", "mIoU, frozen")
 SELF_SUPERVISED = ("moco_v2", "hsa")
+MIN_GAP = 0.5  # points: below this a gap is not called clear, however tight two or three seeds happen to fall
 
 
 def values(records: list[dict], name: str, init: str, task: str, mode: str, metric: str) -> list[float]:
@@ -59,8 +60,8 @@ def verdict(records: list[dict], name: str, column: tuple, header: str) -> str:
             continue
         gap = statistics.mean(scan) - statistics.mean(other)
         spread = max(statistics.stdev(scan), statistics.stdev(other))
-        word = "above" if gap > 0 else "below"
-        clear = "clear" if abs(gap) > spread else "within the seed spread"
+        word = "above" if gap > 0 else "below"  # "clear": beyond both the larger std and MIN_GAP
+        clear = "clear" if abs(gap) > max(spread, MIN_GAP) else "within the seed spread"
         parts.append(f"{word} {rival} by {abs(gap):.1f} ({clear})")
     return f"- {header}: SCAN is " + "; ".join(parts)
 
@@ -98,6 +99,10 @@ def findings(records: list[dict], name: str) -> list[str]:
         out.append(f"- {header}: {above} of {len(gaps)} pre-trained starts above random init "
                    f"({statistics.mean(base):.1f}); the best, {best}, by {gaps[best]:+.1f}; "
                    f"range {min(gaps.values()):+.1f} to {max(gaps.values()):+.1f}")
+    flat = [statistics.mean(values(records, name, i, "segment", "finetuned", "mIoU") or [0]) for i in INITS]
+    if max(flat) - min(flat) < 1:
+        out.append(f"- mIoU spans only {min(flat):.1f}-{max(flat):.1f} over every start: no start separates the "
+                   "classes' pixels in this budget, so these columns cannot rank the starts")
     return out
 
 
@@ -173,7 +178,13 @@ def protocol() -> list[str]:
             "- Sets: `scenes` = builtin:shapes -> builtin:scenes (64 px, 3 shape classes, 1-3 objects, 200 train / "
             "50 test); `digits` = builtin:digits -> scikit-learn digits on textured backgrounds (64 px, 10 classes, "
             "1-3 digits, 200 / 50), written as COCO by benchmarks/digit_scenes.py and read through `coco:ROOT`, "
-            "test scenes built only from digits no train scene holds.", ""]
+            "test scenes built only from digits no train scene holds.",
+            "- How to read it: a start can only carry to detection what it knows, and \"What the starting backbones "
+            "know\" (below) measures that on the classification data itself. At 6 pre-training epochs on 2 CPU cores "
+            "the self-supervised backbones sit within a few kNN points of random init (and supervised well above it "
+            "on digits), so the ordering the seed claims (SCAN > self-supervised > supervised) has little room to "
+            "show; the frozen columns, where the backbone is all the detector has, show what each start carries. "
+            "The verdicts call a gap clear only when it exceeds both the larger seed std and 0.5 points.", ""]
 
 
 def main() -> None:
