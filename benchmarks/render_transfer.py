@@ -132,7 +132,11 @@ def speed_section() -> list[str]:
                 f"segmentation {seg['speedup']:.2f}x.", ""]
     serve = _load("serve_dense")
     if serve:
-        out += [f"Serving (`benchmarks/serve_dense.py`): {json.dumps({k: v for k, v in serve.items() if k in ('model', 'clients', 'direct_images_per_s', 'served_images_per_s', 'ratio', 'errors_5xx')})}", ""]
+        out += [f"Serving (`benchmarks/serve_dense.py`, {serve['date']}, {serve['model']}, {serve['runtime']} runtime): "
+                f"{serve['server']['images_per_s']:.1f} images/s through `/detect` at {serve['clients']} concurrent "
+                f"clients against {serve['direct_images_per_s']:.1f} images/s of the model called directly in batches: "
+                f"**{serve['fraction_of_direct']:.0%}** of direct (target 70%), {serve['errors_5xx']} 5xx; CPU-time "
+                f"fraction {serve['cpu_fraction_of_direct']:.0%}.", ""]
     return out
 
 
