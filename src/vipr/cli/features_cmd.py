@@ -8,7 +8,6 @@ from pathlib import Path
 
 from vipr.cli.options import FeaturesOptions
 from vipr.cli.parser import add_backbone_flag, add_device_flag, add_json_flag
-from vipr.errors import ViprError
 
 HELP = """Write the frozen features of a backbone (those kNN and the linear probe score: pooled,
 pre-head, with the checkpoint's preprocessing) for every image of a data source, with the
@@ -72,16 +71,6 @@ def run(args) -> int:
 def resolve_checkpoint(ref: str) -> str:
     """A checkpoint file or run folder for ``ref``: the path itself, ``random``, or a registered model's file."""
     from vipr.engine.card import RANDOM
-    from vipr.platform import registry
+    from vipr.platform.registry import resolve_source
 
-    if ref == RANDOM or Path(ref).exists():
-        return ref
-    try:
-        registry.parse_ref(ref)  # NAME, NAME/VERSION or NAME@ALIAS; anything else is a path that is not there
-        registered = Path(ref).suffix not in (".pt", ".pth")
-    except ViprError:
-        registered = False
-    if not registered:
-        raise ViprError(f"--checkpoint {ref}: no such file or folder; pass a run folder, a .pt file, "
-                        f"a registered NAME[@ALIAS|/VERSION] or random")
-    return str(registry.resolve_model(ref))
+    return ref if ref == RANDOM else str(resolve_source(ref, "--checkpoint"))

@@ -28,7 +28,7 @@ from torch import nn
 from vipr.data.augment import IMAGENET_MEAN, IMAGENET_STD
 from vipr.engine import checkpoint as ckpt
 from vipr.engine.card import DENSE_TASKS, ModelCard
-from vipr.errors import ConfigError, RegistryError
+from vipr.errors import ConfigError
 from vipr.models.loading import load_backbone
 
 FLAG = "--teacher (method.teacher)"
@@ -38,24 +38,9 @@ def resolve_teacher(source: str) -> Path:
     """The checkpoint file of ``source`` (see the module docstring); a ConfigError naming the fix otherwise."""
     if not source:
         raise ConfigError(f"no teacher given; pass {FLAG}: a run folder, a checkpoint .pt or a registered NAME@ALIAS")
-    path = Path(source)
-    if path.exists():
-        return ckpt.resolve_path(path)
-    from vipr.platform import registry  # MLflow, only for a registered name
+    from vipr.platform.registry import resolve_source  # MLflow, only for a registered name
 
-    try:
-        registry.parse_ref(source)  # NAME, NAME/VERSION or NAME@ALIAS; anything else is a path that is not there
-        registered = path.suffix not in (".pt", ".pth")
-    except RegistryError:
-        registered = False
-    if not registered:
-        raise ConfigError(f"{FLAG} {source}: no such file or folder; pass a run folder, a checkpoint .pt or a "
-                          "registered NAME@ALIAS")
-    try:
-        return registry.resolve_model(source)
-    except RegistryError as err:
-        raise ConfigError(f"{FLAG} {source}: no such file or folder, and not a registered model ({err}); pass a run "
-                          "folder, a checkpoint .pt or NAME@ALIAS (vipr model list)") from None
+    return ckpt.resolve_path(resolve_source(source, FLAG))
 
 
 def teacher_card(source: str) -> ModelCard:

@@ -30,7 +30,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from vipr.engine import checkpoint
-from vipr.errors import CheckpointError, RegistryError
+from vipr.errors import CheckpointError, ConfigError, RegistryError
 from vipr.fsutil import cache_root, file_sha256
 from vipr.platform import tracking, workspace
 from vipr.platform.lineage import find_by_sha256, lineage_tags, orphaned_by_deleting
@@ -172,6 +172,31 @@ def delete_version(ref: str, mlflow_client=None, force: bool = False) -> dict:
     if record["model_removed"]:  # a name without versions would linger in lists and suggestions
         client.delete_registered_model(name)
     return record
+
+
+def resolve_source(ref: str, flag: str) -> Path:
+    """What a command's model option names: an existing file or folder as given, else the local file of a
+    registered ``NAME[@ALIAS|/VERSION]``; a ConfigError naming ``flag`` when it is neither.
+
+    A name the local workspace cannot hold (no registry there yet) fails at once, without starting MLflow."""
+    path = Path(ref)
+    if path.exists():
+        return path
+    fix = "pass a run folder, a checkpoint .pt or a registered NAME[@ALIAS|/VERSION] (vipr model list)"
+    try:
+        parse_ref(ref)  # NAME, NAME/VERSION or NAME@ALIAS; anything else is a path that is not there
+        registered = path.suffix not in (".pt", ".pth")
+    except RegistryError:
+        registered = False
+    if not registered:
+        raise ConfigError(f"{flag} {ref}: no such file or folder; {fix}")
+    local = workspace.current()
+    if local.home is not None and not (local.home / workspace.DB_NAME).is_file():
+        raise ConfigError(f"{flag} {ref}: no such file or folder, and {local.describe()} has no model registry; {fix}")
+    try:
+        return resolve_model(ref)
+    except RegistryError as err:
+        raise ConfigError(f"{flag} {ref}: no such file or folder, and not a registered model ({err}); {fix}") from None
 
 
 def resolve_model(ref: str, mlflow_client=None) -> Path:

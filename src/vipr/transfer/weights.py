@@ -22,7 +22,7 @@ import torch
 from vipr.data.augment import IMAGENET_MEAN, IMAGENET_STD
 from vipr.engine import checkpoint as ckpt
 from vipr.engine.card import DENSE_TASKS, RANDOM, ModelCard, Parent
-from vipr.errors import CheckpointError, ConfigError, RegistryError
+from vipr.errors import CheckpointError, ConfigError
 from vipr.models.backbones import Backbone, create_backbone
 from vipr.models.init_weights import initialise
 
@@ -53,7 +53,9 @@ def initial_backbone(checkpoint: str, backbone: str | None, image_size: int, run
             torch.manual_seed(0)
             model = create_backbone(name, **kwargs)
         return InitialBackbone(model, name, kwargs, IMAGENET_MEAN, IMAGENET_STD, RANDOM, Parent(RANDOM))
-    path = _resolve(checkpoint)
+    from vipr.platform.registry import resolve_source
+
+    path = ckpt.resolve_path(resolve_source(checkpoint, FLAG))
     card = _card_of(path)
     if card is None:  # a foreign state dict: ImageNet-style weights, so the standard stem
         name = backbone or DEFAULT_BACKBONE
@@ -67,24 +69,6 @@ def initial_backbone(checkpoint: str, backbone: str | None, image_size: int, run
     model = create_backbone(name, **kwargs)
     initialise(model, path, name, run_dir, announce=announce, flag=FLAG)
     return InitialBackbone(model, name, kwargs, tuple(mean), tuple(std), method, ckpt.parent_record(str(path)))
-
-
-def _resolve(checkpoint: str) -> Path:
-    """A local file for a path, a run folder or a registered model reference."""
-    path = Path(checkpoint)
-    if path.exists():
-        return ckpt.resolve_path(path)
-    from vipr.platform import registry, workspace
-
-    local = workspace.current()
-    if local.home is not None and not (local.home / workspace.DB_NAME).is_file():  # no store: no registered model
-        raise ConfigError(f"{FLAG} {checkpoint}: no such file or folder, and {local.describe()} has no model "
-                          "registry; pass a run folder, a .pt file, NAME@ALIAS of a registered model or random")
-    try:
-        return registry.resolve_model(checkpoint)
-    except RegistryError as err:
-        raise ConfigError(f"{FLAG} {checkpoint}: no such file or folder, and not a registered model ({err}); "
-                          "pass a run folder, a .pt file, NAME@ALIAS or random") from None
 
 
 def _card_of(path: Path) -> ModelCard | None:
