@@ -18,6 +18,7 @@ import asyncio
 import io
 import json
 import multiprocessing as mp
+import os
 import socket
 import statistics
 import tempfile
@@ -107,8 +108,10 @@ async def wait_ready(client, base: str, timeout_s: float = 120) -> None:
     raise SystemExit("the server did not become ready")
 
 
-async def closed_loop(base: str, clients: int, requests: int, payloads: list[bytes]) -> dict:
-    """``clients`` workers, each sending its next request when its last one is answered."""
+async def closed_loop(base: str, clients: int, requests: int, payloads: list[bytes], endpoint: str = "classify",
+                      on_answer=None, server_pid: int | None = None) -> dict:
+    """``clients`` workers, each sending its next request to ``/v1/models/MODEL/{endpoint}`` when its last one is
+    answered; ``on_answer(response)`` sees every 200; with ``server_pid``, the server's CPU time is measured too."""
     import httpx
 
     latencies, statuses, remaining = [], [], [requests]
@@ -121,20 +124,35 @@ async def closed_loop(base: str, clients: int, requests: int, payloads: list[byt
                 remaining[0] -= 1
                 files = {"files": ("image.jpg", payloads[(i + remaining[0]) % len(payloads)], "image/jpeg")}
                 start = time.perf_counter()
-                response = await client.post(f"{base}/v1/models/{MODEL}/classify", files=files)
+                response = await client.post(f"{base}/v1/models/{MODEL}/{endpoint}", files=files)
                 latencies.append(time.perf_counter() - start)
                 statuses.append(response.status_code)
+                if on_answer is not None and response.status_code == 200:
+                    on_answer(response)
 
+        server_start = process_cpu_s(server_pid) if server_pid else None
         start, cpu_start = time.perf_counter(), time.process_time()
         await asyncio.gather(*(worker(i) for i in range(clients)))
         elapsed, client_cpu = time.perf_counter() - start, time.process_time() - cpu_start
+        server_cpu = process_cpu_s(server_pid) - server_start if server_start is not None else None
         metrics = (await client.get(f"{base}/metrics")).text
     q = statistics.quantiles(latencies, n=100)
+    cpu = {} if server_cpu is None else {"server_cpu_ms_per_request": 1000 * server_cpu / len(latencies),
+                                         "server_cores": server_cpu / elapsed}
     return {"images_per_s": len(latencies) / elapsed, "p50_ms": 1000 * q[49], "p95_ms": 1000 * q[94],
             "p99_ms": 1000 * q[98], "requests": len(latencies),
             "errors_5xx": sum(s >= 500 for s in statuses),
             "client_cores_used": client_cpu / elapsed,  # the load generator's share of the 2 cores
-            "errors_4xx": sum(400 <= s < 500 for s in statuses), "batch_size_histogram": batch_histogram(metrics)}
+            "errors_4xx": sum(400 <= s < 500 for s in statuses), **cpu, "batch_size_histogram": batch_histogram(metrics)}
+
+
+def process_cpu_s(pid: int) -> float | None:
+    """User + system CPU seconds of process ``pid`` so far (Linux /proc); None elsewhere."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime in clock ticks
 
 
 def batch_histogram(metrics_text: str) -> dict[str, int]:

@@ -27,7 +27,6 @@ import contextlib
 import io
 import json
 import multiprocessing as mp
-import os
 import statistics
 import sys
 import tempfile
@@ -36,7 +35,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 from benchmarks_common import machine_info  # noqa: E402
-from serve import batch_histogram, free_port, wait_ready  # noqa: E402  (the classification benchmark)
+from serve import closed_loop, free_port  # noqa: E402  (the classification benchmark)
 
 MODEL = "scenes-frcnn"
 DATA = "builtin:scenes?size=64&train=64&test=16&classes=3&objects=3"
@@ -89,15 +88,6 @@ def direct_throughput(runtime, size: int, seconds: float) -> dict:
     return {"images_per_s": calls * size / wall, "cpu_ms_per_image": 1000 * cpu / (calls * size), "cores": cpu / wall}
 
 
-def process_cpu_s(pid: int) -> float | None:
-    """User + system CPU seconds of process ``pid`` so far (Linux /proc); None elsewhere."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime in clock ticks
-
-
 def serve(path: str, port: int, max_batch_size: int, max_delay_ms: float, runtime_kind: str) -> None:
     import uvicorn
 
@@ -109,39 +99,12 @@ def serve(path: str, port: int, max_batch_size: int, max_delay_ms: float, runtim
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
 
 
-async def closed_loop(base: str, clients: int, requests: int, images: list[bytes], server_pid: int) -> dict:
-    """``clients`` workers, each sending its next /detect request when its last one is answered."""
-    import httpx
-
-    latencies, statuses, boxes, remaining = [], [], [], [requests]
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(timeout=120, limits=limits) as client:
-        await wait_ready(client, base)
-
-        async def worker(i: int) -> None:
-            while remaining[0] > 0:
-                remaining[0] -= 1
-                files = {"files": ("image.jpg", images[(i + remaining[0]) % len(images)], "image/jpeg")}
-                start = time.perf_counter()
-                response = await client.post(f"{base}/v1/models/{MODEL}/detect", files=files)
-                latencies.append(time.perf_counter() - start)
-                statuses.append(response.status_code)
-                if response.status_code == 200:
-                    boxes.append(len(response.json()["predictions"][0]["boxes"]))
-
-        start, cpu_start, server_start = time.perf_counter(), time.process_time(), process_cpu_s(server_pid)
-        await asyncio.gather(*(worker(i) for i in range(clients)))
-        elapsed, client_cpu = time.perf_counter() - start, time.process_time() - cpu_start
-        server_cpu = process_cpu_s(server_pid) - server_start if server_start is not None else None
-        metrics = (await client.get(f"{base}/metrics")).text
-    q = statistics.quantiles(latencies, n=100)
-    cpu = {} if server_cpu is None else {"server_cpu_ms_per_request": 1000 * server_cpu / len(latencies),
-                                         "server_cores": server_cpu / elapsed}
-    return {"images_per_s": len(latencies) / elapsed, "p50_ms": 1000 * q[49], "p95_ms": 1000 * q[94],
-            "p99_ms": 1000 * q[98], "requests": len(latencies), "errors_5xx": sum(s >= 500 for s in statuses),
-            "errors_4xx": sum(400 <= s < 500 for s in statuses), "boxes_per_image": statistics.fmean(boxes or [0]),
-            "client_cores_used": client_cpu / elapsed,  # the load generator's share of the cores
-            **cpu, "batch_size_histogram": batch_histogram(metrics)}
+async def detect_loop(base: str, clients: int, requests: int, images: list[bytes], server_pid: int) -> dict:
+    """The classification benchmark's closed loop on ``/detect``, with the boxes each answer holds."""
+    boxes = []
+    result = await closed_loop(base, clients, requests, images, endpoint="detect", server_pid=server_pid,
+                               on_answer=lambda r: boxes.append(len(r.json()["predictions"][0]["boxes"])))
+    return {**result, "boxes_per_image": statistics.fmean(boxes or [0])}
 
 
 def run_server_case(path: Path, args) -> dict:
@@ -150,7 +113,7 @@ def run_server_case(path: Path, args) -> dict:
                                                                   args.max_delay_ms, args.runtime))
     server.start()
     try:
-        return asyncio.run(closed_loop(f"http://127.0.0.1:{port}", args.clients, args.requests, payloads(),
+        return asyncio.run(detect_loop(f"http://127.0.0.1:{port}", args.clients, args.requests, payloads(),
                                        server.pid))
     finally:
         server.terminate()
