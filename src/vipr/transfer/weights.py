@@ -17,7 +17,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 
 from vipr.data.augment import IMAGENET_MEAN, IMAGENET_STD
 from vipr.engine import checkpoint as ckpt
@@ -46,13 +45,12 @@ class InitialBackbone:
 def initial_backbone(checkpoint: str, backbone: str | None, image_size: int, run_dir: Path | None,
                      announce: bool = True) -> InitialBackbone:
     """Resolve ``checkpoint`` (see the module docstring) and load it; ConfigError / CheckpointError naming the fix."""
-    if checkpoint == RANDOM:
-        name = backbone or DEFAULT_BACKBONE
-        kwargs = {"small_stem": image_size <= 64}  # as pre-training picks it
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(0)
-            model = create_backbone(name, **kwargs)
-        return InitialBackbone(model, name, kwargs, IMAGENET_MEAN, IMAGENET_STD, RANDOM, Parent(RANDOM))
+    if checkpoint == RANDOM:  # the seeded random-init baseline evaluation uses, so the floors compare
+        from vipr.eval.features import load_eval_backbone
+
+        model, card = load_eval_backbone(RANDOM, backbone or DEFAULT_BACKBONE, image_size)
+        return InitialBackbone(model, card.architecture, dict(card.architecture_kwargs), card.mean, card.std, RANDOM,
+                               Parent(RANDOM))
     from vipr.platform.registry import resolve_source
 
     path = ckpt.resolve_path(resolve_source(checkpoint, FLAG))
