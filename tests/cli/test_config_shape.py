@@ -55,7 +55,7 @@ def test_a_bare_key_suggests_the_full_dotted_key(command, key, capsys, tmp_path)
     extra = [*RANDOM, "--data", DATA] if command[0] == "eval" else []
     code = main([*command, *extra, "--out", str(tmp_path / "run"), "--set", "batch_size=32"])
     err = capsys.readouterr().err
-    assert code == 1 and f"unknown config key 'batch_size'" in err and f"did you mean '{key}'" in err, err
+    assert code == 1 and "unknown config key 'batch_size'" in err and f"did you mean '{key}'" in err, err
 
 
 def test_eval_reads_config_file_and_set_and_writes_config_yaml(capsys, tmp_path):

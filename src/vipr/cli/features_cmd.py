@@ -56,7 +56,7 @@ def run(args) -> int:
     resolve_device(options.device)
     check_format(args.out)
     for path in written_files(args.out):
-        check_out_file(path, "--out" if path == Path(args.out) else f"--out's labels file")
+        check_out_file(path, "--out" if path == Path(args.out) else "--out's labels file")
     summary = run_features(checkpoint=resolve_checkpoint(args.checkpoint), data=args.data, out=args.out,
                            split=options.split, backbone=args.backbone, image_size=options.image_size,
                            batch_size=options.batch_size, device=options.device, progress=not args.no_progress)
