@@ -242,6 +242,15 @@ def _list_split(folder: Path, labelled: bool) -> tuple[list[str], list[tuple[str
 
 
 def _resolve_folder(root: Path, store_size: int, progress: bool = True):
+    listed, digest = list_folder(root)
+    return "folder", [digest], lambda w: _build_folder(w, root, listed, store_size, progress)
+
+
+def list_folder(root: Path) -> tuple[dict, str]:
+    """({split: (class names, [(path, size, mtime)], labels)}, sha256 of the listing) of image folder ``root``.
+
+    The listing defines the content: relative path, size and mtime of every file (the raw and the
+    encoded store key their entries by it)."""
     layout, labelled = _folder_layout(root)
     listed = {split: _list_split(folder, labelled) for split, folder in layout.items()}
     if "test" in listed and listed["test"][0] != listed["train"][0]:
@@ -249,12 +258,12 @@ def _resolve_folder(root: Path, store_size: int, progress: bool = True):
         raise DataError(f"{layout['test']} classes differ from {layout['train']}: missing in test "
                         f"{sorted(train - test)[:5]}, extra in test {sorted(test - train)[:5]}; "
                         f"give both splits the same class folders")
-    h = hashlib.sha256()  # the listing defines the content: relative path, size and mtime of every file
+    h = hashlib.sha256()
     for split, (classes, files, _) in listed.items():
         h.update(json.dumps([split, classes]).encode())
         for path, size, mtime in files:
             h.update(f"{os.path.relpath(path, root)}\0{size}\0{mtime}\n".encode())
-    return "folder", [h.hexdigest()], lambda w: _build_folder(w, root, listed, store_size, progress)
+    return listed, h.hexdigest()
 
 
 def stored_file_names(dataset: Dataset) -> dict[str, list[str]] | None:

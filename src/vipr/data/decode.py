@@ -1,0 +1,81 @@
+"""Decode encoded images straight into random-resized crops, on a pool of CPU threads.
+
+Each image is decoded once for all of its views. The crop boxes are drawn first, in source
+pixels, by torchvision's rule (``augment_ops.sample_crop_boxes``, from the run's generator,
+so a seed gives the same crops); then a JPEG is decoded at the smallest 1/1, 1/2, 1/4 or
+1/8 scale (libjpeg's DCT scaling via PIL's ``draft``) at which every one of its crop boxes
+still holds at least ``side`` pixels, and each box is resized to ``side`` x ``side`` in one
+antialiased PIL pass: pixels outside the boxes are never resized, and no crop is upsampled
+from a reduced decode. Flips and the photometric ops stay in the batched device pipeline.
+
+PIL releases the GIL while it decodes and resamples, so the threads run in parallel; give the
+pool the cores the model does not use (``decode_threads``).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import torch
+from PIL import Image
+
+from vipr.data.augment_ops import sample_crop_boxes
+
+DCT_SCALES = (8, 4, 2, 1)  # libjpeg decodes at 1/8, 1/4, 1/2 or full scale
+
+
+def decode_threads(model_threads: int) -> int:
+    """Threads for decoding: the cores the model's intra-op threads leave free, at least one."""
+    return max(1, (os.cpu_count() or 1) - model_threads)
+
+
+def draw_boxes(heights: Sequence[int], widths: Sequence[int], scales: Sequence[tuple[float, float]],
+               ratio: tuple[float, float], generator: torch.Generator) -> np.ndarray:
+    """(B, V, 4) int64 crop boxes (top, left, height, width) in source pixels, V = len(scales)."""
+    boxes = np.empty((len(heights), len(scales), 4), np.int64)
+    for i, (h, w) in enumerate(zip(heights, widths)):
+        for v, scale in enumerate(scales):
+            boxes[i, v] = sample_crop_boxes(1, int(h), int(w), scale, ratio, generator)[0].numpy()
+    return boxes
+
+
+def decode_crops(blob: bytes, boxes: np.ndarray, side: int) -> np.ndarray:
+    """(V, 3, side, side) uint8: each of ``boxes`` (V, 4; source pixels) of one encoded image."""
+    with Image.open(io.BytesIO(blob)) as im:
+        width, height = im.size
+        reduce = _dct_reduction(boxes, side) if im.format == "JPEG" else 1
+        if reduce > 1:
+            im.draft("RGB", (-(-width // reduce), -(-height // reduce)))
+        im = im.convert("RGB")
+        sx, sy = im.size[0] / width, im.size[1] / height  # the decoded scale, per axis
+        out = np.empty((len(boxes), side, side, 3), np.uint8)
+        for v, (top, left, h, w) in enumerate(boxes):
+            box = (left * sx, top * sy, (left + w) * sx, (top + h) * sy)
+            out[v] = np.asarray(im.resize((side, side), Image.Resampling.BILINEAR, box=box))
+    return out.transpose(0, 3, 1, 2)
+
+
+def _dct_reduction(boxes: np.ndarray, side: int) -> int:
+    """The largest DCT reduction keeping every box at least ``side`` pixels on its shorter edge."""
+    shortest = int(boxes[:, 2:].min())
+    return next(r for r in DCT_SCALES if r == 1 or shortest // r >= side)
+
+
+class CropDecoder:
+    """Decode batches of encoded images into per-view uint8 crops on a thread pool."""
+
+    def __init__(self, side: int, threads: int):
+        self.side = side
+        self.pool = ThreadPoolExecutor(max(1, threads), thread_name_prefix="vipr-decode")
+
+    def __call__(self, blobs: Sequence[bytes], boxes: np.ndarray) -> torch.Tensor:
+        """(V, B, 3, side, side) uint8 crops of ``blobs`` at ``boxes`` (B, V, 4)."""
+        crops = list(self.pool.map(decode_crops, blobs, boxes, [self.side] * len(blobs)))
+        return torch.from_numpy(np.stack(crops, axis=1))
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True)

@@ -1,0 +1,62 @@
+"""Build (once) and open the encoded store of an image folder, keyed like the raw store by its listing.
+
+The folder layouts are those of ``vipr.data.sources`` (train/ with val/ or test/, class
+folders, or loose unlabelled images); the key hashes every file's relative path, size and
+mtime, so an unchanged folder reopens its entry at once and an edited one builds a new entry.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from vipr.data import sources
+from vipr.data.encoded import SHARD_BYTES, EncodedSplit, open_encoded, publish, write_split
+from vipr.data.store import StoreWriter, ensure_entry, source_key
+from vipr.engine.progress import side_bar
+from vipr.errors import DataError
+from vipr.fsutil import cache_root
+
+ENCODED_VERSION = 1  # part of the key: bump when what is stored for a file changes
+
+
+@dataclass
+class EncodedDataset:
+    """An image folder in the encoded store: splits of encoded bytes, class names, digest."""
+
+    name: str
+    train: EncodedSplit
+    test: EncodedSplit | None
+    classes: list[str]
+    digest: str
+    skipped: list[tuple[str, str]]
+    store_dir: Path
+
+
+def open_encoded_folder(src: str, *, cache_dir: str | os.PathLike | None = None, progress: bool = True,
+                        shard_bytes: int = SHARD_BYTES) -> EncodedDataset:
+    """The encoded store of image folder ``src``, built on first use (every file's bytes read once)."""
+    root = Path(src).expanduser()
+    if not root.is_dir():
+        raise DataError(f"the encoded store takes an image folder; {src!r} is not one. {sources.LAYOUTS}")
+    listed, listing_digest = sources.list_folder(root)
+    key = source_key("encoded-folder", ENCODED_VERSION, shard_bytes, listing_digest)
+    cache = cache_root(cache_dir)
+    entry = ensure_entry(cache, key, lambda: StoreWriter(cache, key),
+                         lambda writer: _build(writer, src, root, listed, shard_bytes, progress))
+    meta, splits = open_encoded(entry)
+    return EncodedDataset(name=str(src), train=splits["train"], test=splits.get("test"), classes=meta["classes"],
+                          digest=meta["digest"], skipped=[tuple(item) for item in meta["skipped"]], store_dir=entry)
+
+
+def _build(writer: StoreWriter, src: str, root: Path, listed: dict, shard_bytes: int, progress: bool) -> None:
+    skipped, digests = [], {}
+    for split, (_, files, labels) in listed.items():
+        with side_bar(total=len(files), desc=f"encoding {split}", unit="img", leave=False, enabled=progress) as bar:
+            kept, failures, digests[split] = write_split(writer, split, [f[0] for f in files], labels,
+                                                         shard_bytes, bar)
+        skipped += [(Path(os.path.relpath(path, root)).as_posix(), reason) for path, reason in failures]
+        if kept == 0:
+            raise DataError(f"no image in {root} ({split}) could be read; first failure: {failures[0]}")
+    publish(writer, source=src, classes=listed["train"][0], skipped=skipped, digests=digests)

@@ -1,0 +1,133 @@
+"""The encoded store: bytes kept or re-encoded as stated, WebDataset layout, index, skips, reuse; crop decoding."""
+
+from __future__ import annotations
+
+import io
+import tarfile
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from vipr.data.decode import CropDecoder, _dct_reduction, decode_crops, draw_boxes
+from vipr.data.encoded import index_webdataset
+from vipr.data.encoded_source import open_encoded_folder
+from vipr.errors import DataError
+
+
+def _photo(seed: int, size=(96, 72)) -> Image.Image:
+    """A smooth random image (JPEG-friendly), width x height = size."""
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 256, (size[1] // 8, size[0] // 8, 3), dtype=np.uint8)
+    return Image.fromarray(small).resize(size, Image.Resampling.BICUBIC)
+
+
+@pytest.fixture
+def folder(tmp_path):
+    root = tmp_path / "photos"
+    for split, n in (("train", 3), ("test", 1)):
+        for label, cls in enumerate(("cat", "dog")):
+            (root / split / cls).mkdir(parents=True)
+            for i in range(n):
+                image = _photo(100 * label + 10 * i + len(split))
+                suffix = "png" if i == 1 else "jpg"
+                image.save(root / split / cls / f"{i}.{suffix}", quality=85)
+    (root / "train" / "dog" / "broken.jpg").write_bytes(b"\xff\xd8\xff not a jpeg")
+    return root
+
+
+def test_jpeg_kept_byte_for_byte_png_reencoded_broken_skipped(folder, tmp_path):
+    ds = open_encoded_folder(str(folder), cache_dir=tmp_path / "cache", progress=False)
+    assert ds.classes == ["cat", "dog"] and len(ds.train) == 6 and len(ds.test) == 2
+    assert [p for p, _ in ds.skipped] == ["train/dog/broken.jpg"]
+    assert ds.train.labels.tolist() == [0, 0, 0, 1, 1, 1]
+    jpeg = (folder / "train" / "cat" / "0.jpg").read_bytes()
+    assert ds.train.blob(0) == jpeg  # kept as is
+    png = ds.train.blob(1)
+    assert png.startswith(b"\xff\xd8\xff")  # re-encoded as JPEG
+    original = np.asarray(Image.open(folder / "train" / "cat" / "1.png").convert("RGB"), dtype=float)
+    assert np.abs(np.asarray(Image.open(io.BytesIO(png)), dtype=float) - original).mean() < 3  # quality 90
+    assert ds.train.sizes(0) == (72, 96)
+
+
+def test_shards_are_webdataset_tars_and_reindex_the_same(folder, tmp_path):
+    ds = open_encoded_folder(str(folder), cache_dir=tmp_path / "cache", progress=False, shard_bytes=4096)
+    assert len(ds.train.shards) > 1  # small shards: the writer rolls over
+    with tarfile.open(ds.train.shards[0]) as tar:
+        names = tar.getnames()
+        assert names[:2] == ["000000000.jpg", "000000000.cls"]
+        assert tar.extractfile("000000000.cls").read() == b"0"
+    again = index_webdataset(ds.train.shards)
+    for key in ("label", "height", "width", "size"):
+        np.testing.assert_array_equal(again.index[key], ds.train.index[key])
+    assert [again.blob(i) for i in range(len(again))] == [ds.train.blob(i) for i in range(len(ds.train))]
+
+
+def test_unchanged_folder_reuses_entry_changed_one_builds_new(folder, tmp_path):
+    first = open_encoded_folder(str(folder), cache_dir=tmp_path / "cache", progress=False)
+    stamp = (first.store_dir / "meta.json").stat().st_mtime_ns
+    second = open_encoded_folder(str(folder), cache_dir=tmp_path / "cache", progress=False)
+    assert second.store_dir == first.store_dir and (second.store_dir / "meta.json").stat().st_mtime_ns == stamp
+    _photo(7).save(folder / "train" / "cat" / "new.jpg")
+    third = open_encoded_folder(str(folder), cache_dir=tmp_path / "cache", progress=False)
+    assert third.store_dir != first.store_dir and len(third.train) == 7 and third.digest != first.digest
+
+
+def test_not_a_folder_and_damaged_entry_fail_with_one_line(folder, tmp_path):
+    with pytest.raises(DataError, match="takes an image folder"):
+        open_encoded_folder(str(tmp_path / "missing"), cache_dir=tmp_path / "cache")
+    ds = open_encoded_folder(str(folder), cache_dir=tmp_path / "cache", progress=False)
+    (ds.store_dir / "train_index.npz").write_bytes(b"junk")
+    with pytest.raises(DataError, match="is damaged.*delete that folder"):
+        open_encoded_folder(str(folder), cache_dir=tmp_path / "cache", progress=False)
+
+
+def test_crop_equals_pil_crop_and_resize_of_the_full_image(tmp_path):
+    image = _photo(3, size=(120, 80))
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")  # not JPEG: decoded at full scale, so exact
+    boxes = np.array([[10, 20, 40, 60], [0, 0, 80, 120]])
+    crops = decode_crops(buffer.getvalue(), boxes, 16)
+    for crop, (top, left, h, w) in zip(crops, boxes):
+        expected = image.resize((16, 16), Image.Resampling.BILINEAR, box=(left, top, left + w, top + h))
+        np.testing.assert_array_equal(crop.transpose(1, 2, 0), np.asarray(expected))
+
+
+def test_jpeg_decoded_at_reduced_scale_only_when_every_box_allows():
+    assert _dct_reduction(np.array([[0, 0, 200, 300]]), 32) == 4  # 200 // 4 = 50 >= 32, 200 // 8 = 25 < 32
+    assert _dct_reduction(np.array([[0, 0, 200, 300], [0, 0, 40, 40]]), 32) == 1  # the small box rules
+    assert _dct_reduction(np.array([[0, 0, 256, 256]]), 32) == 8
+
+
+def test_reduced_jpeg_decode_stays_close_to_the_full_decode():
+    image = _photo(5, size=(256, 192))
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=95)
+    boxes = np.array([[0, 0, 192, 256], [30, 40, 128, 128]])  # reduction 4 for a 32-px side
+    crops = decode_crops(buffer.getvalue(), boxes, 32).astype(float)
+    full = Image.open(io.BytesIO(buffer.getvalue())).convert("RGB")
+    for crop, (top, left, h, w) in zip(crops, boxes):
+        expected = full.resize((32, 32), Image.Resampling.BILINEAR, box=(left, top, left + w, top + h))
+        assert np.abs(crop.transpose(1, 2, 0) - np.asarray(expected, dtype=float)).mean() < 4
+
+
+def test_boxes_follow_the_generator_and_decoder_batches_views():
+    heights, widths = [72, 80], [96, 120]
+    a = draw_boxes(heights, widths, [(0.2, 1.0), (0.5, 1.0)], (3 / 4, 4 / 3), torch.Generator().manual_seed(1))
+    b = draw_boxes(heights, widths, [(0.2, 1.0), (0.5, 1.0)], (3 / 4, 4 / 3), torch.Generator().manual_seed(1))
+    np.testing.assert_array_equal(a, b)
+    assert (a[..., 0] + a[..., 2] <= np.array(heights)[:, None]).all()
+    assert (a[..., 1] + a[..., 3] <= np.array(widths)[:, None]).all()
+    blobs = []
+    for seed, (h, w) in enumerate(zip(heights, widths)):
+        buffer = io.BytesIO()
+        _photo(seed, size=(w, h)).save(buffer, format="JPEG")
+        blobs.append(buffer.getvalue())
+    decoder = CropDecoder(side=24, threads=2)
+    try:
+        views = decoder(blobs, a)
+    finally:
+        decoder.close()
+    assert views.shape == (2, 2, 3, 24, 24) and views.dtype == torch.uint8
+    np.testing.assert_array_equal(views[1, 0].numpy(), decode_crops(blobs[0], a[0], 24)[1])
