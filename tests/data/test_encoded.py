@@ -88,16 +88,17 @@ def test_crop_equals_pil_crop_and_resize_of_the_full_image(tmp_path):
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")  # not JPEG: decoded at full scale, so exact
     boxes = np.array([[10, 20, 40, 60], [0, 0, 80, 120]])
-    crops = decode_crops(buffer.getvalue(), boxes, 16)
+    crops = decode_crops(buffer.getvalue(), boxes, [16, 16])
     for crop, (top, left, h, w) in zip(crops, boxes):
         expected = image.resize((16, 16), Image.Resampling.BILINEAR, box=(left, top, left + w, top + h))
         np.testing.assert_array_equal(crop.transpose(1, 2, 0), np.asarray(expected))
 
 
 def test_jpeg_decoded_at_reduced_scale_only_when_every_box_allows():
-    assert _dct_reduction(np.array([[0, 0, 200, 300]]), 32) == 4  # 200 // 4 = 50 >= 32, 200 // 8 = 25 < 32
-    assert _dct_reduction(np.array([[0, 0, 200, 300], [0, 0, 40, 40]]), 32) == 1  # the small box rules
-    assert _dct_reduction(np.array([[0, 0, 256, 256]]), 32) == 8
+    assert _dct_reduction(np.array([[0, 0, 200, 300]]), [32]) == 4  # 200 // 4 = 50 >= 32, 200 // 8 = 25 < 32
+    assert _dct_reduction(np.array([[0, 0, 200, 300], [0, 0, 40, 40]]), [32, 32]) == 1  # the small box rules
+    assert _dct_reduction(np.array([[0, 0, 200, 300], [0, 0, 40, 40]]), [32, 8]) == 4  # a small box, a small side
+    assert _dct_reduction(np.array([[0, 0, 256, 256]]), [32]) == 8
 
 
 def test_reduced_jpeg_decode_stays_close_to_the_full_decode():
@@ -105,7 +106,7 @@ def test_reduced_jpeg_decode_stays_close_to_the_full_decode():
     buffer = io.BytesIO()
     image.save(buffer, format="JPEG", quality=95)
     boxes = np.array([[0, 0, 192, 256], [30, 40, 128, 128]])  # reduction 4 for a 32-px side
-    crops = decode_crops(buffer.getvalue(), boxes, 32).astype(float)
+    crops = [c.astype(float) for c in decode_crops(buffer.getvalue(), boxes, [32, 32])]
     full = Image.open(io.BytesIO(buffer.getvalue())).convert("RGB")
     for crop, (top, left, h, w) in zip(crops, boxes):
         expected = full.resize((32, 32), Image.Resampling.BILINEAR, box=(left, top, left + w, top + h))
@@ -124,10 +125,48 @@ def test_boxes_follow_the_generator_and_decoder_batches_views():
         buffer = io.BytesIO()
         _photo(seed, size=(w, h)).save(buffer, format="JPEG")
         blobs.append(buffer.getvalue())
-    decoder = CropDecoder(side=24, threads=2)
+    decoder = CropDecoder(sides=[24, 16], threads=2)
     try:
         views = decoder(blobs, a)
+        centers = decoder.centers(blobs, heights, widths)
     finally:
         decoder.close()
-    assert views.shape == (2, 2, 3, 24, 24) and views.dtype == torch.uint8
-    np.testing.assert_array_equal(views[1, 0].numpy(), decode_crops(blobs[0], a[0], 24)[1])
+    assert [tuple(v.shape) for v in views] == [(2, 3, 24, 24), (2, 3, 16, 16)] and views[0].dtype == torch.uint8
+    np.testing.assert_array_equal(views[1][0].numpy(), decode_crops(blobs[0], a[0], [24, 16])[1])
+    full = Image.open(io.BytesIO(blobs[1])).convert("RGB")  # 120 x 80: the centred 80 x 80 square
+    expected = full.resize((24, 24), Image.Resampling.BILINEAR, box=(20, 0, 100, 80))
+    assert np.abs(centers[1].transpose(1, 2, 0).astype(float) - np.asarray(expected, dtype=float)).mean() < 4
+
+
+def test_encoded_loader_cuts_each_views_crop_and_resumes_mid_epoch(folder, tmp_path):
+    from vipr.data.augment import get_recipe
+    from vipr.data.encoded_loader import EncodedBatchIterator
+    from vipr.data.encoded_source import as_dataset
+
+    ds = as_dataset(open_encoded_folder(str(folder), cache_dir=tmp_path / "cache", progress=False), side=24, threads=1)
+    assert ds.train.images.shape == (6, 3, 24, 24) and ds.train.images[[2, 0]].shape == (2, 3, 24, 24)
+    specs = get_recipe("moco_v2", 16)
+    loader = EncodedBatchIterator(ds.train, 2, specs=specs, threads=2, seed=3)
+    loader.set_epoch(1)
+    full = list(loader)
+    assert len(full) == 3 and all(len(b.crops) == 2 and b.crops[1].shape == (2, 3, 16, 16) for b in full)
+    assert sorted(int(i) for b in full for i in b.indices) == list(range(6))
+    assert all((b.labels.numpy() == ds.train.labels[b.indices.numpy()]).all() for b in full)
+    loader.set_epoch(1, start_step=2)  # a resumed epoch cuts the same crops of the same images
+    resumed = list(loader)
+    assert len(resumed) == 1 and all(torch.equal(a, b) for a, b in zip(resumed[0].crops, full[2].crops))
+    assert not torch.equal(full[0].crops[0], full[0].crops[1])  # two views, two crops
+
+
+def test_views_from_crops_flip_and_colour_but_do_not_crop():
+    from vipr.data.augment import ViewSpec, augment_crops
+
+    crops = [torch.randint(0, 256, (4, 3, 8, 8), dtype=torch.uint8)]
+    plain = ViewSpec(size=8, flip_p=0.0, jitter_p=0.0, gray_p=0.0)
+    out = augment_crops(crops, [plain], mean=(0, 0, 0), std=(1, 1, 1), generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(out[0], crops[0].float() / 255)  # nothing drawn: the decoded crop itself
+    flipped = augment_crops(crops, [ViewSpec(size=8, flip_p=1.0, jitter_p=0.0, gray_p=0.0)], mean=(0, 0, 0),
+                            std=(1, 1, 1), generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(flipped[0], crops[0].flip(-1).float() / 255)
+    with pytest.raises(ValueError, match="must be 16 px square"):
+        augment_crops(crops, [ViewSpec(size=16)], generator=torch.Generator())

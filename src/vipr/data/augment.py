@@ -32,6 +32,7 @@ from torch import Tensor
 from vipr.data.augment_color import color_jitter
 from vipr.data.augment_ops import (
     as_float_image,
+    coin_flips,
     gaussian_blur,
     normalize,
     random_grayscale,
@@ -44,6 +45,7 @@ __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "ViewSpec",
+    "augment_crops",
     "augment_views",
     "color_jitter",
     "eval_transform",
@@ -102,6 +104,24 @@ def augment_view(x: Tensor, view: ViewSpec, generator: torch.Generator | None = 
         (B, 3, S, S) float in [0, 1], S = ``view.size``.
     """
     x = random_resized_crop(x, view.size, view.scale, view.ratio, view.flip_p, generator)
+    return photometric(x, view, generator)
+
+
+def augment_cropped(x: Tensor, view: ViewSpec, generator: torch.Generator | None = None) -> Tensor:
+    """One un-normalised view of a batch whose crop was taken at decode (``vipr.data.decode``).
+
+    The flip and the photometric ops of :func:`augment_view`, per sample; ``x`` is
+    (B, 3, S, S) uint8 or float in [0, 1] with S = ``view.size``."""
+    if x.shape[-2:] != (view.size, view.size):
+        raise ValueError(f"a crop of this view must be {view.size} px square, got {tuple(x.shape[-2:])}")
+    x = as_float_image(x)
+    flip = coin_flips(len(x), view.flip_p, generator).to(x.device)
+    x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+    return photometric(x, view, generator)
+
+
+def photometric(x: Tensor, view: ViewSpec, generator: torch.Generator | None = None) -> Tensor:
+    """Colour jitter, grayscale, blur and solarize of ``view`` on a float (B, 3, S, S) batch in [0, 1]."""
     x = color_jitter(x, *view.jitter, p=view.jitter_p, generator=generator)
     x = random_grayscale(x, view.gray_p, generator)
     x = gaussian_blur(x, view.blur_sigma, view.blur_p, generator)
@@ -135,6 +155,21 @@ def augment_views(
         view_x = normalize(augment_view(x, view, generator), mean, std)
         out.append(view_x.contiguous(memory_format=torch.channels_last))
     return out
+
+
+def augment_crops(
+    crops: Sequence[Tensor],
+    views: Sequence[ViewSpec],
+    *,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+    generator: torch.Generator | None = None,
+) -> list[Tensor]:
+    """:func:`augment_views` for views cropped at decode: ``crops[i]`` is view i's (B, 3, S_i, S_i) uint8."""
+    if len(crops) != len(views):
+        raise ValueError(f"{len(crops)} decoded crops for {len(views)} views")
+    return [normalize(augment_cropped(c, v, generator), mean, std).contiguous(memory_format=torch.channels_last)
+            for c, v in zip(crops, views)]
 
 
 def eval_transform(

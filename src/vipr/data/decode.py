@@ -43,39 +43,52 @@ def draw_boxes(heights: Sequence[int], widths: Sequence[int], scales: Sequence[t
     return boxes
 
 
-def decode_crops(blob: bytes, boxes: np.ndarray, side: int) -> np.ndarray:
-    """(V, 3, side, side) uint8: each of ``boxes`` (V, 4; source pixels) of one encoded image."""
+def decode_crops(blob: bytes, boxes: np.ndarray, sides: Sequence[int]) -> list[np.ndarray]:
+    """One (3, S_v, S_v) uint8 array per box: ``boxes[v]`` (top, left, height, width in source pixels)
+    of one encoded image, resized to ``sides[v]``."""
     with Image.open(io.BytesIO(blob)) as im:
         width, height = im.size
-        reduce = _dct_reduction(boxes, side) if im.format == "JPEG" else 1
+        reduce = _dct_reduction(boxes, sides) if im.format == "JPEG" else 1
         if reduce > 1:
             im.draft("RGB", (-(-width // reduce), -(-height // reduce)))
         im = im.convert("RGB")
         sx, sy = im.size[0] / width, im.size[1] / height  # the decoded scale, per axis
-        out = np.empty((len(boxes), side, side, 3), np.uint8)
-        for v, (top, left, h, w) in enumerate(boxes):
+        out = []
+        for (top, left, h, w), side in zip(boxes, sides):
             box = (left * sx, top * sy, (left + w) * sx, (top + h) * sy)
-            out[v] = np.asarray(im.resize((side, side), Image.Resampling.BILINEAR, box=box))
-    return out.transpose(0, 3, 1, 2)
+            out.append(np.asarray(im.resize((side, side), Image.Resampling.BILINEAR, box=box)).transpose(2, 0, 1))
+    return out
 
 
-def _dct_reduction(boxes: np.ndarray, side: int) -> int:
-    """The largest DCT reduction keeping every box at least ``side`` pixels on its shorter edge."""
-    shortest = int(boxes[:, 2:].min())
-    return next(r for r in DCT_SCALES if r == 1 or shortest // r >= side)
+def center_box(height: int, width: int) -> np.ndarray:
+    """(1, 4) box of the centred square of an image: the raw store's crop (``sources._decode_image``)."""
+    side = min(height, width)
+    return np.array([[(height - side) // 2, (width - side) // 2, side, side]])
+
+
+def _dct_reduction(boxes: np.ndarray, sides: Sequence[int]) -> int:
+    """The largest DCT reduction keeping every box at least its side in pixels on its shorter edge."""
+    shortest = boxes[:, 2:].min(axis=1)
+    return next(r for r in DCT_SCALES if r == 1 or all(s // r >= side for s, side in zip(shortest, sides)))
 
 
 class CropDecoder:
     """Decode batches of encoded images into per-view uint8 crops on a thread pool."""
 
-    def __init__(self, side: int, threads: int):
-        self.side = side
+    def __init__(self, sides: Sequence[int], threads: int):
+        self.sides = tuple(sides)
         self.pool = ThreadPoolExecutor(max(1, threads), thread_name_prefix="vipr-decode")
 
-    def __call__(self, blobs: Sequence[bytes], boxes: np.ndarray) -> torch.Tensor:
-        """(V, B, 3, side, side) uint8 crops of ``blobs`` at ``boxes`` (B, V, 4)."""
-        crops = list(self.pool.map(decode_crops, blobs, boxes, [self.side] * len(blobs)))
-        return torch.from_numpy(np.stack(crops, axis=1))
+    def __call__(self, blobs: Sequence[bytes], boxes: np.ndarray) -> list[torch.Tensor]:
+        """One (B, 3, S_v, S_v) uint8 batch per view of ``blobs`` at ``boxes`` (B, V, 4)."""
+        crops = list(self.pool.map(decode_crops, blobs, boxes, [self.sides] * len(blobs)))
+        return [torch.from_numpy(np.stack([c[v] for c in crops])) for v in range(len(self.sides))]
+
+    def centers(self, blobs: Sequence[bytes], heights: Sequence[int], widths: Sequence[int]) -> np.ndarray:
+        """(B, 3, S, S) uint8 centred squares at the first side: images as the raw store holds them."""
+        boxes = [center_box(int(h), int(w)) for h, w in zip(heights, widths)]
+        crops = self.pool.map(decode_crops, blobs, boxes, [self.sides[:1]] * len(blobs))
+        return np.stack([c[0] for c in crops]) if len(blobs) else np.empty((0, 3, self.sides[0], self.sides[0]), np.uint8)
 
     def close(self) -> None:
         self.pool.shutdown(wait=True)

@@ -11,9 +11,13 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from vipr.data import sources
+from vipr.data.decode import CropDecoder
 from vipr.data.encoded import SHARD_BYTES, EncodedSplit, open_encoded, publish, write_split
 from vipr.data.store import StoreWriter, ensure_entry, source_key
+from vipr.data.types import Dataset, ImageSplit
 from vipr.engine.progress import side_bar
 from vipr.errors import DataError
 from vipr.fsutil import cache_root
@@ -60,3 +64,49 @@ def _build(writer: StoreWriter, src: str, root: Path, listed: dict, shard_bytes:
         if kept == 0:
             raise DataError(f"no image in {root} ({split}) could be read; first failure: {failures[0]}")
     publish(writer, source=src, classes=listed["train"][0], skipped=skipped, digests=digests)
+
+
+class DecodedImages:
+    """A read-only (N, 3, S, S) uint8 array-like over an encoded split, rows decoded when read.
+
+    A row is the image's centred square at S px, as the raw store holds it (``sources._decode_image``),
+    so feature banks, neighbour fetches and evaluation read an encoded dataset unchanged; training
+    crops come from the encoded loader instead (``vipr.data.encoded_loader``), cropped at decode.
+    """
+
+    ndim = 4
+    dtype = np.dtype(np.uint8)
+
+    def __init__(self, encoded: EncodedSplit, side: int, threads: int):
+        self.encoded, self.side = encoded, side
+        self.decoder = CropDecoder([side], threads)
+
+    @property
+    def shape(self) -> tuple[int, int, int, int]:
+        return len(self.encoded), 3, self.side, self.side
+
+    def __len__(self) -> int:
+        return len(self.encoded)
+
+    def __getitem__(self, key) -> np.ndarray:
+        if isinstance(key, (int, np.integer)):
+            return self[np.array([key])][0]
+        rows = np.arange(len(self))[key] if isinstance(key, slice) else np.asarray(key, dtype=np.int64)
+        if rows.ndim != 1:
+            raise TypeError(f"an encoded split is read by an int, a slice or a 1-D index array, got {key!r}")
+        index = self.encoded.index
+        return self.decoder.centers([self.encoded.blob(int(i)) for i in rows], index["height"][rows],
+                                    index["width"][rows])
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        whole = self[:]
+        return whole if dtype is None else whole.astype(dtype)
+
+
+def as_dataset(encoded: EncodedDataset, side: int, threads: int) -> Dataset:
+    """``encoded`` as a vipr Dataset whose splits decode to ``side`` px when read (see DecodedImages)."""
+    def split(part: EncodedSplit | None) -> ImageSplit | None:
+        return None if part is None else ImageSplit(DecodedImages(part, side, threads), part.labels.copy())
+
+    return Dataset(name=encoded.name, train=split(encoded.train), test=split(encoded.test), classes=encoded.classes,
+                   digest=encoded.digest, skipped=encoded.skipped, store_dir=encoded.store_dir)

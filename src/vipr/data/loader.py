@@ -89,9 +89,9 @@ class BatchIterator:
         if not 0 <= step <= self.steps:
             raise ValueError(f"step must be in 0..{self.steps}, got {step}")
         shard, b = self.shard(), self.batch_size
-        return self._prefetched([shard[s * b:(s + 1) * b] for s in range(step, self.steps)])
+        return self._prefetched([(s, shard[s * b:(s + 1) * b]) for s in range(step, self.steps)])
 
-    def _prefetched(self, blocks: list[np.ndarray]) -> Iterator[Batch]:
+    def _prefetched(self, blocks: list[tuple[int, np.ndarray]]) -> Iterator[Batch]:
         ready: queue.Queue = queue.Queue(maxsize=self.prefetch)
         stop = threading.Event()
         thread = threading.Thread(target=self._produce, args=(blocks, ready, stop), daemon=True,
@@ -106,11 +106,11 @@ class BatchIterator:
             stop.set()
             thread.join()
 
-    def _produce(self, blocks: list[np.ndarray], ready: queue.Queue, stop: threading.Event) -> None:
+    def _produce(self, blocks: list[tuple[int, np.ndarray]], ready: queue.Queue, stop: threading.Event) -> None:
         pin = self.device.type == "cuda"  # pinned host memory makes the copy asynchronous
         try:
-            for idx in blocks:
-                batch = self._read(idx)
+            for step, idx in blocks:
+                batch = self._read(idx, step)
                 if pin:
                     batch = batch.pin_memory()
                 if not _put(ready, batch, stop):
@@ -119,8 +119,8 @@ class BatchIterator:
         except BaseException as e:  # noqa: BLE001 -- re-raised in the consuming thread
             _put(ready, e, stop)
 
-    def _read(self, idx: np.ndarray) -> Batch:
-        """One batch in drawn order (see :func:`read_rows`)."""
+    def _read(self, idx: np.ndarray, step: int) -> Batch:
+        """Batch ``step`` of the epoch, in drawn order (see :func:`read_rows`)."""
         labels = self.labels[idx]  # fancy indexing copies: contiguous and owned
         return Batch(torch.from_numpy(read_rows(self.split.images, idx)), torch.from_numpy(labels), torch.from_numpy(idx.copy()))
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 import torch
 from torch import Tensor
 
-from vipr.data.augment import IMAGENET_MEAN, IMAGENET_STD, ViewSpec, augment_views
+from vipr.data.augment import IMAGENET_MEAN, IMAGENET_STD, ViewSpec, augment_crops, augment_views
 
 
 @dataclass(frozen=True)
@@ -36,6 +36,12 @@ class ViewMaker:
         with torch.autocast(self.device.type, enabled=False):
             return augment_views(images.to(self.device, non_blocking=True), chosen, mean=self.mean, std=self.std,
                                  generator=self.generator)
+
+    def from_crops(self, crops: Sequence[Tensor]) -> list[Tensor]:
+        """The views of crops taken at decode (``Batch.crops``: one uint8 batch per spec, in order)."""
+        with torch.autocast(self.device.type, enabled=False):
+            return augment_crops([c.to(self.device, non_blocking=True) for c in crops], self.specs, mean=self.mean,
+                                 std=self.std, generator=self.generator)
 
     def with_specs(self, specs: Sequence[ViewSpec]) -> ViewMaker:
         """The same maker (and generator) drawing ``specs`` instead, e.g. CLIM's extra low-resolution crop."""

@@ -38,6 +38,8 @@ class PretrainMethod(TaskBase):
         if self.views is None:
             raise ContractError(f"{type(self).__name__} has no view maker; build it with "
                                 "vipr.ssl.create_method(config, backbone, views=ViewMaker(...))")
+        if batch.crops is not None:  # the encoded store cropped at decode: flips and colour remain
+            return self.forward_views(self.views.from_crops(batch.crops), batch)
         return self.forward_views(self.views(batch.images), batch)
 
     def forward_views(self, views: list[Tensor], batch: Batch | None) -> dict[str, Tensor]:
