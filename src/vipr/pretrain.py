@@ -14,9 +14,11 @@ from vipr import ssl
 from vipr.config import (BATCH, COUNT, COUNT_OR_OFF, DEVICE, EPOCHS, LR, PRECISION, PROB, SEED, SIDE_PX, THREADS,
                          WEIGHT_DECAY, Choices, Range, config_digest, from_dict, to_dict, without_run_only)
 from vipr.data.augment import IMAGENET_MEAN, IMAGENET_STD, get_recipe
+from vipr.data.encoded_loader import EncodedBatchIterator
+from vipr.data.encoded_source import DecodedImages
 from vipr.data.loader import BatchIterator
-from vipr.data.sources import open_dataset
 from vipr.data.splits import load_label_split
+from vipr.data.stores import STORES, open_training_dataset
 from vipr.data.train_data import TrainData
 from vipr.data.types import ImageSplit
 from vipr.data.views import ViewMaker
@@ -40,7 +42,9 @@ from vipr.profiles import PROFILES, apply_profile
 class DataConfig:
     source: str = "builtin:shapes"
     image_size: Annotated[int, SIDE_PX] = 32  # side of the augmented crops, px
-    store_size: Annotated[int | None, SIDE_PX] = None  # side of decoded images for file trees (None: source default)
+    store_size: Annotated[int | None, SIDE_PX] = None  # side of stored images of file trees (None: vipr.data.stores)
+    store: Annotated[str, Choices(*STORES)] = "auto"  # raw | encoded | auto: raw when it fits raw_budget_gb
+    raw_budget_gb: Annotated[float | None, Range(0, 10**6, low_open=True)] = None  # None: 1/4 of the free disk
     # defaults recipe: small (<= 64 px) or large images; auto picks by image_size (vipr.profiles)
     profile: Annotated[str, Choices(*PROFILES)] = "auto"
 
@@ -120,7 +124,9 @@ def run_pretrain(config: PretrainConfig, out_dir: str | Path, resume: bool = Fal
     if config.model.init_weights and not resume:
         check_weights_file(config.model.init_weights)  # before the run folder
     out = prepare_run_dir(out_dir, config, resume, checkpoint_name=CHECKPOINT_NAME)
-    dataset = open_dataset(config.data.source, store_size=config.data.store_size, progress=config.train.progress)
+    dataset, _ = open_training_dataset(config.data.source, store=config.data.store, store_size=config.data.store_size,
+                                       image_size=config.data.image_size, raw_budget_gb=config.data.raw_budget_gb,
+                                       model_threads=torch.get_num_threads(), progress=config.train.progress)
     warn_about_data(config, len(dataset.train))
     if dist.is_main() and dataset.skipped:
         atomic_write_text(out / "skipped.txt", "".join(f"{p}\t{r}\n" for p, r in dataset.skipped))
@@ -176,8 +182,7 @@ def build_trainer(config: PretrainConfig, dataset, device: torch.device, out: Pa
         model.online.compile()  # in place, so state_dict keys stay; online = backbone + projection
     lr = config.optim.lr * config.train.batch_size / 256
     optimizer = create_optimizer(config.optim.optimizer, model, lr, config.optim.momentum, config.optim.weight_decay)
-    loader = BatchIterator(train, per_rank, shuffle=True, seed=config.train.seed, drop_last=True,
-                           rank=dist.rank(), world_size=world)
+    loader = training_loader(train, per_rank, model.views.specs, config.train.seed)
     settings = LoopSettings(
         epochs=config.train.epochs, precision=precision,
         warmup_steps=int(config.optim.warmup_epochs * len(loader)), min_lr_ratio=config.optim.min_lr_ratio,
@@ -188,6 +193,14 @@ def build_trainer(config: PretrainConfig, dataset, device: torch.device, out: Pa
                      method=config.method.name, classes=dataset.classes, dataset=dataset.name,
                      dataset_digest=dataset.digest, config=to_dict(config), config_hash=config_hash(config))
     return Trainer(model, optimizer, loader, settings, out, card, device, generator, monitor=monitor)
+
+
+def training_loader(train: ImageSplit, per_rank: int, specs, seed: int) -> BatchIterator:
+    """This rank's batches: uint8 images of the raw store, or each view's crop cut at decode (encoded store)."""
+    kwargs = {"shuffle": True, "seed": seed, "drop_last": True, "rank": dist.rank(), "world_size": dist.world_size()}
+    if isinstance(train.images, DecodedImages):
+        return EncodedBatchIterator(train, per_rank, specs=specs, threads=train.images.decoder_threads, **kwargs)
+    return BatchIterator(train, per_rank, **kwargs)
 
 
 def train_labels(config: PretrainConfig, dataset) -> np.ndarray:

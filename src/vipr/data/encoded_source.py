@@ -78,7 +78,7 @@ class DecodedImages:
     dtype = np.dtype(np.uint8)
 
     def __init__(self, encoded: EncodedSplit, side: int, threads: int):
-        self.encoded, self.side = encoded, side
+        self.encoded, self.side, self.decoder_threads = encoded, side, threads
         self.decoder = CropDecoder([side], threads)
 
     @property

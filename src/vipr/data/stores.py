@@ -1,0 +1,75 @@
+"""Which store a training run reads an image folder from: raw (decoded uint8) or encoded (JPEG bytes).
+
+``data.store``:
+
+* ``raw``: every image decoded once to ``store_size`` px (store.py); fastest per step, costs
+  3 x store_size^2 bytes an image (196 KB at 256 px).
+* ``encoded``: the files' bytes in tar shards (encoded.py), each training crop cut at decode on
+  CPU threads; costs what the JPEGs cost (typically 5-10x less), pays a decode per image per step.
+* ``auto`` (default): raw when the raw store of the folder fits ``data.raw_budget_gb`` (default:
+  a quarter of the free disk under the cache folder), encoded otherwise. Array sources
+  (built-ins, CIFAR, .npz, registered versions) are raw whatever is asked: they come as arrays.
+
+Store side for image folders (``data.store_size`` unset): ``max(64, ceil(8/7 x image_size))``,
+the 256/224 margin of the ImageNet protocol, so 224-px training reads 256-px images instead of
+upsampling 64-px ones, and 32-px training keeps today's 64 px.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+from pathlib import Path
+
+from vipr.data import sources
+from vipr.data.decode import decode_threads
+from vipr.data.encoded_source import as_dataset, open_encoded_folder
+from vipr.data.types import Dataset
+from vipr.errors import DataError
+from vipr.fsutil import cache_root
+
+STORES = ("auto", "raw", "encoded")
+RAW_BUDGET_SHARE = 0.25  # of the free disk, when data.raw_budget_gb is unset
+
+
+def default_store_size(image_size: int) -> int:
+    """Side in px an image folder is stored at for crops of ``image_size`` px (see the module docstring)."""
+    return max(sources.DEFAULT_STORE_SIZE, math.ceil(image_size * 8 / 7))
+
+
+def raw_budget_bytes(raw_budget_gb: float | None, cache_dir=None) -> int:
+    if raw_budget_gb is not None:
+        return int(raw_budget_gb * 1e9)
+    root = cache_root(cache_dir)
+    probe = next((p for p in (root, *root.parents) if p.exists()), Path("/"))
+    return int(shutil.disk_usage(probe).free * RAW_BUDGET_SHARE)
+
+
+def choose_store(src: str, store: str, side: int, raw_budget_gb: float | None, cache_dir=None) -> str:
+    """``raw`` or ``encoded`` for ``src`` (only an image folder can be encoded)."""
+    if store not in STORES:
+        raise DataError(f"data.store must be one of {', '.join(STORES)}, got {store!r}")
+    folder = Path(src).expanduser()
+    is_folder = not src.startswith("builtin:") and folder.is_dir() and not sources.find_cifar(folder)
+    if store == "encoded" and not is_folder:
+        raise DataError(f"data.store=encoded takes an image folder; {src!r} is an array source: use data.store=raw "
+                        "(or auto)")
+    if store != "auto" or not is_folder:
+        return "encoded" if store == "encoded" else "raw"
+    listed, _ = sources.list_folder(folder)
+    raw = sum(len(files) for _, files, _ in listed.values()) * 3 * side * side
+    return "raw" if raw <= raw_budget_bytes(raw_budget_gb, cache_dir) else "encoded"
+
+
+def open_training_dataset(src: str, *, store: str = "auto", store_size: int | None, image_size: int,
+                          raw_budget_gb: float | None = None, model_threads: int = 1,
+                          progress: bool = True) -> tuple[Dataset, str]:
+    """(dataset, "raw" | "encoded") for a training run; an encoded dataset's splits decode when read."""
+    folder = Path(src).expanduser()
+    is_folder = not src.startswith("builtin:") and folder.is_dir() and not sources.find_cifar(folder)
+    side = store_size or (default_store_size(image_size) if is_folder else None)
+    kind = choose_store(src, store, side or 0, raw_budget_gb)
+    if kind == "raw":
+        return sources.open_dataset(src, store_size=side, progress=progress), kind
+    encoded = open_encoded_folder(src, progress=progress)
+    return as_dataset(encoded, side, decode_threads(model_threads)), kind
