@@ -42,6 +42,7 @@ NUMERIC = {
                      "--seed": NO_ZERO},
     "features": {"--image-size": ALL, "--batch-size": ALL},
     "data split": {"--label-fraction": ALL + FLOAT, "--per-class": ALL, "--seed": NO_ZERO},
+    "data register": {"--store-size": ALL},
     "nas search": {"--epochs": ALL, "--warmup-epochs": NO_ZERO, "--order": ALL, "--layers": ALL,
                    "--channels": ALL, "--batch-size": ALL, "--image-size": ALL, "--seed": NO_ZERO},
     "nas train": {"--epochs": NO_ZERO, "--channels": ALL, "--layers": ALL, "--batch-size": ALL,
@@ -68,6 +69,7 @@ def base_argv(command: str, option: str, out: Path) -> list[str]:
     argv = {
         "pretrain": ["pretrain", "--data", DATA, "--backbone", "tiny", "--out", never, "--no-track"],
         "data split": ["data", "split", DATA, "--out", str(out / "never.json")],
+        "data register": ["data", "register", DATA, "--name", "never"],
         "nas search": ["nas", "search", "--data", DATA, "--out", never],
         "nas train": ["nas", "train", "--data", DATA, "--out", never],
         "serve": ["serve", "model.pt"],

@@ -1,14 +1,16 @@
-"""``vipr data info|split|export``: inspect a source, draw a labelled subset, write a dense source as COCO files."""
+"""``vipr data info|split|export|register|list|show``: inspect a source, draw a labelled subset, write a dense source
+as COCO files, and keep dataset versions (cli.data_versions_cmd)."""
 
 from __future__ import annotations
 
 import json
 
+from vipr.cli import data_versions_cmd
 from vipr.cli.options import SplitOptions
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("data", help="inspect data sources and make label splits")
+    p = sub.add_parser("data", help="inspect data sources, make label splits, register dataset versions")
     data_sub = p.add_subparsers(dest="data_command", metavar="ACTION", required=True)
     info = data_sub.add_parser("info", help="classes, counts, image size (px), store size (MB), digest, skipped files")
     info.add_argument("src", metavar="SRC")
@@ -24,6 +26,9 @@ def add_parser(sub) -> None:
     group.add_argument("--per-class", type=int, metavar="K", help="K >= 1 images of each class")
     split.add_argument("--seed", type=int, help=f"random seed (default {SplitOptions.seed})")
     split.add_argument("--out", required=True, metavar="FILE")
+    split.add_argument("--register", metavar="NAME:VERSION",
+                       help="record the split file as an artifact of that dataset version (automatic when SRC "
+                            "is NAME:VERSION)")
     split.add_argument("--no-progress", action="store_true", help="no decoding bar (off a terminal: none anyway)")
     split.set_defaults(run=run_split)
     export = data_sub.add_parser("export", help="write a detection / segmentation source as a COCO tree",
@@ -33,6 +38,7 @@ def add_parser(sub) -> None:
     export.add_argument("src", metavar="SRC")
     export.add_argument("--out", required=True, metavar="DIR")
     export.set_defaults(run=run_export)
+    data_versions_cmd.add_parsers(data_sub)
 
 
 def run_info(args) -> int:
@@ -59,6 +65,10 @@ def run_split(args) -> int:
 
     options = read_options(SplitOptions, args)  # before torch and the data are loaded
     check_out_file(args.out)
+    if args.register:  # an unknown version fails before the data is decoded
+        from vipr.platform.dataset_refs import get
+
+        get(args.register)
     from vipr.data.sources import open_dataset
     from vipr.data.splits import make_label_split, save_label_split
 
@@ -67,6 +77,12 @@ def run_split(args) -> int:
     indices = make_label_split(dataset.train.labels, class_names=dataset.classes, **chosen)
     save_label_split(args.out, indices, dataset, **chosen)
     print(f"{len(indices)} of {len(dataset.train)} train images labelled -> {args.out}")
+    ref = args.register or (dataset.name if dataset.source else None)  # opened as NAME:Vn: registered there
+    if ref:
+        from vipr.platform.dataset_register import register_split
+
+        version, _ = register_split(ref, args.out, dataset.digest, {**chosen, "labelled": len(indices)})
+        print(f"recorded {args.out} as a label_split artifact of {version.ref}")
     return 0
 
 

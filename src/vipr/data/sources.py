@@ -10,6 +10,8 @@ SRC forms:
   ``ROOT/<class>/*`` (train only); or ``ROOT/*`` images with no class folders (unlabelled, train only).
 * a CIFAR-10/100 python folder (``cifar-10-batches-py``, ``cifar-100-python``) or its parent.
 * a ``.npz`` file with ``x_train, y_train, x_test, y_test`` (uint8) and optional ``classes``.
+* ``NAME:V2`` (``NAME:2``, ``NAME:latest``, a registered bare ``NAME``) -- a version recorded by
+  ``vipr data register``: its source, checked to hold the registered content (vipr.data.versions).
 
 ``store_size``: image folders are stored at store_size x store_size pixels (default 64: the
 shorter side is resized, then centre-cropped). For the other sources ``None`` keeps the native
@@ -37,6 +39,7 @@ from vipr.data.info import skipped_note
 from vipr.data.shapes import SHAPE_NAMES, render_shapes
 from vipr.data.store import StoreWriter, load_or_build, source_key
 from vipr.data.types import Dataset
+from vipr.data.versions import open_version, registered
 from vipr.engine.progress import side_bar
 from vipr.errors import DataError
 from vipr.fsutil import cache_root
@@ -52,7 +55,7 @@ LAYOUTS = ("accepted folder layouts: ROOT/train/<class>/<images> with ROOT/val/<
 ACCEPTED = ("accepted data sources: builtin:digits; builtin:shapes[?classes=10&size=32&train=5000&test=1000&seed=0]; "
             "an image folder (ROOT/train/<class>/ with ROOT/val/ or ROOT/test/, or ROOT/<class>/); "
             "a CIFAR-10/100 python folder (cifar-10-batches-py, cifar-100-python) or its parent; "
-            "a .npz file with x_train, y_train, x_test, y_test")
+            "a .npz file with x_train, y_train, x_test, y_test; a registered dataset NAME:V2 (vipr data list)")
 
 
 def open_dataset(src: str, *, store_size: int | None = None,
@@ -71,6 +74,10 @@ def open_dataset(src: str, *, store_size: int | None = None,
     """
     if store_size is not None and (not isinstance(store_size, int) or store_size < 4):
         raise DataError(f"store_size must be an integer number of pixels >= 4, got {store_size!r}")
+    version = registered(str(src))  # NAME:V2 of `vipr data register`: its recorded source, digest checked
+    if version is not None:
+        return open_version(version, "classification", open_dataset, store_size, cache_dir=cache_dir, quiet=quiet,
+                            progress=progress)
     kind, key_parts, build = _resolve(str(src), store_size, progress)
     if kind == "folder":
         store_size = store_size or DEFAULT_STORE_SIZE
@@ -272,8 +279,9 @@ def stored_file_names(dataset: Dataset) -> dict[str, list[str]] | None:
     The store keeps no file names: the folder is listed again, in the order it was decoded, less the
     files that could not be. None for the array sources (built-ins, CIFAR, .npz), whose rows are their ids.
     """
-    root = Path(dataset.name).expanduser()
-    if dataset.name.startswith("builtin:") or not root.is_dir() or find_cifar(root):
+    source = dataset.source or dataset.name
+    root = Path(source).expanduser()
+    if source.startswith("builtin:") or not root.is_dir() or find_cifar(root):
         return None
     layout, labelled = _folder_layout(root)
     skipped = {path for path, _ in dataset.skipped}

@@ -46,6 +46,7 @@ class Dataset:
     digest: str  # hex content digest of the decoded store (images, labels, classes)
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason) of unreadable files
     store_dir: Path | None = None  # the cache entry the images are mapped from (vipr.data.store)
+    source: str | None = None  # the source read when ``name`` is a registered version (NAME:V2); None: ``name``
 
     @property
     def num_classes(self) -> int:

@@ -12,6 +12,7 @@ SRC forms:
 * ``masks:ROOT`` -- semantic segmentation: ``ROOT/images/{train,val}/`` and ``ROOT/masks/{train,val}/``
   (single-channel PNG label maps of the same stem; 255 = ignore; ``ROOT/classes.txt`` optional).
 * a plain ROOT of one of these three layouts is recognised by its folders.
+* ``NAME:V2`` -- a dense version recorded by ``vipr data register`` (vipr.data.versions).
 
 ``store_size`` is the canvas side S in pixels. Unset: the longest image side of the source, at most
 256 (vipr.data.dense.canvas.auto_canvas); for scenes, their ``size``.
@@ -29,6 +30,7 @@ from vipr.data.dense.store import load_or_build_dense
 from vipr.data.dense.types import DenseDataset
 from vipr.data.sources import walk_files
 from vipr.data.store import source_key
+from vipr.data.versions import open_version, registered
 from vipr.errors import DataError
 from vipr.fsutil import cache_root
 
@@ -44,6 +46,9 @@ def is_dense_source(src: str) -> bool:
     src = str(src)
     if src.startswith(PREFIXES) or src.split("?")[0] == "builtin:scenes":
         return True
+    version = registered(src)  # NAME:V2: the kind it was registered as
+    if version is not None:
+        return version.kind == "dense"
     path = Path(src).expanduser()
     return not src.startswith("builtin:") and path.is_dir() and detect_layout(path) is not None
 
@@ -71,6 +76,9 @@ def open_dense(src: str, *, store_size: int | None = None,
     """
     if store_size is not None and (not isinstance(store_size, int) or not 16 <= store_size <= 4096):
         raise DataError(f"store_size must be an integer number of pixels in 16..4096, got {store_size!r}")
+    version = registered(str(src))  # NAME:V2 of `vipr data register`: its recorded source, digest checked
+    if version is not None:
+        return open_version(version, "dense", open_dense, store_size, cache_dir=cache_dir)
     kind, parts, canvas, build = _resolve(str(src), store_size)
     key = source_key(f"dense-{kind}", DENSE_VERSION, canvas or "auto", *parts)
     return load_or_build_dense(cache_root(cache_dir), key, str(src), canvas, build)
