@@ -14,7 +14,7 @@ from vipr import ssl
 from vipr.config import (BATCH, COUNT, COUNT_OR_OFF, DEVICE, EPOCHS, LR, PRECISION, PROB, SEED, SIDE_PX, THREADS,
                          WEIGHT_DECAY, Choices, Range, config_digest, from_dict, to_dict, without_run_only)
 from vipr.data.augment import IMAGENET_MEAN, IMAGENET_STD, get_recipe
-from vipr.data.encoded_loader import EncodedBatchIterator
+from vipr.data.encoded_loader import EncodedBatchIterator, StreamingBatchIterator
 from vipr.data.encoded_source import DecodedImages
 from vipr.data.loader import BatchIterator
 from vipr.data.splits import load_label_split
@@ -45,6 +45,9 @@ class DataConfig:
     store_size: Annotated[int | None, SIDE_PX] = None  # side of stored images of file trees (None: vipr.data.stores)
     store: Annotated[str, Choices(*STORES)] = "auto"  # raw | encoded | auto: raw when it fits raw_budget_gb
     raw_budget_gb: Annotated[float | None, Range(0, 10**6, low_open=True)] = None  # None: 1/4 of the free disk
+    # > 0: read the encoded store's shards in sequence through a shuffle buffer of this many images
+    # (no random access: data on a network volume); 0: one random permutation of all images an epoch
+    shuffle_buffer: Annotated[int, Range(0, 10**9)] = 0
     # defaults recipe: small (<= 64 px) or large images; auto picks by image_size (vipr.profiles)
     profile: Annotated[str, Choices(*PROFILES)] = "auto"
 
@@ -182,7 +185,7 @@ def build_trainer(config: PretrainConfig, dataset, device: torch.device, out: Pa
         model.online.compile()  # in place, so state_dict keys stay; online = backbone + projection
     lr = config.optim.lr * config.train.batch_size / 256
     optimizer = create_optimizer(config.optim.optimizer, model, lr, config.optim.momentum, config.optim.weight_decay)
-    loader = training_loader(train, per_rank, model.views.specs, config.train.seed)
+    loader = training_loader(train, per_rank, model.views.specs, config.train.seed, config.data.shuffle_buffer)
     settings = LoopSettings(
         epochs=config.train.epochs, precision=precision,
         warmup_steps=int(config.optim.warmup_epochs * len(loader)), min_lr_ratio=config.optim.min_lr_ratio,
@@ -195,11 +198,22 @@ def build_trainer(config: PretrainConfig, dataset, device: torch.device, out: Pa
     return Trainer(model, optimizer, loader, settings, out, card, device, generator, monitor=monitor)
 
 
-def training_loader(train: ImageSplit, per_rank: int, specs, seed: int) -> BatchIterator:
-    """This rank's batches: uint8 images of the raw store, or each view's crop cut at decode (encoded store)."""
+def training_loader(train: ImageSplit, per_rank: int, specs, seed: int, shuffle_buffer: int = 0) -> BatchIterator:
+    """This rank's batches: uint8 images of the raw store, or each view's crop cut at decode (encoded store),
+    streamed shard by shard when ``shuffle_buffer`` > 0."""
     kwargs = {"shuffle": True, "seed": seed, "drop_last": True, "rank": dist.rank(), "world_size": dist.world_size()}
-    if isinstance(train.images, DecodedImages):
-        return EncodedBatchIterator(train, per_rank, specs=specs, threads=train.images.decoder_threads, **kwargs)
+    encoded = isinstance(train.images, DecodedImages)
+    if shuffle_buffer and not encoded:
+        raise ConfigError("data.shuffle_buffer streams the shards of the encoded store; set data.store=encoded "
+                          "(an image folder), or data.shuffle_buffer=0")
+    try:
+        if shuffle_buffer:
+            return StreamingBatchIterator(train, per_rank, specs=specs, threads=train.images.decoder_threads,
+                                          buffer=shuffle_buffer, **kwargs)
+        if encoded:
+            return EncodedBatchIterator(train, per_rank, specs=specs, threads=train.images.decoder_threads, **kwargs)
+    except ValueError as err:  # too few shards or images for the ranks and batch
+        raise ConfigError(f"data: {err}") from None
     return BatchIterator(train, per_rank, **kwargs)
 
 

@@ -170,3 +170,40 @@ def test_views_from_crops_flip_and_colour_but_do_not_crop():
     torch.testing.assert_close(flipped[0], crops[0].flip(-1).float() / 255)
     with pytest.raises(ValueError, match="must be 16 px square"):
         augment_crops(crops, [ViewSpec(size=16)], generator=torch.Generator())
+
+
+def test_buffer_shuffle_is_a_permutation_local_to_its_buffer():
+    from vipr.data.encoded_loader import buffer_shuffle
+
+    stream = np.arange(1000)
+    out = buffer_shuffle(stream, 10, np.random.default_rng(0))
+    assert sorted(out.tolist()) == stream.tolist()
+    # an item leaves at most... it enters at position p and is emitted at or after p - size: never early
+    position = np.empty(1000, int)
+    position[out] = np.arange(1000)
+    assert (position >= stream - 10).all() and not (out == stream).all()
+    np.testing.assert_array_equal(out, buffer_shuffle(stream, 10, np.random.default_rng(0)))
+
+
+def test_streaming_reads_shards_whole_splits_them_over_ranks_and_resumes(folder, tmp_path):
+    from vipr.data.augment import get_recipe
+    from vipr.data.encoded_loader import StreamingBatchIterator
+    from vipr.data.encoded_source import as_dataset
+
+    encoded = open_encoded_folder(str(folder), cache_dir=tmp_path / "cache", progress=False, shard_bytes=4096)
+    ds = as_dataset(encoded, side=24, threads=1)
+    shard_of = encoded.train.index["shard"]
+    assert len(set(shard_of)) >= 2
+    specs = get_recipe("moco_v2", 16)
+    ranks = [StreamingBatchIterator(ds.train, 1, specs=specs, threads=1, seed=5, buffer=2, rank=r, world_size=2)
+             for r in range(2)]
+    for loader in ranks:
+        loader.set_epoch(3)
+    orders = [loader.shard() for loader in ranks]
+    assert len(orders[0]) == len(orders[1]) == ranks[0].steps  # equal steps on every rank
+    assert not set(shard_of[orders[0]]) & set(shard_of[orders[1]])  # no shard read by two ranks
+    full = list(ranks[0])
+    ranks[0].set_epoch(3, start_step=1)
+    resumed = list(ranks[0])
+    assert [int(b.indices[0]) for b in resumed] == [int(b.indices[0]) for b in full[1:]]
+    assert all(torch.equal(a.crops[0], b.crops[0]) for a, b in zip(resumed, full[1:]))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
 import torch
@@ -11,7 +13,7 @@ from vipr.config import apply_overrides
 from vipr.data.stores import choose_store, default_store_size, open_training_dataset
 from vipr.engine import checkpoint as ckpt
 from vipr.engine.trainer import Trainer
-from vipr.errors import DataError, Interrupted
+from vipr.errors import ConfigError, DataError, Interrupted
 from vipr.pretrain import build_config, run_pretrain
 
 
@@ -28,18 +30,21 @@ def jpegs(tmp_path_factory):
     return root
 
 
-def config(root, *overrides, method="moco_v2"):
+def _config(root, *overrides, method="moco_v2", extra=()):
     base = [f"data.source={root}", "data.store=encoded", "data.image_size=16", "model.backbone=tiny",
             f"method.name={method}", "train.epochs=2", "train.batch_size=16", "train.progress=false",
             "train.precision=fp32", "method.proj_hidden_dim=32", "method.proj_dim=16", "method.queue_size=32"]
     if method == "clim":
         base += ["method.warmup_epochs=1", "method.refresh_every=1", "method.neighbours=4"]
-    return build_config(apply_overrides({}, base + list(overrides)))
+    return build_config(apply_overrides({}, base + list(extra) + list(overrides)))
 
 
-@pytest.mark.parametrize("method", ["moco_v2", "clim"])  # clim: a feature bank and neighbour images, decoded on read
-def test_encoded_pretraining_resumes_exactly(jpegs, tmp_path, monkeypatch, method):
+@pytest.mark.parametrize("method,stream", [("moco_v2", False), ("clim", False), ("moco_v2", True)])
+def test_encoded_pretraining_resumes_exactly(jpegs, tmp_path, monkeypatch, method, stream):
+    """clim: a feature bank and neighbour images, decoded on read; stream: shards in sequence, a shuffle buffer."""
     monkeypatch.setenv("VIPR_CACHE", str(tmp_path / "cache"))
+    extra = ["data.shuffle_buffer=8"] if stream else []
+    config = functools.partial(_config, extra=extra)
     metrics = run_pretrain(config(jpegs, method=method), tmp_path / "full")
     assert metrics["steps"] == 6 and np.isfinite(metrics["loss_mean"])  # 48 images / 16 a step, 2 epochs
     full = ckpt.load(tmp_path / "full" / "checkpoint.pt")["state"]["model"]
@@ -58,6 +63,15 @@ def test_encoded_pretraining_resumes_exactly(jpegs, tmp_path, monkeypatch, metho
     resumed = ckpt.load(tmp_path / "cut" / "checkpoint.pt")["state"]["model"]
     for key in full:
         torch.testing.assert_close(resumed[key], full[key], rtol=0, atol=0, msg=key)
+
+
+def test_streaming_needs_the_encoded_store(tmp_path, monkeypatch):
+    monkeypatch.setenv("VIPR_CACHE", str(tmp_path / "cache"))
+    bad = build_config(apply_overrides({}, ["data.source=builtin:shapes?train=64&test=16&size=16", "data.image_size=16",
+                                            "model.backbone=tiny", "train.epochs=1", "train.batch_size=16",
+                                            "train.progress=false", "data.shuffle_buffer=8"]))
+    with pytest.raises(ConfigError, match="data.shuffle_buffer streams the shards of the encoded store"):
+        run_pretrain(bad, tmp_path / "run")
 
 
 def test_auto_picks_raw_within_the_budget_encoded_beyond(jpegs):

@@ -44,3 +44,49 @@ class EncodedBatchIterator(BatchIterator):
         boxes = draw_boxes(index["height"][idx], index["width"][idx], self.scales, self.ratio, generator)
         crops = tuple(self.decoder([self.encoded.blob(int(i)) for i in idx], boxes))
         return Batch(crops[0], torch.from_numpy(self.labels[idx]), torch.from_numpy(idx.copy()), crops)
+
+
+class StreamingBatchIterator(EncodedBatchIterator):
+    """Shards read in sequence, never at random: the epoch's order is a per-epoch permutation of the
+    shards, dealt round-robin to the ranks, each rank's images shuffled through a buffer of
+    ``buffer`` images (WebDataset's scheme).
+
+    The order is a pure function of (seed, epoch, rank), computed from the index alone, so the
+    checkpoint's (epoch, step) is the whole stream position: a resumed run replays the index
+    stream (no decoding) to the same shard, offset and buffer state. Every rank gets the same
+    number of steps: the images of its ``S // world_size`` smallest possible shards.
+    """
+
+    def __init__(self, split: ImageSplit, batch_size: int, *, buffer: int, **kwargs):
+        super().__init__(split, batch_size, **kwargs)
+        if buffer < 1:
+            raise ValueError(f"the shuffle buffer must hold at least 1 image, got {buffer}")
+        shard_of = self.encoded.index["shard"]
+        counts = np.bincount(shard_of, minlength=len(self.encoded.shards))
+        if len(counts) < self.world_size:
+            raise ValueError(f"{len(counts)} shard(s) for {self.world_size} ranks: rebuild the store with smaller "
+                             "shards or train with fewer processes")
+        self.buffer, self.members = buffer, [np.flatnonzero(shard_of == s) for s in range(len(counts))]
+        self.per_rank = int(np.sort(counts)[:len(counts) // self.world_size].sum())
+        self.steps = self.per_rank // batch_size
+        if self.steps == 0:
+            raise ValueError(f"{self.per_rank} images per rank give no batch of {batch_size}; lower batch_size")
+
+    def shard(self) -> np.ndarray:
+        order = np.random.default_rng([self.seed, self.epoch]).permutation(len(self.members))
+        stream = np.concatenate([self.members[s] for s in order[self.rank::self.world_size]])
+        rng = np.random.default_rng([self.seed, self.epoch, self.rank, 1])
+        return buffer_shuffle(stream, self.buffer, rng)[:self.per_rank]
+
+
+def buffer_shuffle(stream: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
+    """``stream`` reordered through a shuffle buffer of ``size``: each arriving item takes the place of a
+    random buffered one, which is emitted; the last ``size`` come out in random order."""
+    out, buffer = np.empty_like(stream), list(stream[:size])
+    picks = rng.integers(0, np.iinfo(np.int64).max, len(stream))
+    for n, item in enumerate(stream[size:]):
+        j = int(picks[n] % len(buffer))
+        out[n], buffer[j] = buffer[j], item
+    tail = np.asarray(buffer, dtype=stream.dtype)
+    out[len(stream) - len(tail):] = tail[rng.permutation(len(tail))]
+    return out
