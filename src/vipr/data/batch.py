@@ -32,7 +32,8 @@ class Batch:
         return self._map(lambda t: t.to(device, non_blocking=non_blocking))
 
     def pin_memory(self) -> Batch:
-        return self._map(lambda t: t.pin_memory())
+        """Host tensors pinned (asynchronous copies); tensors already on a device (crops nvJPEG decoded) stay."""
+        return self._map(lambda t: t.pin_memory() if t.device.type == "cpu" else t)
 
     def _map(self, fn) -> Batch:
         crops = None if self.crops is None else tuple(fn(c) for c in self.crops)

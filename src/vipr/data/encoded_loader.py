@@ -1,4 +1,4 @@
-"""Training batches from the encoded store: each view's crop taken at decode, on CPU threads.
+"""Training batches from the encoded store: each view's crop taken at decode (CPU threads, or nvJPEG on a GPU).
 
 The same epochs, shards, steps and mid-epoch resume as ``BatchIterator`` (it is one), with the
 batch read differently: the images' encoded bytes are cut into one crop per view of the
@@ -17,7 +17,7 @@ import torch
 
 from vipr.data.augment import ViewSpec
 from vipr.data.batch import Batch
-from vipr.data.decode import CropDecoder, draw_boxes
+from vipr.data.decode import CropDecoder, DeviceCropDecoder, draw_boxes
 from vipr.data.encoded_source import DecodedImages
 from vipr.data.loader import BatchIterator
 from vipr.data.types import ImageSplit
@@ -35,7 +35,9 @@ class EncodedBatchIterator(BatchIterator):
         super().__init__(split, batch_size, **kwargs)
         self.encoded = split.images.encoded
         self.scales, self.ratio = [spec.scale for spec in specs], ratios.pop()
-        self.decoder = CropDecoder([spec.size for spec in specs], threads)
+        sides = [spec.size for spec in specs]
+        # on a GPU, nvJPEG decodes there; elsewhere PIL on CPU threads, with DCT-reduced decodes
+        self.decoder = DeviceCropDecoder(sides, self.device) if self.device.type == "cuda" else CropDecoder(sides, threads)
 
     def _read(self, idx: np.ndarray, step: int) -> Batch:
         seed = np.random.SeedSequence([self.seed, self.epoch, self.rank, step]).generate_state(1, np.uint64)[0]
