@@ -1,4 +1,5 @@
-"""``vipr job``: --dry-run prints YAML that validates, the local backend's one line, the backend dispatch."""
+"""``vipr job``: --dry-run prints YAML that validates, the local backend's refusals, the backend dispatch (the local
+queue's own commands: test_local_cli.py)."""
 
 import json
 from pathlib import Path
@@ -48,12 +49,12 @@ def test_dry_run_of_a_command_line_with_overrides(capsys):
            manifest["spec"]["tasks"][0]["template"]["spec"]["containers"][0]["command"][-1]
 
 
-def test_the_local_backend_is_one_line_until_it_exists(capsys):
-    code, out, err = run_cli(["job", "submit", str(SPECS / "cpu_1node.yaml")], capsys)
+def test_the_local_backend_refuses_what_one_machine_cannot_run_on_one_line(capsys):
+    code, out, err = run_cli(["job", "submit", str(SPECS / "two_node.yaml")], capsys)
     assert (code, out) == (1, "")
-    assert err.strip().splitlines() == ["vipr job submit: error: the local job queue is not built yet; use --backend "
-                                        "volcano (or --dry-run)"]
-    assert run_cli(["job", "list"], capsys)[2].strip().endswith("use --backend volcano (or --dry-run)")
+    assert err.strip().splitlines() == ["vipr job submit: error: resources.nodes is 2, but the local queue runs a job "
+                                        "on this one machine; set resources.nodes=1, or submit it with --backend "
+                                        "volcano"]
     code, out, _ = run_cli(["job", "submit", str(SPECS / "cpu_1node.yaml"), "--dry-run"], capsys)  # the resolved spec
     assert code == 0 and yaml.safe_load(out)["command"][-2:] == ["--out", "runs/pretrain-cpu"]
 
@@ -137,6 +138,12 @@ def test_submit_list_show_cancel_go_through_the_volcano_backend(fake_cluster, ca
     assert code == 0 and out.startswith("job a (namespace ml, queue default): succeeded (Volcano phase Completed)")
     code, out, _ = run_cli(["job", "delete", "a", "--backend", "volcano", "-n", "research"], capsys)
     assert code == 0 and fake_cluster.asked[-1] == ("cancel", "a") and out.startswith("cancelled job a")
+    code, out, err = run_cli(["job", "cancel", "b", "--backend", "volcano"], capsys)
+    assert code == 0 and fake_cluster.asked[-1] == ("cancel", "b")
+    code, _, err = run_cli(["job", "retry", "a", "--backend", "volcano"], capsys)  # Volcano retries by the policy
+    assert code == 1 and err.strip() == ("vipr job retry: error: retry is not supported on volcano: Volcano retries a "
+                                         "job by its spec's retry policy; to run a again, `vipr job delete a --backend "
+                                         "volcano` and submit its spec again")
 
 
 def test_a_backend_plugs_in_by_name(monkeypatch, capsys):

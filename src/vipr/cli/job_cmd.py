@@ -1,80 +1,55 @@
-"""``vipr job submit|list|show|logs|cancel`` and ``vipr job queue create``: training jobs on a queue.
+"""``vipr job submit|list|show|logs|cancel|retry|delete`` and ``vipr job queue create``: training jobs on a queue.
 
-A backend is a class in BACKENDS built from the parsed args, with submit(spec), list(),
-show(name), logs(name, follow) and cancel(name); the local queue plugs in there later.
+A backend is a class in BACKENDS (or a ``module:Class`` path, imported when used) built from the
+parsed args, with submit(spec), list(), show(ref), logs(ref, follow), cancel(ref), retry(ref),
+delete(ref), and the lines the CLI prints (submitted_line, table, show_text, ...).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 
 from vipr.cli.parser import Parser, add_json_flag
-from vipr.errors import ConfigError, ViprError
+from vipr.errors import ConfigError
 
-HELP = """Run a vipr training or evaluation command as a job: on a local queue (not built yet) or on
-Kubernetes with Volcano (gang-scheduled pods, torchrun across nodes).
+HELP = """Run a vipr training or evaluation command as a job: on this machine's queue (the default,
+run by `vipr worker`) or on Kubernetes with Volcano (gang-scheduled pods, torchrun across nodes).
 
-  vipr job submit SPEC.yaml --backend volcano [--namespace NS] [--image IMG] [--dry-run]
-  vipr job submit [--name NAME] --backend volcano [--set KEY=VALUE ...] -- vipr pretrain ...
-  vipr job list | show NAME | logs NAME [--follow] | cancel NAME  --backend volcano [--namespace NS]
+  vipr job submit SPEC.yaml [--set KEY=VALUE ...] [--dry-run]
+  vipr job submit [--name NAME] [--set KEY=VALUE ...] -- vipr pretrain ...
+  vipr job list | show ID|NAME | logs ID|NAME [-f] | cancel ID|NAME | retry ID|NAME | delete ID|NAME
+  (add --backend volcano [--namespace NS] [--image IMG] for the cluster)
   vipr job queue create NAME --weight W --capability cpu=8,memory=32Gi [--dry-run]
 
 SPEC.yaml keys: name, command, inputs, outputs, resources, queue, priority, priority_class,
 retry, timeout, env, volumes, image (see vipr.jobs.spec); --set overrides any of them
-(resources.nodes=2). --dry-run prints the validated manifest and submits nothing. The
+(resources.cpu=2). Local jobs live in WORKSPACE/vipr.db (or $VIPR_DB_URL, e.g. PostgreSQL),
+their logs in WORKSPACE/jobs/ID.log; submit starts a worker when none is alive. --dry-run
+prints the resolved spec (local) or the validated manifest (volcano) and submits nothing. The
 cluster commands need the kubernetes client (pip install 'vipr[cluster]') and a kubeconfig."""
-LOCAL_NOT_BUILT = "the local job queue is not built yet; use --backend volcano (or --dry-run)"
-
-
-class VolcanoBackend:
-    """Jobs as Volcano Jobs in one namespace of the current kubeconfig's cluster."""
-
-    def __init__(self, args):
-        from vipr.jobs.cluster import VolcanoCluster
-
-        self.cluster, self.image = VolcanoCluster(args.namespace), getattr(args, "image", None)
-
-    def submit(self, spec) -> dict:
-        manifest = render_volcano(spec, self.cluster.namespace, self.image)
-        self.cluster.submit(manifest)
-        return {"name": spec.name, "namespace": self.cluster.namespace, "queue": spec.queue, "state": "queued",
-                "pods": spec.resources.nodes, "processes_per_pod": spec.resources.processes_per_node}
-
-    def list(self) -> list[dict]:
-        return self.cluster.list()
-
-    def show(self, name: str) -> dict:
-        return self.cluster.show(name)
-
-    def logs(self, name: str, follow: bool) -> None:
-        self.cluster.logs(name, follow=follow)
-
-    def cancel(self, name: str) -> None:
-        self.cluster.cancel(name)
-
-
-BACKENDS = {"volcano": VolcanoBackend}  # "local": the local queue's backend, once it exists
+BACKENDS = {"local": "vipr.jobs.local:LocalBackend", "volcano": "vipr.jobs.volcano_backend:VolcanoBackend"}
+ACTIONS = {  # action -> (help, what its argument names)
+    "show": ("one job: state, attempts, exit code, run folder, tracking run, log", "ID|NAME"),
+    "logs": ("the job's log (local: every attempt's; volcano: the master pod's)", "ID|NAME"),
+    "cancel": ("stop a job: queued ones at once, running ones by SIGTERM (vipr saves its checkpoint), "
+               "SIGKILL after the worker's grace period", "ID|NAME"),
+    "retry": ("queue a failed or cancelled job again, resuming its run folder (local only)", "ID|NAME"),
+    "delete": ("remove a job that is not running, and its log (volcano: the same as cancel)", "ID|NAME"),
+}
 
 
 def backend(args):
-    if args.backend not in BACKENDS:
-        raise ViprError(LOCAL_NOT_BUILT)
-    return BACKENDS[args.backend](args)
-
-
-def render_volcano(spec, namespace: str, image: str | None) -> dict:
-    """The validated Volcano Job of ``spec`` (every manifest passes the offline checks before it leaves)."""
-    from vipr.jobs.validate import validate_job
-    from vipr.jobs.volcano import render_job
-
-    manifest = render_job(spec, namespace=namespace, image=image)
-    validate_job(manifest)
-    return manifest
+    entry = BACKENDS[args.backend]
+    if isinstance(entry, str):  # imported when used: `vipr --help` need not load the database layer
+        module, _, name = entry.partition(":")
+        entry = getattr(importlib.import_module(module), name)
+    return entry(args)
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("job", help="training jobs on a queue: submit, list, show, logs, cancel (Volcano)",
+    p = sub.add_parser("job", help="training jobs on a queue: submit, list, show, logs, cancel, retry, delete",
                        description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.set_defaults(run=lambda args: p.print_help() or 0)
     actions = p.add_subparsers(dest="job_command", metavar="ACTION", parser_class=Parser)
@@ -82,22 +57,25 @@ def add_parser(sub) -> None:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     submit.add_argument("words", nargs="*", metavar="SPEC.yaml|COMMAND", help="a spec file, or `-- vipr COMMAND ...`")
     submit.add_argument("--name", help="job name (a DNS-1123 label; default: the command and the time)")
-    submit.add_argument("--image", help="container image with vipr installed (overrides the spec's image)")
+    submit.add_argument("--image", help="container image with vipr installed (volcano; overrides the spec's image)")
     submit.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
-                        help="override a spec key, e.g. resources.nodes=2 (repeatable)")
-    submit.add_argument("--dry-run", action="store_true", help="print the validated manifest; submit nothing")
-    ls = actions.add_parser("list", help="the jobs of the namespace, with their state")
-    show = actions.add_parser("show", help="one job: state, Volcano phase, retries, pods")
-    logs = actions.add_parser("logs", help="the master pod's log")
-    logs.add_argument("--follow", "-f", action="store_true", help="keep streaming until the pod stops")
-    cancel = actions.add_parser("cancel", aliases=["delete"], help="stop a job and delete it (pods get SIGTERM)")
-    for parser, run in ((submit, run_submit), (ls, run_list), (show, run_show), (logs, run_logs), (cancel, run_cancel)):
-        if parser in (show, logs, cancel):
-            parser.add_argument("job", metavar="NAME")
+                        help="override a spec key, e.g. resources.cpu=2 (repeatable)")
+    submit.add_argument("--dry-run", action="store_true", help="print the resolved spec (local) or the validated "
+                                                               "manifest (volcano); submit nothing")
+    parsers = {"submit": (submit, run_submit), "list": (actions.add_parser("list", help="the jobs, in queue order, "
+                                                                            "with their state"), run_list)}
+    for action, (text, metavar) in ACTIONS.items():
+        parser = actions.add_parser(action, help=text, description=text)
+        parser.add_argument("job", metavar=metavar)
+        parsers[action] = (parser, RUNS[action])
+    parsers["logs"][0].add_argument("--follow", "-f", action="store_true",
+                                    help="keep streaming until the job ends (local: a final state; volcano: the pod "
+                                         "stops)")
+    for action, (parser, run) in parsers.items():
         parser.add_argument("--backend", choices=("local", "volcano"), default="local",
-                            help="local (the default; not built yet) | volcano")
+                            help="local (the default: this machine's queue, run by `vipr worker`) | volcano")
         _add_namespace(parser)
-        if parser is not logs:  # a log is text, not a record
+        if action != "logs":  # a log is text, not a record
             add_json_flag(parser)
         parser.set_defaults(run=run)
     _add_queue_parser(actions)
@@ -105,7 +83,7 @@ def add_parser(sub) -> None:
 
 def _add_namespace(parser) -> None:
     parser.add_argument("--namespace", "-n", metavar="NS",
-                        help="Kubernetes namespace (default: the kubeconfig context's; --dry-run: default)")
+                        help="Kubernetes namespace (volcano; default: the kubeconfig context's; --dry-run: default)")
 
 
 def _add_queue_parser(actions) -> None:
@@ -146,16 +124,16 @@ def run_submit(args) -> int:
     if args.dry_run:
         if args.backend == "local":  # what the local queue will take: the resolved spec
             from vipr.config import to_dict
+            from vipr.jobs.launch import check_local
 
+            check_local(spec)
             return _print_manifest(to_dict(spec), args.json)
+        from vipr.jobs.volcano_backend import render_volcano
+
         return _print_manifest(render_volcano(spec, args.namespace or "default", args.image), args.json)
-    done = backend(args).submit(spec)
-    if args.json:
-        print(json.dumps(done))
-        return 0
-    print(f"submitted job {done['name']} to queue {done['queue']} in namespace {done['namespace']}: "
-          f"{done['pods']} pod(s) x {done['processes_per_pod']} process(es); follow it with `vipr job logs "
-          f"{done['name']} --backend {args.backend} --namespace {done['namespace']} --follow`")
+    chosen = backend(args)
+    done = chosen.submit(spec)
+    print(json.dumps(done) if args.json else chosen.submitted_line(done))
     return 0
 
 
@@ -169,29 +147,19 @@ def _print_manifest(manifest: dict, as_json: bool) -> int:
 def run_list(args) -> int:
     from vipr.cli.runs_cmd import table
 
-    jobs = backend(args).list()
+    chosen = backend(args)
+    jobs = chosen.list()
     if args.json:
         print(json.dumps(jobs))
-        return 0
-    if not jobs:
-        print("no jobs")
-        return 0
-    print(table(["name", "state", "phase", "queue", "retries", "created"],
-                [[j["name"], j["state"], j["phase"] or "-", j["queue"], j["retries"], j["created"] or "-"]
-                 for j in jobs]))
+    else:
+        print(table(*chosen.table(jobs)) if jobs else "no jobs")
     return 0
 
 
 def run_show(args) -> int:
-    job = backend(args).show(args.job)
-    if args.json:
-        print(json.dumps(job))
-        return 0
-    pods = ", ".join(f"{count} {phase}" for phase, count in job["pods"].items() if count) or "none yet"
-    print(f"job {job['name']} (namespace {job['namespace']}, queue {job['queue']}): {job['state']} "
-          f"(Volcano phase {job['phase'] or '-'}), {job['retries']} retries, pods: {pods}")
-    if job.get("message"):
-        print(f"message: {job['message']}")
+    chosen = backend(args)
+    job = chosen.show(args.job)
+    print(json.dumps(job) if args.json else chosen.show_text(job))
     return 0
 
 
@@ -200,11 +168,18 @@ def run_logs(args) -> int:
     return 0
 
 
-def run_cancel(args) -> int:
-    backend(args).cancel(args.job)
-    print(json.dumps({"name": args.job, "state": "cancelled"}) if args.json else
-          f"cancelled job {args.job}: deleted, its pods are stopping (SIGTERM: vipr saves its checkpoint)")
-    return 0
+def _run_action(action: str, line: str):
+    def run(args) -> int:
+        chosen = backend(args)
+        done = getattr(chosen, action)(args.job)
+        print(json.dumps(done) if args.json else getattr(chosen, line)(done))
+        return 0
+
+    return run
+
+
+RUNS = {"show": run_show, "logs": run_logs, "cancel": _run_action("cancel", "cancelled_line"),
+        "retry": _run_action("retry", "retried_line"), "delete": _run_action("delete", "deleted_line")}
 
 
 def parse_capability(text: str) -> dict[str, str]:

@@ -17,6 +17,7 @@ import functools
 import logging
 import os
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,13 +46,15 @@ class Workspace:
         return f"workspace {self.home}" if self.home else f"tracking server {self.tracking_uri}"
 
 
-def current() -> Workspace:
-    """The workspace the environment selects: a tracking URI variable, else the local folder."""
+def current(environ: Mapping[str, str] | None = None) -> Workspace:
+    """The workspace the environment (``environ``, default this process's) selects: a tracking URI variable,
+    else the local folder."""
+    environ = os.environ if environ is None else environ
     for name in ENV_URIS:
-        uri = os.environ.get(name, "").strip()
+        uri = environ.get(name, "").strip()
         if uri:
             return Workspace(uri)
-    home = Path(os.environ.get(ENV_HOME) or DEFAULT_HOME).expanduser().resolve()
+    home = Path(environ.get(ENV_HOME) or DEFAULT_HOME).expanduser().resolve()
     return Workspace(f"sqlite:///{home / DB_NAME}", home)
 
 
