@@ -95,3 +95,27 @@ def test_encoded_dataset_reads_like_the_raw_store(jpegs, tmp_path, monkeypatch):
     # the same centred square, decoded at a DCT-reduced scale or not: within a few grey levels
     diff = np.abs(enc.train.images[:8].astype(float) - np.asarray(raw.train.images[:8], dtype=float)).mean()
     assert diff < 6, diff
+
+
+def test_webdataset_shards_made_elsewhere_train_in_place(tmp_path, monkeypatch):
+    import io
+    import tarfile
+
+    monkeypatch.setenv("VIPR_CACHE", str(tmp_path / "cache"))
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    rng = np.random.default_rng(0)
+    for split, count in (("train", 32), ("val", 8)):
+        with tarfile.open(shards / f"{split}-000000.tar", "w") as tar:
+            for i in range(count):
+                buffer = io.BytesIO()
+                Image.fromarray(rng.integers(0, 256, (30, 40, 3), dtype=np.uint8)).save(buffer, format="PNG")
+                for name, data in ((f"sample{i:04d}.png", buffer.getvalue()), (f"sample{i:04d}.cls", str(i % 3).encode())):
+                    info = tarfile.TarInfo(f"{split}/{name}")
+                    info.size = len(data)
+                    tar.addfile(info, io.BytesIO(data))
+    dataset, kind = open_training_dataset(str(shards), store_size=None, image_size=16, progress=False)
+    assert kind == "encoded" and dataset.classes == ["0", "1", "2"] and len(dataset.test) == 8
+    np.testing.assert_array_equal(dataset.train.labels[:4], [0, 1, 2, 0])
+    metrics = run_pretrain(_config(shards, "train.epochs=1", "data.store=auto"), tmp_path / "run")
+    assert metrics["steps"] == 2 and np.isfinite(metrics["loss_mean"])

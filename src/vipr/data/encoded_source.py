@@ -7,6 +7,8 @@ mtime, so an unchanged folder reopens its entry at once and an edited one builds
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +17,7 @@ import numpy as np
 
 from vipr.data import sources
 from vipr.data.decode import CropDecoder
-from vipr.data.encoded import SHARD_BYTES, EncodedSplit, open_encoded, publish, write_split
+from vipr.data.encoded import INDEX_FIELDS, SHARD_BYTES, EncodedSplit, index_webdataset, open_encoded, publish, write_split
 from vipr.data.store import StoreWriter, ensure_entry, source_key
 from vipr.data.types import Dataset, ImageSplit
 from vipr.engine.progress import side_bar
@@ -110,3 +112,56 @@ def as_dataset(encoded: EncodedDataset, side: int, threads: int) -> Dataset:
 
     return Dataset(name=encoded.name, train=split(encoded.train), test=split(encoded.test), classes=encoded.classes,
                    digest=encoded.digest, skipped=encoded.skipped, store_dir=encoded.store_dir)
+
+
+WDS_FORMAT = "vipr-webdataset-index/1"
+WDS_SPLITS = {"train": ("train",), "test": ("test", "val")}  # shard name prefixes of each split
+
+
+def is_webdataset_folder(root: Path) -> bool:
+    """A folder whose only files are ``.tar`` shards (WebDataset's layout)."""
+    if not root.is_dir():
+        return False
+    names = [p.name for p in root.iterdir() if not p.name.startswith(".")]
+    return bool(names) and all(name.endswith(".tar") for name in names)
+
+
+def open_webdataset_folder(src: str, *, cache_dir: str | os.PathLike | None = None) -> EncodedDataset:
+    """WebDataset shards written elsewhere, read in place: ``train-*.tar`` (and ``test-*`` or ``val-*``),
+    or any ``*.tar`` as the train split. Labels from each key's ``.cls``; class names are the label
+    numbers. The index (offsets, labels, sizes) is built once and cached, keyed by the shards' names,
+    sizes and mtimes; the shards are never copied."""
+    root = Path(src).expanduser()
+    shards = sorted(root.glob("*.tar"))
+    named = {split: [p for p in shards if p.name.startswith(prefixes)] for split, prefixes in WDS_SPLITS.items()}
+    layout = named if named["train"] else {"train": shards, "test": []}
+    listing = [[split, [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in paths]]
+               for split, paths in layout.items()]
+    key = source_key("webdataset", ENCODED_VERSION, str(root.resolve()), listing)
+    cache = cache_root(cache_dir)
+    entry = ensure_entry(cache, key, lambda: StoreWriter(cache, key), lambda w: _index_shards(w, src, layout))
+    try:
+        meta = json.loads((entry / "meta.json").read_text(encoding="utf-8"))
+        splits = {}
+        for split, count in meta["splits"].items():
+            with np.load(entry / f"{split}_index.npz") as f:
+                splits[split] = EncodedSplit(layout[split], {k: f[k] for k in INDEX_FIELDS})
+    except (OSError, ValueError, KeyError) as e:
+        raise DataError(f"the shard index {entry} is damaged ({e}); delete that folder to rebuild it") from None
+    return EncodedDataset(name=str(src), train=splits["train"], test=splits.get("test"), classes=meta["classes"],
+                          digest=meta["digest"], skipped=[], store_dir=entry)
+
+
+def _index_shards(writer: StoreWriter, src: str, layout: dict[str, list[Path]]) -> None:
+    indexed = {split: index_webdataset(paths) for split, paths in layout.items() if paths}
+    labels = np.concatenate([part.labels for part in indexed.values()])
+    if (labels < 0).any() and (labels >= 0).any():
+        raise DataError(f"{src}: some keys have a .cls label and some do not; label all or none")
+    classes = [str(c) for c in range(int(labels.max()) + 1)] if (labels >= 0).any() else []
+    h = hashlib.sha256()
+    for split, part in indexed.items():
+        np.savez(writer.folder / f"{split}_index.npz", **part.index)
+        writer.sizes[split] = len(part)
+        h.update(split.encode() + b"".join(part.index[k].astype("<i8").tobytes() for k in INDEX_FIELDS))
+    writer.publish({"format": WDS_FORMAT, "source": src, "classes": classes, "digest": h.hexdigest()[:16],
+                    "splits": writer.sizes})

@@ -8,7 +8,8 @@
   CPU threads; costs what the JPEGs cost (typically 5-10x less), pays a decode per image per step.
 * ``auto`` (default): raw when the raw store of the folder fits ``data.raw_budget_gb`` (default:
   a quarter of the free disk under the cache folder), encoded otherwise. Array sources
-  (built-ins, CIFAR, .npz, registered versions) are raw whatever is asked: they come as arrays.
+  (built-ins, CIFAR, .npz, registered versions) are raw whatever is asked: they come as arrays;
+  a folder of WebDataset ``.tar`` shards (made by other tools) is read in place as encoded.
 
 Store side for image folders (``data.store_size`` unset): ``max(64, ceil(8/7 x image_size))``,
 the 256/224 margin of the ImageNet protocol, so 224-px training reads 256-px images instead of
@@ -23,7 +24,7 @@ from pathlib import Path
 
 from vipr.data import sources
 from vipr.data.decode import decode_threads
-from vipr.data.encoded_source import as_dataset, open_encoded_folder
+from vipr.data.encoded_source import as_dataset, is_webdataset_folder, open_encoded_folder, open_webdataset_folder
 from vipr.data.types import Dataset
 from vipr.errors import DataError
 from vipr.fsutil import cache_root
@@ -66,6 +67,9 @@ def open_training_dataset(src: str, *, store: str = "auto", store_size: int | No
                           progress: bool = True) -> tuple[Dataset, str]:
     """(dataset, "raw" | "encoded") for a training run; an encoded dataset's splits decode when read."""
     folder = Path(src).expanduser()
+    if is_webdataset_folder(folder):  # shards made elsewhere: encoded already, read in place
+        side = store_size or default_store_size(image_size)
+        return as_dataset(open_webdataset_folder(src), side, decode_threads(model_threads)), "encoded"
     is_folder = not src.startswith("builtin:") and folder.is_dir() and not sources.find_cifar(folder)
     side = store_size or (default_store_size(image_size) if is_folder else None)
     kind = choose_store(src, store, side or 0, raw_budget_gb)
