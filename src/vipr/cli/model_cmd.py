@@ -15,7 +15,8 @@ server in $VIPR_TRACKING_URI).
 
   register RUN_DIR|CHECKPOINT --name NAME [--alias ALIAS]   a new version, with lineage
   list                                                     registered models
-  show NAME[@ALIAS|/VERSION]                               tags, metrics, parent, versions
+  show NAME[@ALIAS|/VERSION]                               tags, metrics, parent, versions, and the chain
+                                                           dataset version -> job -> run -> model -> deployments
   alias NAME VERSION ALIAS                                 point NAME@ALIAS at VERSION
   delete NAME/VERSION [--force]                            remove one version (the last: the name too)
   export NAME[@ALIAS|/VERSION] --format onnx|torchscript --out FILE
@@ -114,9 +115,10 @@ def print_table(rows: list[dict]) -> None:
 
 
 def run_show(args) -> int:
-    from vipr.platform import registry
+    from vipr.platform import chain, registry
 
     record = registry.show(args.ref)
+    record["chain"] = chain.build_chain(record)  # dataset version -> job -> run -> model -> deployments
     if args.json:
         print(json.dumps(record))
         return 0
@@ -131,6 +133,7 @@ def run_show(args) -> int:
     _print_section(None, fields)
     _print_section("tags", record["tags"])
     _print_section("metrics", {k: f"{v:.6g}" for k, v in sorted(record["metrics"].items())})
+    print("\n".join(chain.format_chain(record["chain"])))
     return 0
 
 

@@ -143,5 +143,8 @@ def run(args) -> int:
     where = f"http://{endpoint.host}:{options.port}/v2/models/{name}"
     print(f"serving {label} ({endpoint.runtime} on {runtime.device}) on {where} "
           f"(Ctrl-C stops it)", file=sys.stderr, flush=True)
-    uvicorn.run(app, host=endpoint.host, port=options.port, log_level="info", timeout_graceful_shutdown=30)
+    from vipr.platform import deployments
+
+    with deployments.serving(name, version, endpoint.host, options.port):  # a registered version: its row, until shutdown
+        uvicorn.run(app, host=endpoint.host, port=options.port, log_level="info", timeout_graceful_shutdown=30)
     return 0

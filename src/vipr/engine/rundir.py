@@ -19,6 +19,8 @@ from vipr.engine import distributed as dist
 from vipr.errors import ViprError
 from vipr.fsutil import atomic_write_text
 
+ENV_JOB_ID, ENV_JOB_NAME = "VIPR_JOB_ID", "VIPR_JOB_NAME"  # set by the job worker on every job it runs
+
 
 def prepare_run_dir(out: str | Path, config: Any, resume: bool, checkpoint_name: str) -> Path:
     """Create ``out`` (or check it for --resume) and write config.yaml and env.json into it."""
@@ -38,13 +40,19 @@ def prepare_run_dir(out: str | Path, config: Any, resume: bool, checkpoint_name:
 
 
 def environment() -> dict:
-    """Versions, host and code revision, for reproducing a run."""
+    """Versions, host, code revision, command line and the job (None outside one), for reproducing a run."""
     return {
         "vipr": vipr.__version__, "git": _git_revision(), "python": sys.version.split()[0],
         "torch": torch.__version__, "platform": platform.platform(), "processor": cpu_name(),
         "cpu_count": os.cpu_count(), "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-        "world_size": dist.world_size(), "argv": sys.argv,
+        "world_size": dist.world_size(), "argv": sys.argv, "job": job_from_env(),
     }
+
+
+def job_from_env() -> dict | None:
+    """``{"id", "name"}`` of the job running this process (the job worker sets VIPR_JOB_ID / VIPR_JOB_NAME), or None."""
+    job = {"id": os.environ.get(ENV_JOB_ID) or None, "name": os.environ.get(ENV_JOB_NAME) or None}
+    return job if any(job.values()) else None
 
 
 def cpu_name() -> str:

@@ -10,6 +10,9 @@ Every version carries tags:
     backbone                   the vipr backbone (of a transfer model: the one under its heads)
     architecture               transfer models: the kind (faster_rcnn, mask_rcnn, retinanet, fcn, aspp)
     dataset, dataset_digest    the data it was trained on
+    dataset_name               that data's registered dataset version, when it is one, and
+    dataset_version            its number (V2) (vipr.platform.provenance)
+    job_id, job_name           the job that made the run, when a job did
     run_dir, config_hash       where and with what settings
     parent_checkpoint          classifiers and transfer models: the pre-trained checkpoint they started from
     parent_model               NAME/VERSION of that parent, when it is registered
@@ -34,6 +37,7 @@ from vipr.errors import CheckpointError, ConfigError, RegistryError
 from vipr.fsutil import cache_root, file_sha256
 from vipr.platform import tracking, workspace
 from vipr.platform.lineage import find_by_sha256, lineage_tags, orphaned_by_deleting
+from vipr.platform.provenance import provenance_tags, run_env
 
 ARTIFACT_PATH = "model"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
@@ -63,7 +67,8 @@ def register(target: str | os.PathLike, name: str, alias: str | None = None, mlf
         client.log_artifact(run_id, str(_artifact_file(ckpt, ckpt_path, Path(tmp))), artifact_path=ARTIFACT_PATH)
     if not _exists(client, name):
         client.create_registered_model(name, description="vipr model")
-    tags = {**tracking.meta_tags(card), **lineage_tags(card, client), "checkpoint_sha256": sha,
+    tags = {**tracking.meta_tags(card), **provenance_tags(card, run_env(run_dir)), **lineage_tags(card, client),
+            "checkpoint_sha256": sha,
             "checkpoint": str(ckpt_path.resolve()), "run_dir": str(run_dir.resolve()) if run_dir else None}
     source = f"{client.get_run(run_id).info.artifact_uri}/{ARTIFACT_PATH}"
     version = client.create_model_version(name, source, run_id=run_id,

@@ -6,8 +6,9 @@ server shows, so logging is a copy made once the run has ended.
     config.yaml | eval_config.json  -> params (flattened: ``optim.lr``) and an artifact
     metrics.jsonl                   -> metric history: per step, per epoch as ``epoch_*``
     metrics.json                    -> final metrics, at the last step
-    checkpoint.pt | classifier.pt   -> tags from its model card (dataset digest, config hash, ...)
-    env.json                        -> tags (vipr version, git revision, the command line)
+    checkpoint.pt | classifier.pt   -> tags from its model card (dataset digest, config hash, ...) and the
+                                       registered dataset version (vipr.platform.provenance)
+    env.json                        -> tags (vipr version, git revision, the command line, the job)
     plots/*.png                     -> artifacts (vipr.plots)
 
 Every write goes through ``MlflowClient.log_batch``, MLflow's one write primitive. The run
@@ -33,6 +34,7 @@ from vipr.engine.card import DENSE_TASKS, ModelCard
 from vipr.errors import CheckpointError, ViprError
 from vipr.fsutil import atomic_write_text, file_sha256
 from vipr.platform import workspace
+from vipr.platform.provenance import provenance_tags
 
 MARKER = "mlflow_run.json"
 ENV_SWITCH = "VIPR_TRACKING"  # "0" turns the automatic logging of `vipr pretrain` / `vipr eval` off
@@ -87,7 +89,8 @@ def log_checkpoint(path: str | os.PathLike, sha256: str, mlflow_client=None) -> 
         return found[0].info.run_id
     card = checkpoint_card(path)
     run_id = client.create_run(exp, start_time=_mtime_ms(path), run_name=path.stem).info.run_id
-    tags = {**meta_tags(card), "kind": "checkpoint", "checkpoint": str(path.resolve()), "checkpoint_sha256": sha256}
+    tags = {**meta_tags(card), **provenance_tags(card), "kind": "checkpoint", "checkpoint": str(path.resolve()),
+            "checkpoint_sha256": sha256}
     log_all(client, run_id, metrics=_metrics(card.evaluation if card else {}, 0, _mtime_ms(path)),
             params=flatten(card.config if card else {}), tags=tags)
     _log_dataset(client, run_id, card, None, "checkpoint")
@@ -206,7 +209,8 @@ def _folder_metrics(folder: Path) -> list:
 
 def _folder_tags(folder: Path, kind: str, card: ModelCard | None) -> dict:
     env = json.loads((folder / "env.json").read_text()) if (folder / "env.json").is_file() else {}
-    return {**meta_tags(card), "kind": kind, "run_dir": str(folder.resolve()), "command": _command(env.get("argv")),
+    return {**meta_tags(card), **provenance_tags(card, env), "kind": kind, "run_dir": str(folder.resolve()),
+            "command": _command(env.get("argv")),
             "vipr_version": env.get("vipr") or (card.vipr_version if card else None), "git": env.get("git")}
 
 
