@@ -119,3 +119,19 @@ def test_webdataset_shards_made_elsewhere_train_in_place(tmp_path, monkeypatch):
     np.testing.assert_array_equal(dataset.train.labels[:4], [0, 1, 2, 0])
     metrics = run_pretrain(_config(shards, "train.epochs=1", "data.store=auto"), tmp_path / "run")
     assert metrics["steps"] == 2 and np.isfinite(metrics["loss_mean"])
+
+
+def test_data_info_reports_each_stores_size_and_autos_choice(jpegs, tmp_path, monkeypatch, capsys):
+    from vipr.cli.main import main
+    from vipr.data.stores import store_estimates
+
+    estimates = store_estimates(str(jpegs))
+    files = sorted(jpegs.rglob("*.jpg"))
+    assert estimates["files"] == len(files) == 64
+    assert estimates["encoded_mb"] == pytest.approx(sum(f.stat().st_size for f in files) / 1e6)
+    assert [(r["crop"], r["store_side"], r["raw_mb"]) for r in estimates["raw"]] == \
+        [(32, 64, 64 * 3 * 64 * 64 / 1e6), (224, 256, 64 * 3 * 256 * 256 / 1e6)]
+    assert store_estimates("builtin:digits") is None
+    monkeypatch.setenv("VIPR_CACHE", str(tmp_path / "cache"))
+    assert main(["data", "info", str(jpegs)]) == 0
+    assert "crop 224 px: raw at 256 px 12.6 MB -> data.store=auto reads raw" in capsys.readouterr().out

@@ -49,6 +49,9 @@ def run_info(args) -> int:
     info = dense_source_info(args.src)  # detection / segmentation sources report instances and box sizes
     if info is None:  # classification data (the table's skipped line replaces open_dataset's warning)
         info = dataset_info(open_dataset(args.src, quiet=True, progress=not args.no_progress))
+        from vipr.data.stores import store_estimates
+
+        info["stores"] = store_estimates(args.src)  # image folders: raw vs encoded sizes, and auto's choice
         if not args.json:
             print(format_info(info))
             return 0

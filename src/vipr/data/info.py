@@ -56,9 +56,20 @@ def format_info(info: dict) -> str:
         lines += [""] + _table(["class", *splits],
                                [[name, *(f"{s['per_class'][name]:,}" for s in splits.values())]
                                 for name in info["classes"]])
+    if info.get("stores"):
+        lines += ["", *_store_lines(info["stores"])]
     skipped = info["skipped"]
     lines += ["", skipped_note(skipped["count"], skipped["file"]) if skipped["count"] else "skipped: none"]
     return "\n".join(lines)
+
+
+def _store_lines(stores: dict) -> list[str]:
+    """Raw vs encoded store sizes per training crop side, and what data.store=auto picks (vipr.data.stores)."""
+    lines = [f"stores      encoded (the files' bytes): {_mb(stores['encoded_mb'])} MB for {stores['files']:,} files; "
+             f"raw budget {_mb(stores['raw_budget_mb'])} MB (data.raw_budget_gb)"]
+    lines += [f"            crop {row['crop']} px: raw at {row['store_side']} px {_mb(row['raw_mb'])} MB -> "
+              f"data.store=auto reads {row['auto']}" for row in stores["raw"]]
+    return lines
 
 
 def _mb(megabytes: float) -> str:

@@ -77,3 +77,23 @@ def open_training_dataset(src: str, *, store: str = "auto", store_size: int | No
         return sources.open_dataset(src, store_size=side, progress=progress), kind
     encoded = open_encoded_folder(src, progress=progress)
     return as_dataset(encoded, side, decode_threads(model_threads)), kind
+
+
+def store_estimates(src: str, crop_sides=(32, 224)) -> dict | None:
+    """What each store would take for image folder ``src``, and what ``auto`` picks, per training crop side:
+    ``{"files": N, "encoded_mb": .., "raw": [{"crop": 224, "store_side": 256, "raw_mb": .., "auto": ..}]}``.
+    None for array sources (always raw). The encoded figure is the files' bytes: JPEGs are kept as they
+    are, other formats re-encoded (usually smaller)."""
+    folder = Path(src).expanduser()
+    if src.startswith("builtin:") or not folder.is_dir() or sources.find_cifar(folder):
+        return None
+    listed, _ = sources.list_folder(folder)
+    files = [f for _, split_files, _ in listed.values() for f in split_files]
+    budget = raw_budget_bytes(None)
+    rows = []
+    for crop in crop_sides:
+        side = default_store_size(crop)
+        raw = len(files) * 3 * side * side
+        rows.append({"crop": crop, "store_side": side, "raw_mb": raw / 1e6, "auto": "raw" if raw <= budget else "encoded"})
+    return {"files": len(files), "encoded_mb": sum(size for _, size, _ in files) / 1e6, "raw_budget_mb": budget / 1e6,
+            "raw": rows}
