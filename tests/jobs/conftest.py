@@ -18,7 +18,7 @@ from vipr.jobs.spec import parse_spec
 from vipr.jobs.worker import Worker, default_settings
 
 HERE = Path(__file__).parent
-FAKE, FAKE_WORKER = HERE / "fake_command.py", HERE / "fake_worker.py"
+FAKE, FAKE_WORKER, RACER = HERE / "fake_command.py", HERE / "fake_worker.py", HERE / "claim_racer.py"
 FAST = {"poll_s": 0.05, "heartbeat_s": 0.5, "stale_s": 5.0, "grace_s": 2.0}  # seconds
 
 
@@ -79,11 +79,21 @@ def wait_until(condition, timeout: float = 20.0, what: str = "condition"):
     return found
 
 
+def race_for_claims(jobs: int, racers: int) -> None:
+    """Several processes claim every queued job at once: each is taken by exactly one."""
+    ids = {submit(f"race-{i}")["id"] for i in range(jobs)}
+    running = [subprocess.Popen([sys.executable, str(RACER), f"w{i}"], stdout=subprocess.PIPE, text=True)
+               for i in range(racers)]
+    taken = [job for r in running for job in json.loads(r.communicate(timeout=60)[0])]
+    assert sorted(taken) == sorted(ids)  # every job taken, none twice
+    assert all(j["attempts"] == 1 for j in store.list_jobs())
+
+
 @pytest.fixture
 def kit(workspace):
     """The helpers above, for the tests (a conftest is not importable under --import-mode=importlib)."""
     return SimpleNamespace(make_spec=make_spec, submit=submit, run_worker=run_worker, attempts=attempts,
-                           wait_for=wait_for, wait_until=wait_until, root=workspace)
+                           wait_for=wait_for, wait_until=wait_until, race_for_claims=race_for_claims, root=workspace)
 
 
 @pytest.fixture

@@ -45,11 +45,11 @@ def main() -> None:
     RUN.mkdir(parents=True, exist_ok=True)
     before = sum('"start"' in line for line in (RUN / "attempts.jsonl").read_text().splitlines()) \
         if (RUN / "attempts.jsonl").is_file() else 0
-    note("start", argv=ARGV, pgid=os.getpgrp(), attempt=before + 1, **{k: os.environ.get(k) for k in ENV_KEYS})
     if os.environ.get("FAKE_IGNORE_TERM") == "1":
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
     else:
         signal.signal(signal.SIGTERM, lambda *_: end(130))
+    note("start", argv=ARGV, pgid=os.getpgrp(), attempt=before + 1, **{k: os.environ.get(k) for k in ENV_KEYS})
     seconds = os.environ.get("FAKE_SECONDS", "0")
     stop = time.time() + float(os.environ.get("FAKE_LATER_SECONDS", seconds) if before else seconds)
     while time.time() < stop:

@@ -1,8 +1,5 @@
 """The job table on a real SQLite file: rows, the atomic state changes, and processes racing to claim."""
 
-import json
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -11,7 +8,6 @@ import pytest
 from vipr.errors import ViprError
 from vipr.jobs import store
 from vipr.jobs.spec import parse_spec
-
 
 
 def test_a_submitted_job_is_one_queued_row_found_by_id_or_name(kit):
@@ -64,22 +60,8 @@ def test_cancel_retry_and_delete_move_only_the_states_they_may(kit):
     assert store.delete_job(running) and store.list_jobs() == []
 
 
-RACER = """
-import json, sys
-from vipr.jobs import store
-won = [j["id"] for j in store.list_jobs(("queued",)) if store.claim(j["id"], sys.argv[1], "host")]
-print(json.dumps(won))
-"""
-
-
 def test_processes_racing_on_one_sqlite_file_never_take_the_same_job(kit):
-    ids = {kit.submit(f"race-{i}")["id"] for i in range(24)}
-    racers = [subprocess.Popen([sys.executable, "-c", RACER, f"w{i}"], stdout=subprocess.PIPE, text=True)
-              for i in range(3)]
-    won = [json.loads(r.communicate(timeout=60)[0]) for r in racers]
-    taken = [job for claims in won for job in claims]
-    assert sorted(taken) == sorted(ids)  # every job taken, none twice
-    assert all(j["attempts"] == 1 for j in store.list_jobs())
+    kit.race_for_claims(jobs=24, racers=3)
 
 
 def test_heartbeat_says_which_jobs_are_still_this_workers(kit):

@@ -2,9 +2,13 @@
 timeouts, the budget and the queue order, its own SIGTERM, and recovery after a worker is killed -9."""
 
 import os
+import shutil
 import signal
 import time
 
+import pytest
+
+from vipr.errors import RegistryError
 from vipr.jobs import process, store
 
 FAILS_ONCE = {"FAKE_FAIL_ATTEMPTS": "1"}
@@ -120,3 +124,33 @@ def test_several_worker_processes_never_run_one_job_twice(kit, worker_process):
     assert all(len(starts(kit, j)) == 1 for j in jobs)  # one attempt each: no job was taken twice
     ran_by = {store.get_job(j["id"])["worker_id"] for j in jobs}
     assert len(ran_by) >= 2 and os.getpid() not in ran_by  # the work was shared
+
+
+def test_a_success_registers_the_checkpoint_and_a_registration_error_fails_the_job(kit, monkeypatch):
+    def register(run_dir, name, alias, env):
+        if name == "broken":
+            raise RegistryError(f"{run_dir} holds no checkpoint.pt or classifier.pt")
+        assert env["VIPR_JOB_NAME"] == "registered" and alias == "candidate"
+        return f"{name}/7"
+
+    monkeypatch.setattr("vipr.jobs.worker.register_run", register)  # the real registry: the slow test below
+    kit.submit("registered", outputs={"register": {"name": "model", "alias": "candidate"}})
+    kit.submit("unregistrable", outputs={"register": {"name": "broken"}})
+    kit.run_worker()
+    done = store.get_job("registered")
+    assert (done["state"], done["model_version"]) == ("succeeded", "model/7")
+    failed = store.get_job("unregistrable")
+    assert (failed["state"], failed["exit_code"]) == ("failed", 0)
+    assert failed["reason"].startswith("registration failed: ") and "holds no checkpoint.pt" in failed["reason"]
+
+
+@pytest.mark.slow
+def test_the_registry_gets_the_run_folders_checkpoint(kit, pretrain_run):
+    job = kit.submit("real-registry", outputs={"register": {"name": "job-model", "alias": "candidate"}})
+    shutil.copytree(pretrain_run, job["run_dir"])  # the fake command leaves a real run folder as it is
+    kit.run_worker()
+    done = store.get_job("real-registry")
+    assert (done["state"], done["model_version"]) == ("succeeded", "job-model/1"), done["reason"]
+    from vipr.platform import registry
+
+    assert registry.show("job-model@candidate")["version"] == 1

@@ -204,7 +204,7 @@ def spawn_worker(log_path: Path) -> int:
 def _check_run_dir_free(spec: JobSpec) -> None:
     run_dir = str((Path.cwd() / spec.outputs.run_dir).resolve())
     for job in store.list_jobs((store.QUEUED, store.RUNNING)):
-        if job["run_dir"] == run_dir:
+        if job["run_dir"] == run_dir and job["name"] != spec.name:  # the same name: the insert says so
             raise ViprError(f"run folder {run_dir} belongs to job {job['name']} ({job['state']}); give this job "
                             f"another outputs.run_dir (or --out), or wait for that one")
 

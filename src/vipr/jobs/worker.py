@@ -231,6 +231,8 @@ class Worker:
         code = attempt.proc.returncode
         process.signal_group(attempt.proc.pid, signal.SIGKILL)  # what the command left in its group (data workers)
         attempt.log.close()
+        if attempt.stop != store.CANCELLED and code != 0 and store.cancel_flags([attempt.id]):
+            attempt.stop = store.CANCELLED  # `vipr job cancel` signalled it itself, after this poll's look
         if attempt.stop == store.CANCELLED:
             self._close(attempt, store.CANCELLED, reason=store.CANCELLED, exit_code=code)
         elif code == 0:
