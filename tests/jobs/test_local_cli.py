@@ -71,7 +71,7 @@ def test_cancel_stops_a_queued_job_at_once_and_a_running_one_by_sigterm(kit, fak
     code, out, _ = cli(capsys, "job", "cancel", "waiter")
     assert (code, out.strip(), store.get_job("waiter")["state"]) == (0, "cancelled job waiter", "cancelled")
     code, out, _ = cli(capsys, "job", "cancel", "runner")
-    assert code == 0 and out.startswith("cancelling job runner: SIGTERM sent")
+    assert code == 0 and out.startswith("cancelling job runner: its worker sends SIGTERM")
     done = kit.wait_for("runner", "cancelled")
     assert (done["reason"], done["exit_code"]) == ("cancelled", 130)  # vipr's exit after saving its checkpoint
     code, _, err = cli(capsys, "job", "cancel", "runner")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -105,4 +106,11 @@ def launch_torchrun(argv: list[str], nproc: int) -> int:
             cleaned.append(item)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
            "-m", "vipr.cli.main", *cleaned]
-    return subprocess.call(cmd)
+    torchrun = subprocess.Popen(cmd)
+    # SIGTERM to this launcher (`kill`, a job's stop) reaches every rank exactly once, through torchrun: a
+    # second one would abort a rank's checkpoint (vipr.engine.signals). Ctrl-C already reaches them all.
+    previous = signal.signal(signal.SIGTERM, lambda signum, _frame: torchrun.send_signal(signum))
+    try:
+        return torchrun.wait()
+    finally:
+        signal.signal(signal.SIGTERM, previous)

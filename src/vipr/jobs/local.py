@@ -13,7 +13,6 @@ import codecs
 import fcntl
 import os
 import shlex
-import signal
 import subprocess
 import sys
 import time
@@ -68,10 +67,7 @@ class LocalBackend:
         if job["state"] in store.FINAL:
             raise ViprError(f"job {job['name']} is already {job['state']}: nothing to cancel (`vipr job delete "
                             f"{job['name']}` removes it)")
-        if store.request_cancel(job) == store.RUNNING:
-            job = store.find_job(job["id"])
-            if job and job["host"] == store.hostname():  # SIGTERM now; its worker SIGKILLs after the grace period
-                process.signal_job(job["id"], job["pid"], signal.SIGTERM)
+        if store.request_cancel(job) == store.RUNNING:  # its worker stops it: one SIGTERM, whoever asks
             recovery.recover(STALE_S)  # a job whose worker is dead is recorded cancelled at once
         job = store.find_job(job["id"]) or job
         return {"id": job["id"], "name": job["name"], "state": job["state"]}
@@ -128,8 +124,8 @@ class LocalBackend:
 
     def cancelled_line(self, done: dict) -> str:
         if done["state"] == store.RUNNING:
-            return (f"cancelling job {done['name']}: SIGTERM sent (vipr saves its checkpoint); its worker sends "
-                    f"SIGKILL after the grace period and records it cancelled")
+            return (f"cancelling job {done['name']}: its worker sends SIGTERM (vipr saves its checkpoint), SIGKILL "
+                    f"after its grace period, and records it cancelled")
         return f"cancelled job {done['name']}"
 
     def retried_line(self, done: dict) -> str:

@@ -1,5 +1,7 @@
-"""Process groups of the local queue: each attempt runs in its own session, so one signal reaches the
+"""Process groups of the local queue: each attempt runs in its own session, so a SIGKILL reaches the
 command and everything it started (torchrun's ranks, data workers), and a terminal's Ctrl-C does not.
+A stop's SIGTERM goes to the command alone: vipr passes it on to torchrun, which passes it to each
+rank once (a rank given two aborts its checkpoint).
 
 Liveness reads /proc where there is one (Linux): a zombie counts as dead, and an orphaned attempt is
 found by the ``VIPR_JOB_ID`` in its processes' environment, so a reused process id is never killed.
@@ -20,6 +22,15 @@ def start(argv: list[str], env: dict[str, str], cwd: str, log: BinaryIO) -> subp
     """Start ``argv`` as the leader of a new session (its pid is its group id), stdout and stderr to ``log``."""
     return subprocess.Popen(argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                             start_new_session=True)
+
+
+def signal_process(pid: int, sig: int) -> bool:
+    """Send ``sig`` to process ``pid`` alone; False when it is gone."""
+    try:
+        os.kill(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
 
 
 def signal_group(pgid: int, sig: int) -> bool:
@@ -68,13 +79,6 @@ def _job_of(pid: int) -> str | None:
         return None
     found = next((e for e in environ if e.startswith(b"VIPR_JOB_ID=")), None)
     return found.split(b"=", 1)[1].decode() if found else None
-
-
-def signal_job(job_id: str, pgid: int | None, sig: int) -> bool:
-    """Send ``sig`` to group ``pgid`` if it still is job ``job_id``'s (with /proc: its leader says so)."""
-    if not pgid or (PROC.is_dir() and _job_of(pgid) != job_id):
-        return False
-    return signal_group(pgid, sig)
 
 
 def kill_job(job_id: str, pgid: int | None) -> int:

@@ -8,7 +8,8 @@ One attempt: claimed atomically (store.claim), started in its own process group,
 
     exit 0                 succeeded (its checkpoint registered first, with outputs.register)
     exit != 0              failed; queued again when "failed" is in retry.on and retries are left
-    past spec.timeout      SIGTERM, SIGKILL after the grace period; reason timeout (retry.on: timeout)
+    past spec.timeout      SIGTERM (to the command: once), SIGKILL (its group) after the grace period;
+                           reason timeout (retry.on: timeout)
     cancel asked           the same stop; cancelled
     worker SIGTERM/SIGINT  every attempt stopped the same way (vipr saves its checkpoint) and queued
                            again, not counted against its retries; then the worker exits
@@ -220,10 +221,11 @@ class Worker:
                 attempt.kill_at = None
 
     def _terminate(self, attempt: Attempt, why: str, now: float) -> None:
-        """SIGTERM the attempt's group (once), SIGKILL after the grace period; ``why`` decides what follows."""
+        """SIGTERM the attempt's command (once: vipr saves its checkpoint), SIGKILL to its whole group after the
+        grace period; ``why`` decides what follows."""
         attempt.stop = why
         if attempt.kill_at is None:
-            process.signal_group(attempt.proc.pid, signal.SIGTERM)
+            process.signal_process(attempt.proc.pid, signal.SIGTERM)
             attempt.kill_at = now + self.settings.grace_s
             self._say(f"stopping job {attempt.job['name']} ({attempt.id}): {why}")
 
@@ -232,7 +234,7 @@ class Worker:
         process.signal_group(attempt.proc.pid, signal.SIGKILL)  # what the command left in its group (data workers)
         attempt.log.close()
         if attempt.stop != store.CANCELLED and code != 0 and store.cancel_flags([attempt.id]):
-            attempt.stop = store.CANCELLED  # `vipr job cancel` signalled it itself, after this poll's look
+            attempt.stop = store.CANCELLED  # asked after this poll's look, and the attempt failed meanwhile
         if attempt.stop == store.CANCELLED:
             self._close(attempt, store.CANCELLED, reason=store.CANCELLED, exit_code=code)
         elif code == 0:
@@ -288,7 +290,7 @@ class Worker:
     def _abandon(self) -> None:
         """After an error in the loop: stop what still runs and queue it again (best effort)."""
         for attempt in list(self.attempts.values()):
-            process.signal_group(attempt.proc.pid, signal.SIGTERM)
+            process.signal_process(attempt.proc.pid, signal.SIGTERM)
         deadline = time.monotonic() + self.settings.grace_s
         for attempt in list(self.attempts.values()):
             try:
