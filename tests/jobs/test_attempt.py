@@ -70,3 +70,21 @@ def test_the_run_marker_is_trackings():
     from vipr.platform import tracking
 
     assert launch.MARKER == tracking.MARKER  # named twice only so the worker need not import torch
+
+
+@pytest.mark.parametrize("why, code, retries, expected", [
+    ("cancelled", 0, 0, ("cancelled", "cancelled")),
+    (None, 0, 0, ("succeeded", None)),
+    ("timeout", 0, 0, ("succeeded", None)),  # it finished at its deadline
+    ("stopped", 130, 5, ("queued", "stopped")),  # the worker's own stop: never a lost retry
+    (None, 3, 0, ("queued", "failed")),
+    (None, 3, 1, ("failed", "failed")),  # max_retries 1 used up
+    ("timeout", 130, 0, ("failed", "timeout")),  # timeout is not in retry.on
+    ("evicted", None, 0, ("queued", "evicted")),
+])
+def test_an_ended_attempt_becomes_what_the_retry_policy_says(why, code, retries, expected):
+    from vipr.jobs.policy import counted, next_state
+
+    s = spec(retry={"max_retries": 1, "on": ["failed", "evicted"]})
+    assert next_state(why, code, s, retries) == expected
+    assert counted(expected[1]) == (expected[1] != "stopped")

@@ -9,6 +9,7 @@ found by the ``VIPR_JOB_ID`` in its processes' environment, so a reused process 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -96,6 +97,22 @@ def kill_job(job_id: str, pgid: int | None) -> int:
                 groups.add(int(fields[2]))  # field 2: the process group
     groups.discard(os.getpgrp())  # never this process's own group (a worker started from inside a job)
     return sum(signal_group(group, signal.SIGKILL) for group in groups)
+
+
+@contextlib.contextmanager
+def stop_signals(handler):
+    """SIGTERM and SIGINT call ``handler`` while the block runs (main thread only: elsewhere none is set)."""
+    previous = {}
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            previous[sig] = signal.signal(sig, handler)
+        except ValueError:  # not the main thread
+            break
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 def total_memory() -> float:

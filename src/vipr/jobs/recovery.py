@@ -15,9 +15,8 @@ import time
 from collections.abc import Callable
 
 from vipr.jobs import process, store
+from vipr.jobs.policy import EVICTED, counted, next_state
 from vipr.jobs.spec import parse_spec
-
-EVICTED = "evicted"
 
 
 def worker_dead(worker: dict | None, workers: list[dict], host: str, now: float, stale_s: float) -> bool:
@@ -54,9 +53,8 @@ def evict(job: dict, host: str) -> bool:
     """Kill what is left of ``job``'s attempt (this host), then mark it evicted; whether this call did."""
     if job["host"] == host:
         process.kill_job(job["id"], job["pid"])
-    if job["cancel_requested"]:
-        return store.finish(job["id"], job["worker_id"], store.CANCELLED, reason=store.CANCELLED)
-    spec = parse_spec(job["spec"])
-    if EVICTED in spec.retry.on and job["retries"] < spec.retry.max_retries:
-        return store.requeue(job["id"], job["worker_id"], EVICTED, None, counted=True)
-    return store.finish(job["id"], job["worker_id"], store.FAILED, reason=EVICTED)
+    why = store.CANCELLED if job["cancel_requested"] else EVICTED
+    state, reason = next_state(why, None, parse_spec(job["spec"]), job["retries"])
+    if state == store.QUEUED:
+        return store.requeue(job["id"], job["worker_id"], reason, None, counted=counted(reason))
+    return store.finish(job["id"], job["worker_id"], state, reason=reason)

@@ -36,11 +36,9 @@ from typing import BinaryIO
 
 from vipr.jobs import process, recovery, store
 from vipr.jobs.launch import attempt_env, attempt_words, needs, python_argv, register_run, tracking_run_id
+from vipr.jobs.policy import STOPPED, counted, next_state
 from vipr.jobs.spec import JobSpec, parse_spec
 from vipr.platform import db
-
-STOPPED = "stopped"  # the reason of an attempt the worker's own shutdown ended
-
 
 @dataclass(frozen=True)
 class WorkerSettings:
@@ -95,15 +93,14 @@ class Worker:
         store.add_worker(self.id, os.getpid(), s.cpus, s.memory)
         self._say(f"worker {self.id}: {s.cpus:g} cpus, {s.memory / 2**30:.1f} GiB, jobs "
                   f"{s.max_jobs or 'as fit'}; database {store.engine().url.render_as_string(hide_password=True)}")
-        previous = _on_stop_signals(self._stop)
         try:
-            self._loop()
+            with process.stop_signals(self._stop):
+                self._loop()
         finally:
             self._abandon()
             with contextlib.suppress(db.DatabaseError):  # the database failing is what ended the loop
                 store.remove_worker(self.id)
             self._pool.shutdown(wait=True)
-            _restore(previous)
         self._say(f"worker {self.id}: exiting")
         return 0
 
@@ -235,24 +232,14 @@ class Worker:
         attempt.log.close()
         if attempt.stop != store.CANCELLED and code != 0 and store.cancel_flags([attempt.id]):
             attempt.stop = store.CANCELLED  # asked after this poll's look, and the attempt failed meanwhile
-        if attempt.stop == store.CANCELLED:
-            self._close(attempt, store.CANCELLED, reason=store.CANCELLED, exit_code=code)
-        elif code == 0:
+        state, reason = next_state(attempt.stop, code, attempt.spec, attempt.job["retries"])
+        if state == store.SUCCEEDED:
             self._succeeded(attempt)
-        elif attempt.stop == STOPPED:
-            store.requeue(attempt.id, self.id, STOPPED, code, counted=False)
-            self._drop(attempt, f"stopped with the worker (exit code {code}): queued again")
+        elif state == store.QUEUED:
+            store.requeue(attempt.id, self.id, reason, code, counted=counted(reason))
+            self._drop(attempt, f"{reason} (exit code {code}): queued again")
         else:
-            self._failed(attempt, attempt.stop or "failed", code)
-
-    def _failed(self, attempt: Attempt, kind: str, code: int) -> None:
-        spec, retries = attempt.spec, attempt.job["retries"]
-        if kind in spec.retry.on and retries < spec.retry.max_retries:
-            store.requeue(attempt.id, self.id, kind, code, counted=True)
-            self._drop(attempt, f"{kind} (exit code {code}): queued again, retry {retries + 1} of "
-                                f"{spec.retry.max_retries}")
-        else:
-            self._close(attempt, store.FAILED, reason=kind, exit_code=code)
+            self._close(attempt, state, reason=reason, exit_code=code)
 
     def _succeeded(self, attempt: Attempt) -> None:
         register = attempt.spec.outputs.register
@@ -304,22 +291,6 @@ class Worker:
             except db.DatabaseError:  # what failed: the next worker recovers the job as evicted
                 pass
             self.attempts.pop(attempt.id, None)
-
-
-def _on_stop_signals(handler) -> dict:
-    """SIGTERM and SIGINT stop the worker gracefully (main thread only; elsewhere nothing is installed)."""
-    previous = {}
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        try:
-            previous[sig] = signal.signal(sig, handler)
-        except ValueError:  # not the main thread
-            break
-    return previous
-
-
-def _restore(previous: dict) -> None:
-    for sig, handler in previous.items():
-        signal.signal(sig, handler)
 
 
 def _now() -> str:
