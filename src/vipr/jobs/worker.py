@@ -265,7 +265,7 @@ class Worker:
 
     def _close(self, attempt: Attempt, state: str, **values) -> None:
         if store.finish(attempt.id, self.id, state, **values):
-            detail = values.get("reason") or f"exit code {values.get('exit_code')}"
+            detail = ", ".join(filter(None, (values.get("reason"), f"exit code {values.get('exit_code')}")))
             self._drop(attempt, f"{state} ({detail})")
         else:
             self._drop(attempt, "was recovered by another worker meanwhile; its end is not recorded here")
