@@ -76,3 +76,14 @@ def test_heartbeat_says_which_jobs_are_still_this_workers(kit):
     assert store.touch_worker("w") and [w["id"] for w in store.workers()] == ["w"]
     store.remove_worker("w")
     assert not store.touch_worker("w")
+
+
+def test_a_table_another_process_created_between_check_and_create_is_no_error(kit, monkeypatch):
+    from sqlalchemy import Table
+
+    from vipr.platform import db
+
+    store.list_jobs()  # the tables exist now, as after another worker's first look
+    create = Table.create
+    monkeypatch.setattr(Table, "create", lambda self, bind, checkfirst=True: create(self, bind, checkfirst=False))
+    db._create.__wrapped__(db.database_url(), "jobs", store.JOBS)  # CREATE TABLE fails: no DatabaseError

@@ -13,7 +13,7 @@ import functools
 import os
 from pathlib import Path
 
-from sqlalchemy import MetaData, Table, create_engine, event
+from sqlalchemy import MetaData, Table, create_engine, event, inspect
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -80,9 +80,18 @@ def _create(url: str, _name: str, table: Table) -> None:
     try:
         table.create(_engine(url), checkfirst=True)
     except SQLAlchemyError as err:
+        if _has_table(url, table.name):  # another process created it between the check and the create
+            return
         raise DatabaseError(f"cannot open the metadata database {_redacted(url)}: {err.__class__.__name__}: "
                             f"{str(err).splitlines()[0]}; check {ENV_DB_URL} (or {ENV_HOME}) and that the "
                             "server is up") from None
+
+
+def _has_table(url: str, name: str) -> bool:
+    try:
+        return inspect(_engine(url)).has_table(name)
+    except SQLAlchemyError:
+        return False
 
 
 def _redacted(url: str) -> str:
