@@ -122,6 +122,9 @@ def test_show_and_list_read_well_and_an_unknown_job_is_one_line(kit, capsys, mon
     assert code == 1 and "a job named plain already exists" in err
     code, _, err = cli(capsys, "job", "submit", "--name", "other", "--", "vipr", "pretrain", "--out", "runs/plain")
     assert code == 1 and "belongs to job plain (queued)" in err
+    code, _, err = cli(capsys, "job", "submit", "--name", "huge", "--set", "resources.cpu=1000", "--", "vipr",
+                       "pretrain")
+    assert code == 0 and "warning: job huge needs 1000 cpus and 4.0 GiB, more than this machine's" in err
 
 
 def test_worker_options_are_checked(capsys):

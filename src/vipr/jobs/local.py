@@ -16,13 +16,14 @@ import shlex
 import subprocess
 import sys
 import time
+import warnings
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TextIO
 
 from vipr.errors import ViprError
 from vipr.jobs import process, recovery, store
-from vipr.jobs.launch import CHECKPOINT, check_local
+from vipr.jobs.launch import CHECKPOINT, check_local, needs
 from vipr.jobs.spec import JobSpec, parse_spec, resumable
 from vipr.jobs.worker import WorkerSettings
 from vipr.platform import db
@@ -44,6 +45,7 @@ class LocalBackend:
     def submit(self, spec: JobSpec) -> dict:
         check_local(spec)
         _check_run_dir_free(spec)
+        _warn_if_too_big(spec)
         job = store.insert_job(spec, Path.cwd())
         return {**record(job), "worker": ensure_worker()}
 
@@ -203,6 +205,15 @@ def _check_run_dir_free(spec: JobSpec) -> None:
         if job["run_dir"] == run_dir and job["name"] != spec.name:  # the same name: the insert says so
             raise ViprError(f"run folder {run_dir} belongs to job {job['name']} ({job['state']}); give this job "
                             f"another outputs.run_dir (or --out), or wait for that one")
+
+
+def _warn_if_too_big(spec: JobSpec) -> None:
+    cpu, memory = needs(spec)
+    cores, ram = os.cpu_count() or 1, process.total_memory()
+    if cpu > cores or memory > ram:
+        warnings.warn(f"job {spec.name} needs {cpu:g} cpus and {memory / 2**30:.1f} GiB, more than this machine's "
+                      f"{cores} and {ram / 2**30:.1f} GiB: it waits for a worker started with more "
+                      f"(vipr worker --cpus N --memory QTY), here or on another machine sharing {db.ENV_DB_URL}")
 
 
 def _iso(seconds: float | None) -> str | None:

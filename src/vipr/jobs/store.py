@@ -90,6 +90,11 @@ def jobs_dir() -> Path:
     return db.home() / "jobs"
 
 
+def where() -> str:
+    """The queue's database, for messages (its password hidden)."""
+    return engine().url.render_as_string(hide_password=True)
+
+
 def hostname() -> str:
     return socket.gethostname()
 
@@ -138,7 +143,7 @@ def get_job(ref: str) -> dict:
     """The job whose id, else name, is ``ref``; JobNotFound naming how to see the jobs."""
     rows = _execute(select(JOBS).where(or_(JOBS.c.id == ref, JOBS.c.name == ref)))
     if not rows:
-        raise JobNotFound(f"no job {ref!r} in the local queue ({db.home()}); {LIST_HINT}")
+        raise JobNotFound(f"no job {ref!r} in the local queue ({where()}); {LIST_HINT}")
     return next((r for r in rows if r["id"] == ref), rows[0])
 
 

@@ -85,6 +85,7 @@ class Worker:
         self.attempts: dict[str, Attempt] = {}
         self.stopping = False
         self._too_big: set[str] = set()
+        self._specs: dict[str, tuple[JobSpec, float, float]] = {}
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vipr-register")
         self._say = say or (lambda text: print(f"{_now()} {text}", flush=True))
 
@@ -92,7 +93,7 @@ class Worker:
         s = self.settings
         store.add_worker(self.id, os.getpid(), s.cpus, s.memory)
         self._say(f"worker {self.id}: {s.cpus:g} cpus, {s.memory / 2**30:.1f} GiB, jobs "
-                  f"{s.max_jobs or 'as fit'}; database {store.engine().url.render_as_string(hide_password=True)}")
+                  f"{s.max_jobs or 'as fit'}; database {store.where()}")
         try:
             with process.stop_signals(self._stop):
                 self._loop()
@@ -135,7 +136,7 @@ class Worker:
         one, or is seen here (and taken once registered again: a running job needs its worker's row); whether
         to exit."""
         store.remove_worker(self.id)
-        if any(self._fits(*needs(parse_spec(job["spec"])), whole=True) for job in store.list_jobs((store.QUEUED,))):
+        if any(self._fits(*self._needs(job)[1:], whole=True) for job in store.list_jobs((store.QUEUED,))):
             store.add_worker(self.id, os.getpid(), self.settings.cpus, self.settings.memory)
             return False
         return True
@@ -163,8 +164,7 @@ class Worker:
     def _start_fitting(self) -> bool:
         """Start queued jobs in order while they fit; whether a queued job waits for room on this worker."""
         for job in store.list_jobs((store.QUEUED,)):
-            spec = parse_spec(job["spec"])
-            cpu, memory = needs(spec)
+            spec, cpu, memory = self._needs(job)
             if not self._fits(cpu, memory, whole=True):
                 if job["id"] not in self._too_big:
                     self._too_big.add(job["id"])
@@ -175,6 +175,13 @@ class Worker:
                 return True
             self._start(job, spec, cpu, memory)
         return False
+
+    def _needs(self, job: dict) -> tuple[JobSpec, float, float]:
+        """The job's spec, cores and bytes (parsed once per job: the queue is read every poll)."""
+        if job["id"] not in self._specs:
+            spec = parse_spec(job["spec"])
+            self._specs[job["id"]] = (spec, *needs(spec))
+        return self._specs[job["id"]]
 
     def _start(self, job: dict, spec: JobSpec, cpu: float, memory: float) -> None:
         job = store.claim(job["id"], self.id, self.host)
