@@ -116,7 +116,7 @@ def test_a_worker_killed_9_leaves_jobs_the_next_worker_recovers_exactly_once(kit
 
 
 def test_several_worker_processes_never_run_one_job_twice(kit, worker_process):
-    jobs = [kit.submit(f"many-{i}", seconds=0.1) for i in range(12)]
+    jobs = [kit.submit(f"many-{i}", seconds=0.1) for i in range(9)]
     workers = [worker_process(cpus=1, exit_when_idle=1.0) for _ in range(3)]
     for worker in workers:
         assert worker.wait(timeout=60) == 0
