@@ -1,6 +1,6 @@
 """Soak test of the local job queue: many short jobs, two workers, one of them killed -9 again and again.
 
-JOBS tiny `vipr pretrain` jobs (a checkpoint every 2 steps, so a killed attempt leaves something to
+JOBS tiny `vipr pretrain` jobs (a checkpoint every 5 steps, so a killed attempt leaves something to
 resume) run on two `vipr worker --cpus 1` processes sharing one SQLite file. KILLS times, at a random
 moment while it runs a job, worker 0 gets SIGKILL and is started again at once: the new one
 recovers what the dead one left (kills the orphaned attempt, marks it evicted, queues it again,
@@ -31,8 +31,9 @@ from pathlib import Path
 
 from job_bench import TINY_PRETRAIN, start_worker, stop, submit, wait_final, wait_registered, workspace
 
-COMMAND = [*TINY_PRETRAIN, "--data", "builtin:shapes?train=120&test=20&size=16", "--image-size", "16",
-           "--epochs", "2", "--batch-size", "20", "--set", "train.checkpoint_every=2", "train.log_every=1"]
+# 60 steps (a few seconds of training after the seconds torch takes to import), a checkpoint every 5
+COMMAND = [*TINY_PRETRAIN, "--data", "builtin:shapes?train=400&test=20&size=16", "--image-size", "16",
+           "--epochs", "3", "--batch-size", "20", "--set", "train.checkpoint_every=5", "train.log_every=5"]
 PROC = Path("/proc")
 
 
@@ -71,7 +72,7 @@ def kill_and_restart(folder: Path, workers: list, kills: int, rng: random.Random
 
     done = 0
     while done < kills:
-        time.sleep(rng.uniform(0.5, 4.0))
+        time.sleep(rng.uniform(1.0, 10.0))  # seconds: an attempt spends its first few importing torch
         if all(store.find_job(i)["state"] in store.FINAL for i in ids):
             break  # the queue drained before every kill could land: fewer kills, said in the result
         if not running_on(workers[0]):
