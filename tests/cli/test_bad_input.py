@@ -58,6 +58,7 @@ NUMERIC = {
                             "--batch-size": ALL, "--lr": ALL + FLOAT, "--nproc-per-node": ALL, "--seed": NO_ZERO}
        for task in ("detect", "instance", "segment")},
     "transfer eval": {"--batch-size": ALL},
+    "worker": {"--cpus": ALL + FLOAT, "--max-jobs": ALL, "--grace": NO_ZERO + FLOAT, "--exit-when-idle": NO_ZERO + FLOAT},
     "transfer predict": {"--score-thresh": NO_ZERO + FLOAT},
 }
 SCENES = "builtin:scenes?size=64&train=8&test=4"
@@ -76,6 +77,7 @@ def base_argv(command: str, option: str, out: Path) -> list[str]:
         "ui": ["ui"],
         "quickstart": ["quickstart", "--data", DATA, "--out", never],
         "runs list": ["runs", "list"],
+        "worker": ["worker", *([] if option == "--exit-when-idle" else ["--exit-when-idle", "0"])],
         "features": ["features", *checkpoint, "--out", str(out / "never.npz")],
         "distill": ["distill", "--teacher", never, "--student", "tiny", "--data", DATA, "--out", never, "--no-track"],
         "transfer eval": ["transfer", "eval", "--checkpoint", never],

@@ -130,7 +130,9 @@ def test_show_and_list_read_well_and_an_unknown_job_is_one_line(kit, capsys, mon
 def test_worker_options_are_checked(capsys):
     code, _, err = cli(capsys, "worker", "--memory", "lots")
     assert code == 1 and "--memory must be a quantity such as 16Gi" in err
-    code, _, err = cli(capsys, "worker", "--cpus", "0")
-    assert code == 1 and "--cpus must be > 0 cores, got 0" in err
+    code, _, err = cli(capsys, "worker", "--memory=-2Gi")
+    assert code == 1 and "--memory must be a quantity such as 16Gi" in err
+    code, _, err = cli(capsys, "worker", "--cpus", "0")  # every numeric option: tests/cli/test_bad_input.py
+    assert code == 1 and "--cpus" in err and "got 0" in err
     assert cli(capsys, "worker", "--once", "--exit-when-idle", "3")[0] == 2  # one or the other
     assert process.pid_alive(os.getpid()) and not process.pid_alive(None)

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import argparse
 import os
+from dataclasses import dataclass
+from typing import Annotated
 
+from vipr.cli.options import read_options
+from vipr.config import Range
 from vipr.errors import ConfigError
 
 HELP = """Run queued jobs (`vipr job submit`) on this machine, highest priority first, then in submit
@@ -24,7 +28,19 @@ The queue is WORKSPACE/vipr.db, or $VIPR_DB_URL (postgresql+psycopg://...) for a
 workers on several machines share."""
 
 
+@dataclass(frozen=True)
+class WorkerOptions:
+    """``vipr worker``'s options (read through vipr.cli.options.read_options: a bad value names its flag)."""
+
+    cpus: Annotated[float | None, Range(0, 4096, low_open=True)] = None  # cores; None: all of this machine's
+    memory: str | None = None  # a quantity (16Gi); None: this machine's RAM
+    max_jobs: Annotated[int | None, Range(1, 10**5)] = None  # None: as many as fit
+    grace: Annotated[float, Range(0, 86400)] = 30.0  # seconds from a job's SIGTERM to its SIGKILL
+    exit_when_idle: Annotated[float | None, Range(0, 10**7)] = None  # seconds; None: run until stopped
+
+
 def add_parser(sub) -> None:
+    o = WorkerOptions
     p = sub.add_parser("worker", help="run the local job queue on this machine", description=HELP,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--cpus", type=float, metavar="N",
@@ -32,8 +48,8 @@ def add_parser(sub) -> None:
     p.add_argument("--memory", metavar="QTY", help="memory the running jobs may hold together, e.g. 16Gi "
                                                    "(default: this machine's RAM)")
     p.add_argument("--max-jobs", type=int, metavar="N", help="jobs at once (default: as many as fit)")
-    p.add_argument("--grace", type=float, metavar="SECONDS", default=30.0,
-                   help="between a job's SIGTERM and its SIGKILL (default 30)")
+    p.add_argument("--grace", type=float, metavar="SECONDS",
+                   help=f"between a job's SIGTERM and its SIGKILL (default {o.grace:g})")
     idle = p.add_mutually_exclusive_group()
     idle.add_argument("--exit-when-idle", type=float, metavar="SECONDS",
                       help="exit after this long with nothing running and nothing it could run queued")
@@ -47,24 +63,17 @@ def settings(args):
     from vipr.jobs.kube import parse_quantity
     from vipr.jobs.worker import default_settings
 
-    given = {}
-    if args.cpus is not None:
-        if not args.cpus > 0:
-            raise ConfigError(f"--cpus must be > 0 cores, got {args.cpus:g}")
-        given["cpus"] = args.cpus
-    if args.memory is not None:
+    options = read_options(WorkerOptions, args)
+    given = {} if options.cpus is None else {"cpus": options.cpus}
+    if options.memory is not None:
         try:
-            given["memory"] = parse_quantity(args.memory)
+            given["memory"] = parse_quantity(options.memory)
         except ValueError:
-            raise ConfigError(f"--memory must be a quantity such as 16Gi or 512Mi, got {args.memory!r}") from None
-    if args.max_jobs is not None and args.max_jobs < 1:
-        raise ConfigError(f"--max-jobs must be >= 1, got {args.max_jobs}")
-    if not args.grace >= 0:
-        raise ConfigError(f"--grace must be >= 0 seconds, got {args.grace:g}")
-    idle = 0.0 if args.once else args.exit_when_idle
-    if idle is not None and not idle >= 0:
-        raise ConfigError(f"--exit-when-idle must be >= 0 seconds, got {idle:g}")
-    return default_settings(**given, max_jobs=args.max_jobs, grace_s=args.grace, exit_when_idle=idle)
+            given["memory"] = 0.0
+        if not given["memory"] > 0:
+            raise ConfigError(f"--memory must be a quantity such as 16Gi or 512Mi, got {options.memory!r}")
+    idle = 0.0 if args.once else options.exit_when_idle
+    return default_settings(**given, max_jobs=options.max_jobs, grace_s=options.grace, exit_when_idle=idle)
 
 
 def run(args) -> int:
