@@ -1,4 +1,4 @@
-"""``vipr model register|list|show|alias|delete|export``: the model registry of the workspace."""
+"""``vipr model register|list|show|alias|delete|export|profile``: the model registry of the workspace."""
 
 from __future__ import annotations
 
@@ -19,7 +19,8 @@ server in $VIPR_TRACKING_URI).
                                                            dataset version -> job -> run -> model -> deployments
   alias NAME VERSION ALIAS                                 point NAME@ALIAS at VERSION
   delete NAME/VERSION [--force]                            remove one version (the last: the name too)
-  export NAME[@ALIAS|/VERSION] --format onnx|torchscript --out FILE
+  export NAME[@ALIAS|/VERSION] --format onnx|torchscript --out FILE [--quantize int8]
+  profile NAME[@ALIAS|/VERSION]|FILE                       parameters, FLOPs, CPU latency and throughput
 
 NAME alone means its latest version. A classifier from `vipr eval linear --out`, or a detection /
 segmentation model from `vipr transfer ... --out`, names the registered version of the checkpoint
@@ -28,7 +29,7 @@ detector's file takes one image per call; see vipr.serve.dense_export)."""
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("model", help="model registry: register, list, show, alias, delete, export",
+    p = sub.add_parser("model", help="model registry: register, list, show, alias, delete, export, profile",
                        description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
     reg = actions.add_parser("register", help="register a run folder's checkpoint as a new model version")
@@ -50,8 +51,12 @@ def add_parser(sub) -> None:
     export.add_argument("ref", metavar="NAME[@ALIAS|/VERSION]|CHECKPOINT")
     export.add_argument("--format", required=True, choices=["onnx", "torchscript"], dest="fmt")
     export.add_argument("--out", required=True, metavar="FILE", help="output file (metadata also in FILE.json)")
+    from vipr.cli import model_quantize_cmd as quantize
+
+    quantize.add_quantize_flags(export)
+    profile = quantize.add_profile_parser(actions)
     for parser, fn in ((reg, run_register), (lst, run_list), (show, run_show), (alias, run_alias),
-                       (delete, run_delete), (export, run_export)):
+                       (delete, run_delete), (export, run_export), (profile, quantize.run_profile)):
         add_json_flag(parser)
         parser.set_defaults(run=_registry_errors(fn))
 
@@ -168,15 +173,19 @@ def run_delete(args) -> int:
 
 def run_export(args) -> int:
     from vipr.cli.paths import check_out_file
+    from vipr.cli.model_quantize_cmd import check_quantize_flags, run_quantized_export
     from vipr.platform import registry
     from vipr.serve.export import export_model
 
+    check_quantize_flags(args)
     check_out_file(args.out)  # before the export and its check against PyTorch
     if Path(args.ref).exists():
         path, name, version = Path(args.ref), None, None
     else:
         found = registry.get_version(args.ref)
         path, name, version = registry.resolve_model(f"{found.name}/{found.version}"), found.name, found.version
+    if args.quantize:
+        return _print_json(args, run_quantized_export(args, path, name, version))
     result = export_model(path, args.fmt, args.out, name=name, version=version)
     label = f"{name}/{version}" if name else str(path)
     compared = f" px over {result['detections_compared']} detections" if "detections_compared" in result else ""

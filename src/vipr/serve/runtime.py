@@ -182,15 +182,7 @@ class OnnxRuntime:
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike, cache_dir: str | os.PathLike | None = None,
                         threads: int = 0, device: str = "cpu"):
-        from vipr.engine.checkpoint import resolve_path
-        from vipr.serve.export import export_model
-
-        path = resolve_path(path)
-        out = onnx_cache_path(path, cache_dir)
-        if not out.exists():  # concurrent servers never see a half-written file; the .json lands first
-            with atomic_path(out) as tmp, atomic_path(f"{out}.json", tmp=f"{tmp}.json"):
-                export_model(path, "onnx", tmp)
-        return open_onnx_file(out, threads, device)
+        return open_onnx_file(cached_export(path, cache_dir), threads, device)
 
     @classmethod
     def open(cls, path: Path, *, cache_dir: str | os.PathLike | None = None, device: str = "cpu"):
@@ -232,6 +224,19 @@ def onnx_providers(device: str) -> list:
         return ["CPUExecutionProvider"]
     raise ConfigError(f"--device {device}: this onnxruntime cannot run on {resolved.type} (providers: "
                       f"{', '.join(onnxruntime.get_available_providers())}); use --runtime torch, or --device cpu")
+
+
+def cached_export(path: str | os.PathLike, cache_dir: str | os.PathLike | None = None) -> Path:
+    """The float ONNX export of checkpoint ``path`` in the cache (onnx_cache_path), made on first use."""
+    from vipr.engine.checkpoint import resolve_path
+    from vipr.serve.export import export_model
+
+    path = resolve_path(path)
+    out = onnx_cache_path(path, cache_dir)
+    if not out.exists():  # concurrent servers never see a half-written file; the .json lands first
+        with atomic_path(out) as tmp, atomic_path(f"{out}.json", tmp=f"{tmp}.json"):
+            export_model(path, "onnx", tmp)
+    return out
 
 
 def onnx_cache_path(checkpoint_path: Path, cache_dir: str | os.PathLike | None = None) -> Path:
