@@ -103,13 +103,13 @@ def _export_at(path: Path, size: int, tmp: Path) -> tuple[Path, dict, object]:
 
     import torch
 
-    from vipr.serve.export import _export_onnx, export_metadata, load_for_export
+    from vipr.serve.export import _export_onnx, _quiet_torchscript, export_metadata, load_for_export
 
     model, card = load_for_export(path)
     card = replace(card, image_size=size)
     metadata = export_metadata(card, model, "onnx", None, None)
     out = tmp / "model.onnx"
-    with torch.no_grad():
+    with torch.no_grad(), _quiet_torchscript():
         _export_onnx(model, torch.zeros(2, 3, size, size), out, metadata)
     return out, metadata, model
 
