@@ -48,6 +48,7 @@ FINETUNE_STEPS = 40  # steps of batch 64 on the 10% split: ~20 s for a ResNet-18
 COMMON = ["--batch-size", str(BATCH), "--image-size", str(IMAGE_SIZE), "--no-track", "--no-progress"]
 SETTINGS = ["train.num_threads=1", "train.checkpoint_every=0", "model.small_stem=false"]
 MOCO = ["method.queue_size=512"]  # below the 1,000-1,437 train images of every source
+BINGO = ["method.warmup_epochs=1"]  # its default 11 (the release's) would leave 3 epochs without the bag
 SOURCES = {"digits": "builtin:digits", "shapes": "builtin:shapes?train=1000&test=300", "photos": None}
 EXTRA_STUDENTS = ("timm:mobilenetv3_large_100", "darts_net")
 
@@ -89,7 +90,7 @@ def train(job: dict, work: Path, core: int) -> dict:
     else:
         teacher = work / job["source"] / run_name(teacher_job(job["source"]))
         args = ["distill", "--method", job["method"], "--teacher", str(teacher), "--student", job["backbone"],
-                "--set", *SETTINGS]
+                "--set", *SETTINGS, *(BINGO if job["method"] == "bingo" else [])]
     metrics, seconds = vipr([*args[:1], "--data", data, "--epochs", epochs, "--seed", seed, "--out", str(folder),
                              *COMMON, *args[1:]], core, folder.with_suffix(".log"))
     epochs_log = [json.loads(x) for x in (folder / "metrics.jsonl").read_text().splitlines() if "loss_mean" in x]
@@ -138,9 +139,27 @@ def evaluate_in_process(checkpoint: str, source: str, backbone: str, seed: int, 
     out["finetune_10"] = run_finetune(**common, label_split=str(split), seed=seed, min_steps=FINETUNE_STEPS,
                                       epochs=1)["top1"]
     out["finetune_seconds"] = round(time.perf_counter() - start, 1)
+    out["feature_cosine"] = feature_cosine(checkpoint, backbone, dataset.test.images)
     from benchmarks_common import machine_info
 
     return {**out, "machine": {k: v for k, v in machine_info().items() if k in ("cpu", "cores", "torch", "python")}}
+
+
+def feature_cosine(checkpoint: str, backbone: str, images) -> float:
+    """Mean cosine between the L2-normalised pooled features of two different test images.
+
+    SEED's teacher embedding here is the pooled (post-ReLU, so non-negative) backbone feature:
+    when all images sit at cosine ~0.9, the teacher's positive stands out of its queue by little.
+    """
+    import torch.nn.functional as F
+
+    from vipr.eval.features import extract_features, load_eval_backbone
+
+    model, card = load_eval_backbone(checkpoint, backbone if checkpoint == "random" else None, IMAGE_SIZE)
+    x = F.normalize(extract_features(model, images[:500], image_size=IMAGE_SIZE, mean=card.mean, std=card.std,
+                                     device="cpu", progress=False), dim=1)
+    n = len(x)
+    return round(float(((x @ x.t()).sum() - n) / (n * (n - 1))), 3) if n > 1 else float("nan")
 
 
 def _random_imagenet_stem(name, image_size):
