@@ -28,7 +28,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
 from benchmarks_common import machine_info
 
 RESULTS = Path(__file__).parent / "results" / "quantize.json"
@@ -85,7 +84,7 @@ def compare(checkpoint: Path, folder: Path, *, runs: int, threads: int, images: 
               "file_bytes": {"float": float_path.stat().st_size, "int8": int8_path.stat().st_size}}
     for batch, key in ((16, "batch16"), (1, "batch1")):
         x = rng.standard_normal((batch, 3, size, size)).astype(np.float32)
-        calls = {name: (lambda s=s: s.run(None, {"input": x})) for name, s in sessions.items()}
+        calls = {name: (lambda s=s, x=x: s.run(None, {"input": x})) for name, s in sessions.items()}
         median = {name: statistics.median(t) for name, t in time_calls(calls, runs, warmup=3).items()}
         result[key] = {"float_images_per_s": round(batch / median["float"], 2),
                        "int8_images_per_s": round(batch / median["int8"], 2),

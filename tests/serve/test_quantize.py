@@ -165,8 +165,8 @@ def test_cli_export_prints_the_comparison(digits_classifier, int8_file, tmp_path
     (["--format", "torchscript", "--quantize", "int8"], "--quantize int8 needs --format onnx"),
     (["--format", "onnx", "--calibration-data", "builtin:digits"], "--calibration-data is read by --quantize"),
     (["--format", "onnx", "--quantize", "int8", "--calibration-data", TINY_DATA],
-     "its images are 16x16 px but the model takes 32x32; pass images at the model's size or the data it "
-     "was trained on (builtin:digits)"),
+     ("its images are 16x16 px but the model takes 32x32; pass images at the model's size or the data it "
+      "was trained on (builtin:digits)")),
     (["--format", "onnx", "--quantize", "int8", "--calibration-data", "builtin:shapes?train=8&test=0&size=32"],
      "has no test split to compare the float and int8 models on; pass --eval-data"),
 ])

@@ -68,7 +68,7 @@ def _prepare(target: Path, image_size: int | None, tmp: Path, cache_dir) -> tupl
     if target.suffix == ".onnx":
         try:
             metadata = read_onnx_metadata(target)
-        except Exception as err:  # noqa: BLE001: ORT's and json's errors alike mean "not a vipr export"
+        except Exception as err:  # noqa: BLE001 - ORT's and json's errors alike mean "not a vipr export"
             raise ExportError(f"{target} is not an ONNX file exported by vipr ({type(err).__name__}: "
                               f"{str(err).splitlines()[0] if str(err) else ''}); profile a checkpoint, a run folder "
                               "or a file from `vipr model export`") from None
@@ -103,7 +103,12 @@ def _export_at(path: Path, size: int, tmp: Path) -> tuple[Path, dict, object]:
 
     import torch
 
-    from vipr.serve.export import _export_onnx, _quiet_torchscript, export_metadata, load_for_export
+    from vipr.serve.export import (
+        _export_onnx,
+        _quiet_torchscript,
+        export_metadata,
+        load_for_export,
+    )
 
     model, card = load_for_export(path)
     card = replace(card, image_size=size)

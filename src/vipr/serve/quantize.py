@@ -64,7 +64,12 @@ from vipr.errors import ExportError
 from vipr.fsutil import atomic_write_text
 from vipr.serve import quantize_accuracy as accuracy
 from vipr.serve.export import INPUT_NAME, embed_metadata, read_onnx_metadata
-from vipr.serve.quantize_data import CALIBRATION_IMAGES, EVAL_IMAGES, QuantizationData, load_data
+from vipr.serve.quantize_data import (
+    CALIBRATION_IMAGES,
+    EVAL_IMAGES,
+    QuantizationData,
+    load_data,
+)
 
 QUANTIZE_CHOICES = ("int8",)
 QUANTIZE_VERSION = 1  # part of the serving cache's key: bump when the settings or their choice change
@@ -143,7 +148,7 @@ def _pre_process(float_path: Path, prepared: Path) -> None:
         try:
             quant_pre_process(str(float_path), str(prepared), skip_symbolic_shape=skip_symbolic)
             return
-        except Exception as err:  # noqa: BLE001 (ORT raises many kinds)
+        except Exception as err:  # noqa: BLE001 - ORT raises many kinds
             error = err
     shutil.copyfile(float_path, prepared)
     import warnings
@@ -156,7 +161,7 @@ def _quantize(prepared: Path, out: Path, judge: Judge, seed: int) -> dict:
     """Static quantization, or dynamic where static fails on a detector's graph: the settings used."""
     try:
         return _static(prepared, out, judge, seed)
-    except Exception as err:  # noqa: BLE001: ORT's calibrator raises whatever the graph's ops raise
+    except Exception as err:  # noqa: BLE001 - ORT's calibrator raises whatever the graph's ops raise
         if judge.task not in DETECTORS:
             raise ExportError(f"static INT8 quantization failed: {type(err).__name__}: {_first_line(err)}") from None
         reason = f"static quantization failed on the detector's graph ({type(err).__name__}: {_first_line(err)})"
@@ -215,7 +220,7 @@ class ArrayReader(CalibrationDataReader):
         self.set_range(0, len(self))
 
     def __len__(self) -> int:
-        return -(-len(self.inputs) // self.batch)
+        return (len(self.inputs) + self.batch - 1) // self.batch
 
     def set_range(self, start_index: int, end_index: int) -> None:
         self.call, self.end = start_index, min(end_index, len(self))
