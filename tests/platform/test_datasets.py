@@ -206,3 +206,28 @@ def test_a_label_split_is_an_artifact_of_its_version(home, tmp_path, capsys):
     assert code == 1 and "has no version V4" in err and not (tmp_path / "y.json").exists()  # before the work
     code, out, _ = cli(["data", "show", "shapes-small:V1"], capsys)
     assert f"label_split  {tmp_path / 's.json'}  sha256 " in out
+
+
+def test_every_data_option_opens_references_in_one_place(home, tmp_path, pretrain_run, capsys):
+    """Each command taking --data (or SRC) reaches the one opener: an unknown version is its one-line error."""
+    from vipr.nas.genotype import DARTS_V2
+
+    register(SHAPES, "shapes-small")
+    out, model = str(tmp_path / "never"), ["--checkpoint", "random", "--backbone", "tiny"]
+    commands = [["pretrain", "--backbone", "tiny", "--no-track", "--out", out],
+                ["distill", "--teacher", str(pretrain_run), "--student", "tiny", "--no-track", "--out", out],
+                ["nas", "search", "--out", out], ["nas", "train", str(DARTS_V2.save(tmp_path / "g.json")), "--out", out],
+                ["eval", "knn", *model, "--no-track"], ["features", *model, "--out", str(tmp_path / "f.npz")],
+                ["transfer", "detect", "--backbone", "tiny", "--no-track", "--out", out]]
+    for argv in [[*c, "--data", "shapes-small:V9"] for c in commands] + [
+            ["data", "info", "shapes-small:V9"], ["data", "export", "shapes-small:V9", "--out", out],
+            ["data", "split", "shapes-small:V9", "--per-class", "1", "--out", str(tmp_path / "s.json")]]:
+        code, _, err = cli(argv, capsys)
+        assert code == 1 and "dataset 'shapes-small' has no version V9; its versions: V1" in err, (argv, err)
+    code, out_text, err = cli(["features", *model, "--image-size", "16", "--data", "shapes-small:V1", "--out",
+                               str(tmp_path / "f.npz"),
+                               "--no-progress"], capsys)
+    assert code == 0 and np.load(tmp_path / "f.npz")["features"].shape[0] == 80, err
+    register("builtin:scenes?size=32&train=4&test=2", "scenes-tiny")
+    code, out_text, err = cli(["data", "export", "scenes-tiny:V1", "--out", str(tmp_path / "coco")], capsys)
+    assert code == 0 and (tmp_path / "coco" / "annotations" / "instances_train.json").is_file(), err
