@@ -67,7 +67,8 @@ def test_a_run_on_a_dataset_version_in_a_job_leads_to_its_deployments(workspace,
     assert main(["serve", "chain-moco/1", "--runtime", "torch", "--device", "cpu", "--port", "18765"]) == 0
     assert [(d["status"], d["port"]) for d in served[0]] == [("running", 18765)]  # while serving
     killed = deployments.start("chain-moco", 1, "0.0.0.0", 18766)
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
+                          check=True)
     with deployments.db.engine_for(deployments.DEPLOYMENTS).begin() as conn:  # a server killed outright
         conn.execute(deployments.DEPLOYMENTS.update().where(deployments.DEPLOYMENTS.c.id == killed)
                      .values(pid=int(dead.stdout)))

@@ -69,7 +69,7 @@ def test_register_unchanged_and_changed_data(home, folder, capsys):
     changed = cli_json(["data", "register", str(folder), "--name", "photos", "--no-progress"], capsys)
     assert (changed["ref"], changed["created_now"], changed["skipped"]) == ("photos:V2", True, 1)
     assert changed["digest"] != first["digest"] and changed["skipped_file"].endswith("skipped.txt")
-    code, out, _ = cli(["data", "register", str(folder), "--name", "photos", "--no-progress"], capsys)
+    _, out, _ = cli(["data", "register", str(folder), "--name", "photos", "--no-progress"], capsys)
     assert out.startswith("unchanged: already registered as photos:V2 (digest ")
 
 
@@ -80,12 +80,13 @@ def test_list_and_show_in_text_and_json(home, folder, capsys):
     assert [(r["name"], r["latest"], r["images"]) for r in rows] == [("photos", "photos:V1", 6),
                                                                       ("shapes-small", "shapes-small:V1", 80)]
     code, out, _ = cli(["data", "list"], capsys)
+    assert code == 0
     assert out.splitlines()[0].split() == ["NAME", "LATEST", "KIND", "DIGEST", "IMAGES", "CREATED", "SOURCE"]
     assert "shapes-small:V1" in out and SHAPES in out
     for ref in ("shapes-small", "shapes-small:V1", "shapes-small:1", "shapes-small:latest"):
         shown = cli_json(["data", "show", ref], capsys)
         assert (shown["ref"], shown["versions"], shown["artifacts"]) == ("shapes-small:V1", ["V1"], [])
-    code, out, _ = cli(["data", "show", "shapes-small:V1"], capsys)
+    _, out, _ = cli(["data", "show", "shapes-small:V1"], capsys)
     assert out.splitlines()[0] == "shapes-small:V1  tiny shapes"
     assert "  splits:\n    train  64 images\n    test   16 images" in out and "artifacts: none" in out
 
@@ -174,7 +175,7 @@ def test_a_job_naming_an_unknown_dataset_version_is_refused(home):
     check_inputs(job(command=["vipr", "pretrain", "--data", "shapes-small:latest"]))
     for keys, message in (({"inputs": [{"kind": "dataset", "ref": "shapes-small:V9"}]},
                            r"inputs\[0\] \(dataset 'shapes-small:V9'\): dataset 'shapes-small' has no version V9; "
-                           r"its versions: V1"),
+                           + r"its versions: V1"),
                           ({"inputs": [{"kind": "dataset", "ref": "shapes-small:V2", "mount": "/data/s"}]},
                            "has no version V2"),  # a version is metadata: checked whatever the mount
                           ({"command": ["vipr", "pretrain", "--data=other:V1"]},
@@ -224,10 +225,10 @@ def test_every_data_option_opens_references_in_one_place(home, tmp_path, pretrai
             ["data", "split", "shapes-small:V9", "--per-class", "1", "--out", str(tmp_path / "s.json")]]:
         code, _, err = cli(argv, capsys)
         assert code == 1 and "dataset 'shapes-small' has no version V9; its versions: V1" in err, (argv, err)
-    code, out_text, err = cli(["features", *model, "--image-size", "16", "--data", "shapes-small:V1", "--out",
+    code, _, err = cli(["features", *model, "--image-size", "16", "--data", "shapes-small:V1", "--out",
                                str(tmp_path / "f.npz"),
                                "--no-progress"], capsys)
     assert code == 0 and np.load(tmp_path / "f.npz")["features"].shape[0] == 80, err
     register("builtin:scenes?size=32&train=4&test=2", "scenes-tiny")
-    code, out_text, err = cli(["data", "export", "scenes-tiny:V1", "--out", str(tmp_path / "coco")], capsys)
+    code, _, err = cli(["data", "export", "scenes-tiny:V1", "--out", str(tmp_path / "coco")], capsys)
     assert code == 0 and (tmp_path / "coco" / "annotations" / "instances_train.json").is_file(), err

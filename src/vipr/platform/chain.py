@@ -55,11 +55,11 @@ def format_chain(chain: dict) -> list[str]:
     if run["id"]:
         run_text += f" (MLflow run {run['id']}" + (f", {run['name']})" if run["name"] else ")")
     serving = [_deployment(d) for d in chain["deployments"]] or ["none (vipr serve " + chain["model"] + ")"]
+    running = sum(d["status"] == "running" for d in chain["deployments"])
     arrows = [f"dataset {data_text}", *([f"job {job['id'] or job['name']}"] if job else []),
               f"run {(run['id'] or '-')[:8]}", f"model {chain['model']}",
               *([f"parent {chain['parent']}"] if chain["parent"] else []),
-              f"{sum(d['status'] == 'running' for d in chain['deployments'])} of {len(chain['deployments'])} "
-              "deployments running"]
+              f"{running} of {len(chain['deployments'])} deployments running"]
     rows = {"dataset": data_line, "job": job_text, "run": run_text, "model": chain["model"],
             "parent": chain["parent"] or "-", "deployments": serving[0]}
     width = max(len(key) for key in rows)

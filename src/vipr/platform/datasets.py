@@ -22,8 +22,20 @@ import os
 import time
 from dataclasses import asdict, dataclass
 
-from sqlalchemy import (JSON, Column, Float, Integer, String, Table, Text, UniqueConstraint, func, insert, select,
-                        update)
+from sqlalchemy import (
+    JSON,
+    Column,
+    Float,
+    Integer,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    func,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from vipr.errors import DataError

@@ -18,7 +18,7 @@ import warnings
 
 from sqlalchemy import Column, Float, Integer, String, Table, insert, select, update
 
-from vipr.platform import db, datasets
+from vipr.platform import datasets, db
 
 DEPLOYMENTS = Table(
     "deployments", db.METADATA,
