@@ -53,6 +53,7 @@ NUMERIC = {
     "ui": {"--port": ALL},
     "quickstart": {"--epochs": NO_ZERO},
     "model alias": {"VERSION": ALL},
+    "model profile": {"--image-size": ALL, "--batch": ALL, "--runs": ALL, "--threads": NO_ZERO},
     "runs list": {"--limit": ALL},
     **{f"transfer {task}": {"--trainable-stages": NO_ZERO, "--image-size": ALL, "--epochs": ALL, "--iters": ALL,
                             "--batch-size": ALL, "--lr": ALL + FLOAT, "--nproc-per-node": ALL, "--seed": NO_ZERO}
@@ -74,6 +75,7 @@ def base_argv(command: str, option: str, out: Path) -> list[str]:
         "nas search": ["nas", "search", "--data", DATA, "--out", never],
         "nas train": ["nas", "train", "--data", DATA, "--out", never],
         "serve": ["serve", "model.pt"],
+        "model profile": ["model", "profile", str(out / "never.onnx")],
         "ui": ["ui"],
         "quickstart": ["quickstart", "--data", DATA, "--out", never],
         "runs list": ["runs", "list"],

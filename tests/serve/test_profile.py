@@ -59,7 +59,7 @@ def test_cli_json(digits_classifier, capsys):
     (["missing.onnx"], "missing.onnx not found; pass an existing .onnx file"),
     (["BAD"], "is not an ONNX file exported by vipr (InvalidProtobuf"),
     (["ONNX", "--image-size", "16"], "takes 32 px images only; profile its checkpoint"),
-    (["ONNX", "--batch", "0"], "--batch must be an integer >= 1, got 0"),
+    (["ONNX", "--batch", "0"], "--batch must be an integer in 1..4096, got 0"),
 ])
 def test_cli_bad_inputs_are_one_line(args, message, digits_classifier, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("VIPR_HOME", str(tmp_path / "workspace"))  # a workspace without a registry

@@ -100,10 +100,11 @@ def add_profile_parser(actions) -> argparse.ArgumentParser:
 def run_profile(args) -> int:
     from vipr.serve.profile import profile
 
-    for flag, value, low in (("--batch", args.batch, 1), ("--runs", args.runs, 1), ("--threads", args.threads, 0),
-                             ("--image-size", args.image_size or 8, 8)):
-        if value < low:
-            raise ExportError(f"{flag} must be an integer >= {low}, got {value}")
+    # before the model is read; the ceilings keep one call within memory (batch x side^2) and time (runs)
+    for flag, value, low, high in (("--batch", args.batch, 1, 4096), ("--runs", args.runs, 1, 10**6),
+                                   ("--threads", args.threads, 0, 4096), ("--image-size", 8 if args.image_size is None else args.image_size, 8, 4096)):
+        if not low <= value <= high:
+            raise ExportError(f"{flag} must be an integer in {low}..{high}, got {value}")
     report = profile(resolve_target(args.ref), image_size=args.image_size, batch=args.batch, runs=args.runs,
                      threads=args.threads)
     print_profile(args.ref, report)
