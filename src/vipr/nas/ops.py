@@ -67,13 +67,16 @@ class FactorizedReduce(nn.Module):
         if c_out % 2:
             raise ConfigError(f"FactorizedReduce needs an even channel count, got {c_out}")
         self.relu = nn.ReLU(inplace=False)
-        self.conv_1 = nn.Conv2d(c_in, c_out // 2, 1, stride=2, bias=False)
-        self.conv_2 = nn.Conv2d(c_in, c_out // 2, 1, stride=2, bias=False)
+        # the stride-2 1x1 convs run as stride-1 convs of the subsampled grids: the same function, and
+        # it avoids a heap corruption of torch 2.14's CPU kernel for a channels-last stride-2 1x1 conv with
+        # one output channel under double backward (AVX2; PC-DARTS with C/K = 2 hit it)
+        self.conv_1 = nn.Conv2d(c_in, c_out // 2, 1, bias=False)
+        self.conv_2 = nn.Conv2d(c_in, c_out // 2, 1, bias=False)
         self.bn = nn.BatchNorm2d(c_out, affine=affine)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.relu(x)
-        return self.bn(torch.cat([self.conv_1(x), self.conv_2(x[:, :, 1:, 1:])], dim=1))
+        return self.bn(torch.cat([self.conv_1(x[:, :, ::2, ::2]), self.conv_2(x[:, :, 1::2, 1::2])], dim=1))
 
 
 def _skip(c: int, stride: int, affine: bool) -> nn.Module:
