@@ -193,8 +193,9 @@ def key(job: dict) -> str:
 def core_grid(sources: list[str], seeds: list[int]) -> list[dict]:
     """Teachers and floors first, then ResNet-18 seed by seed (a cut run has whole seeds)."""
     jobs = [teacher_job(s) for s in sources] + [student_job(s, "resnet18", "random", 0, "floor") for s in sources]
-    return jobs + [student_job(s, "resnet18", m, seed) for seed in seeds for s in sources
-                   for m in ("seed", "bingo", "moco_v2")]
+    jobs += [student_job(s, "resnet18", m, seed) for seed in seeds for s in sources
+             for m in ("seed", "bingo", "moco_v2")]
+    return jobs + [student_job(s, TEACHER, "random", 0, "floor") for s in sources]  # is the teacher trained at all?
 
 
 def later_jobs(records: list[dict], seeds: list[int]) -> list[dict]:
