@@ -34,13 +34,16 @@ def folder(tmp_path):
                 suffix = "png" if i == 1 else "jpg"
                 image.save(root / split / cls / f"{i}.{suffix}", quality=85)
     (root / "train" / "dog" / "broken.jpg").write_bytes(b"\xff\xd8\xff not a jpeg")
+    whole = io.BytesIO()
+    _photo(99).save(whole, format="JPEG")
+    (root / "train" / "dog" / "truncated.jpg").write_bytes(whole.getvalue()[:len(whole.getvalue()) // 2])
     return root
 
 
 def test_jpeg_kept_byte_for_byte_png_reencoded_broken_skipped(folder, tmp_path):
     ds = open_encoded_folder(str(folder), cache_dir=tmp_path / "cache", progress=False)
     assert ds.classes == ["cat", "dog"] and len(ds.train) == 6 and len(ds.test) == 2
-    assert [p for p, _ in ds.skipped] == ["train/dog/broken.jpg"]
+    assert [p for p, _ in ds.skipped] == ["train/dog/broken.jpg", "train/dog/truncated.jpg"]  # now, not mid-epoch
     assert ds.train.labels.tolist() == [0, 0, 0, 1, 1, 1]
     jpeg = (folder / "train" / "cat" / "0.jpg").read_bytes()
     assert ds.train.blob(0) == jpeg  # kept as is
