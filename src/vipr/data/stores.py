@@ -46,12 +46,18 @@ def raw_budget_bytes(raw_budget_gb: float | None, cache_dir=None) -> int:
     return int(shutil.disk_usage(probe).free * RAW_BUDGET_SHARE)
 
 
+def _is_image_folder(src: str) -> bool:
+    """An image-folder source (the only kind the encoded store takes), not a built-in or a CIFAR folder."""
+    folder = Path(src).expanduser()
+    return not src.startswith("builtin:") and folder.is_dir() and not sources.find_cifar(folder)
+
+
 def choose_store(src: str, store: str, side: int, raw_budget_gb: float | None, cache_dir=None) -> str:
     """``raw`` or ``encoded`` for ``src`` (only an image folder can be encoded)."""
     if store not in STORES:
         raise DataError(f"data.store must be one of {', '.join(STORES)}, got {store!r}")
     folder = Path(src).expanduser()
-    is_folder = not src.startswith("builtin:") and folder.is_dir() and not sources.find_cifar(folder)
+    is_folder = _is_image_folder(src)
     if store == "encoded" and not is_folder:
         raise DataError(f"data.store=encoded takes an image folder; {src!r} is an array source: use data.store=raw "
                         "(or auto)")
@@ -70,8 +76,7 @@ def open_training_dataset(src: str, *, store: str = "auto", store_size: int | No
     if is_webdataset_folder(folder):  # shards made elsewhere: encoded already, read in place
         side = store_size or default_store_size(image_size)
         return as_dataset(open_webdataset_folder(src), side, decode_threads(model_threads)), "encoded"
-    is_folder = not src.startswith("builtin:") and folder.is_dir() and not sources.find_cifar(folder)
-    side = store_size or (default_store_size(image_size) if is_folder else None)
+    side = store_size or (default_store_size(image_size) if _is_image_folder(src) else None)
     kind = choose_store(src, store, side or 0, raw_budget_gb)
     if kind == "raw":
         return sources.open_dataset(src, store_size=side, progress=progress), kind
@@ -84,10 +89,9 @@ def store_estimates(src: str, crop_sides=(32, 224)) -> dict | None:
     ``{"files": N, "encoded_mb": .., "raw": [{"crop": 224, "store_side": 256, "raw_mb": .., "auto": ..}]}``.
     None for array sources (always raw). The encoded figure is the files' bytes: JPEGs are kept as they
     are, other formats re-encoded (usually smaller)."""
-    folder = Path(src).expanduser()
-    if src.startswith("builtin:") or not folder.is_dir() or sources.find_cifar(folder):
+    if not _is_image_folder(src):
         return None
-    listed, _ = sources.list_folder(folder)
+    listed, _ = sources.list_folder(Path(src).expanduser())
     files = [f for _, split_files, _ in listed.values() for f in split_files]
     budget = raw_budget_bytes(None)
     rows = []
