@@ -1,8 +1,9 @@
 """Shared pieces of the local job-queue benchmarks (job_overhead, job_sharing, job_soak): a fresh
 workspace, `vipr worker` processes, submitting through the CLI as a user does, waiting on jobs.
 
-Every job is a real vipr command; the cheapest one (NOOP, a kNN probe of a random tiny backbone
-on 30 images of 8 px) spends its few seconds importing torch, not computing.
+Every job is a real vipr command. NOOP (`vipr version`) imports nothing heavy: it is the no-op job,
+the queue's own cost. KNN_PROBE (a kNN probe of a random tiny backbone on 30 images of 8 px) is the
+cheapest command that imports torch, which takes most of its seconds.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ import time
 from pathlib import Path
 
 VIPR = [sys.executable, "-m", "vipr.cli.main"]
-NOOP = ["vipr", "eval", "knn", "--checkpoint", "random", "--backbone", "tiny", "--image-size", "8", "--k", "5",
+NOOP = ["vipr", "version"]
+KNN_PROBE = ["vipr", "eval", "knn", "--checkpoint", "random", "--backbone", "tiny", "--image-size", "8", "--k", "5",
         "--data", "builtin:shapes?train=20&test=10&size=8", "--no-progress", "--no-track"]
 TINY_PRETRAIN = ["vipr", "pretrain", "--backbone", "tiny", "--no-progress", "--no-track",
                  "--set", "method.queue_size=64", "method.proj_hidden_dim=16", "method.proj_dim=8"]

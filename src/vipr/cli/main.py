@@ -17,12 +17,12 @@ from vipr import __version__
 from vipr.cli import (data_cmd, eval_cmd, features_cmd, model_cmd, nas_cmd, pretrain_cmd, quickstart_cmd, serve_cmd,
                       transfer_cmd, ui_cmd)
 from vipr.cli import config_cmd, distill_cmd, runs_cmd
-from vipr.cli import job_cmd, worker_cmd
+from vipr.cli import job_cmd, version_cmd, worker_cmd
 from vipr.cli.parser import Parser, name_commands
 from vipr.errors import Interrupted, ViprError
 
 COMMANDS = (pretrain_cmd, eval_cmd, features_cmd, transfer_cmd, data_cmd, model_cmd, serve_cmd, ui_cmd, quickstart_cmd,
-            nas_cmd, runs_cmd, config_cmd, distill_cmd, job_cmd, worker_cmd)
+            nas_cmd, runs_cmd, config_cmd, distill_cmd, job_cmd, worker_cmd, version_cmd)
 EXIT_OK, EXIT_BAD_INPUT, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 

@@ -41,9 +41,10 @@ from vipr.jobs.kube import ENV_NAME_RE, DnsLabel, DnsSubdomain, MemoryQuantity
 
 # vipr's commands a job may run: command -> its subcommands (None: none; "*": any, e.g. eval's protocols)
 COMMANDS: dict[str, Any] = {"pretrain": None, "distill": None, "nas": ("search", "train"),
-                            "transfer": ("detect", "instance", "segment", "eval"), "eval": "*"}
+                            "transfer": ("detect", "instance", "segment", "eval"), "eval": "*",
+                            "version": None}  # version: the cheapest job, to check a queue or cluster runs vipr
 ALLOWED = ("vipr pretrain, vipr nas search|train, vipr distill, vipr transfer detect|instance|segment|eval, "
-           "vipr eval KIND")
+           "vipr eval KIND, or vipr version to check the queue")
 # commands that write checkpoint.pt into --out and continue it with --resume: a retried attempt resumes
 RESUMABLE = {("pretrain",), ("distill",), ("nas", "search"), ("nas", "train"), ("transfer", "detect"),
              ("transfer", "instance"), ("transfer", "segment")}
