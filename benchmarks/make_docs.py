@@ -28,6 +28,7 @@ SCRIPTS = {
     "quickstart": [sys.executable, "-m", "vipr.cli.main", "quickstart", "--no-progress", "--json", "--out", "runs/quickstart-bench"],
     "job_overhead": [sys.executable, str(HERE / "job_overhead.py")],
     "job_sharing": [sys.executable, str(HERE / "job_sharing.py")],
+    "job_soak": [sys.executable, str(HERE / "job_soak.py")],
     "encoded_pipeline": [sys.executable, str(HERE / "encoded_pipeline.py")],
 }
 
