@@ -197,3 +197,14 @@ def test_a_search_checkpoint_of_the_loop_before_the_engine_is_refused_in_one_lin
     with pytest.raises(CheckpointError, match="older vipr .*start the search again") as err:
         search.run_search(config, tmp_path, resume=True)
     assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("strategy, expected", [
+    ({"name": "pcdarts", "epochs": 10}, 3),  # the authors' 15 of 50
+    ({"name": "pdarts", "epochs": 5}, 2),  # 10 of 25 per stage
+    ({"name": "darts", "epochs": 5}, 0),
+    ({"name": "pcdarts", "epochs": 10, "warmup_epochs": 7}, 7),  # given: kept as it is
+    ({"name": "pcdarts"}, 15),
+])
+def test_epochs_alone_keep_the_strategys_share_of_warmup(strategy, expected):
+    assert search.build_config({"strategy": strategy}).strategy.warmup_epochs == expected

@@ -25,7 +25,8 @@ images train the weights and half train the architecture (--set data.train_porti
 Options map onto the typed config (see config.yaml in the run folder); --set changes any
 other key, e.g. --set strategy.partial_channels=2 strategy.warmup_epochs=5 train.precision=bf16.
 --epochs counts per stage for pdarts. Defaults follow each paper (DARTS: 50 epochs, C=16,
-8 cells, batch 64, 32 px).
+8 cells, batch 64, 32 px; weight-only warm-up PC-DARTS 15 of 50, P-DARTS 10 of 25); --epochs
+without --warmup-epochs keeps that share (pcdarts --epochs 10: 3 warm-up epochs).
 
 The run folder gets genotype.json (the final architecture, with provenance), metrics.jsonl
 (loss, val acc and the genotype of every epoch), config.yaml, env.json, metrics.json and

@@ -41,7 +41,19 @@ _NOT_COMPARED = {"progress", "num_threads", "device", "eval_batches"}  # may cha
 def build_config(data: dict) -> SearchConfig:
     """SearchConfig from a nested dict; unknown strategy or keys -> ConfigError with a suggestion."""
     check_strategy(str((data.get("strategy") or {}).get("name", "darts")))
-    return from_dict(SearchConfig, data)
+    return from_dict(SearchConfig, keep_warmup_share(data))
+
+
+def keep_warmup_share(data: dict) -> dict:
+    """``data`` with strategy.warmup_epochs scaled to strategy.epochs when only the epochs are given, so the
+    paper's share of weight-only epochs is kept (PC-DARTS: 15 of 50, so 3 of 10) instead of a warm-up
+    longer than the search."""
+    strategy = data.get("strategy") or {}
+    epochs = strategy.get("epochs")
+    if "warmup_epochs" in strategy or not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
+        return data
+    default = from_dict(SearchConfig, {"strategy": {"name": strategy.get("name", "darts")}}).strategy
+    return {**data, "strategy": {**strategy, "warmup_epochs": default.warmup_epochs * epochs // default.epochs}}
 
 
 def resolve_search_precision(precision: str, device: torch.device) -> str:
