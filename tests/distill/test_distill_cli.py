@@ -58,6 +58,14 @@ def test_a_genotype_student_becomes_its_darts_net(teacher, tmp_path):
     assert card.extra["params"] == sum(p.numel() for p in network.parameters())
     assert main(["eval", "knn", "--checkpoint", str(tmp_path / "run"), "--data", DATA, "--k", "10",
                  "--no-progress"]) == 0
+    # the README's slimming path beyond distillation: a head on the student, then INT8 for serving
+    assert main(["eval", "linear", "--checkpoint", str(tmp_path / "run"), "--data", DATA, "--out",
+                 str(tmp_path / "linear"), "--no-progress"]) == 0
+    int8 = tmp_path / "student.int8.onnx"
+    assert main(["model", "export", str(tmp_path / "linear" / "classifier.pt"), "--format", "onnx", "--quantize",
+                 "int8", "--out", str(int8)]) == 0
+    report = json.loads(int8.with_name(int8.name + ".json").read_text())
+    assert report["quantization"]["accuracy"]["metric"] == "top1"
 
 
 def _seed_config(teacher):
