@@ -13,7 +13,10 @@ Images are builtin:shapes (5,000 train images at 32 px), held in memory by both.
   autocast + channels-last added so the comparison is not only about precision.
 
 The bound: the machine's measured bf16 matmul rate divided by the FLOPs of one training
-step per image (counted by torch.utils.flop_counter over a real step). Prints one JSON line.
+step per image (counted by torch.utils.flop_counter over a real step). Beside it, a profile
+of vipr's bf16 step: the time its convolutions take (forward and backward, oneDNN), the rate
+they reach (the step's FLOPs over that time) and the images/s they alone would allow; the
+memory-bound BatchNorm, ReLU and residual-add passes; the rest. Prints one JSON line.
 
     pip install -e ".[bench]" && python benchmarks/pretrain_throughput.py
 """
@@ -57,6 +60,33 @@ def time_vipr(precision: str, batch_size: int, image_size: int, warmup: int, ste
     for _ in range(steps):
         trainer.train_step(next(batches))
     return steps * batch_size / (time.perf_counter() - start)
+
+
+CONV_OPS = ("aten::mkldnn_convolution", "aten::convolution_backward")
+ELEMENTWISE_OPS = ("aten::native_batch_norm", "aten::native_batch_norm_backward", "aten::add_", "aten::add",
+                   "aten::clamp_min_", "aten::threshold_backward")
+
+
+def step_breakdown(batch_size: int, image_size: int, steps: int = 3) -> dict:
+    """Where one vipr bf16 step's time goes (torch.profiler self time, ms per image): the convolutions
+    (forward and backward, oneDNN), the memory-bound BatchNorm / ReLU / residual-add passes, the rest."""
+    from torch.profiler import ProfilerActivity, profile
+
+    trainer = vipr_trainer("bf16", batch_size, image_size)
+    trainer.loader.set_epoch(0)
+    batches = iter(trainer.loader.iter_from(0))
+    for _ in range(2):
+        trainer.train_step(next(batches))
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(steps):
+            trainer.train_step(next(batches))
+    self_ms = {row.key: row.self_cpu_time_total / 1e3 for row in prof.key_averages()}
+    images = steps * batch_size
+    total = sum(self_ms.values()) / images
+    conv = sum(self_ms.get(k, 0.0) for k in CONV_OPS) / images
+    elementwise = sum(self_ms.get(k, 0.0) for k in ELEMENTWISE_OPS) / images
+    return {"ms_per_image": total, "conv_ms_per_image": conv, "elementwise_ms_per_image": elementwise,
+            "other_ms_per_image": total - conv - elementwise}
 
 
 def flops_per_image(batch_size: int = 16, image_size: int = 32) -> float:
@@ -169,6 +199,11 @@ def main() -> None:
     result["vipr_bf16_images_per_s"] = time_vipr("bf16", **common)
     result["vipr_fp32_images_per_s"] = time_vipr("fp32", **common)
     result["vipr_fraction_of_bound"] = result["vipr_bf16_images_per_s"] / result["bound_images_per_s"]
+    breakdown = step_breakdown(args.batch_size, args.image_size)
+    result["step_breakdown"] = breakdown
+    # what the convolutions alone achieve: nearly all of a step's FLOPs are theirs
+    result["conv_tflops_bf16"] = result["gflops_per_image"] / breakdown["conv_ms_per_image"]
+    result["conv_bound_images_per_s"] = 1e3 / breakdown["conv_ms_per_image"]
     if not args.skip_lightly:
         result["lightly_fp32_images_per_s"] = time_lightly(False, workers=args.workers, **common)
         result["lightly_bf16_images_per_s"] = time_lightly(True, workers=args.workers, **common)
