@@ -28,7 +28,7 @@ from vipr.engine.checkpoint import CHECKPOINT_NAME
 from vipr.engine.device import resolve_device, resolve_precision
 from vipr.engine.optim import create_optimizer
 from vipr.engine.progress import MetricsLog, last_epoch_record
-from vipr.engine.rundir import prepare_run_dir, write_metrics
+from vipr.engine.rundir import check_run_dir, prepare_run_dir, write_metrics
 from vipr.engine.trainer import LoopSettings, Trainer, training_generator
 from vipr.errors import ConfigError
 from vipr.eval.monitor import BEST_NAME, build_monitor
@@ -126,10 +126,11 @@ def run_pretrain(config: PretrainConfig, out_dir: str | Path, resume: bool = Fal
     torch.manual_seed(config.train.seed)
     if config.model.init_weights and not resume:
         check_weights_file(config.model.init_weights)  # before the run folder
-    out = prepare_run_dir(out_dir, config, resume, checkpoint_name=CHECKPOINT_NAME)
+    check_run_dir(out_dir, resume, CHECKPOINT_NAME)
     dataset, _ = open_training_dataset(config.data.source, store=config.data.store, store_size=config.data.store_size,
                                        image_size=config.data.image_size, raw_budget_gb=config.data.raw_budget_gb,
                                        model_threads=torch.get_num_threads(), progress=config.train.progress)
+    out = prepare_run_dir(out_dir, config, resume, checkpoint_name=CHECKPOINT_NAME)
     warn_about_data(config, len(dataset.train))
     if dist.is_main() and dataset.skipped:
         atomic_write_text(out / "skipped.txt", "".join(f"{p}\t{r}\n" for p, r in dataset.skipped))

@@ -24,7 +24,7 @@ from vipr.engine.card import ModelCard
 from vipr.engine.checkpoint import CHECKPOINT_NAME
 from vipr.engine.device import resolve_device
 from vipr.engine.progress import MetricsLog, last_epoch_record
-from vipr.engine.rundir import prepare_run_dir, write_metrics
+from vipr.engine.rundir import check_run_dir, prepare_run_dir, write_metrics
 from vipr.errors import ConfigError
 from vipr.eval.monitor import BEST_NAME
 from vipr.fsutil import atomic_write_text
@@ -57,6 +57,7 @@ def run_distill(config: PretrainConfig, out_dir: str | Path, resume: bool = Fals
     if config.train.num_threads:
         torch.set_num_threads(config.train.num_threads)
     torch.manual_seed(config.train.seed)
+    check_run_dir(out_dir, resume, CHECKPOINT_NAME)  # before a long store build
     dataset = open_dataset(config.data.source, store_size=config.data.store_size, progress=config.train.progress)
     check_classes(config, card, dataset)  # before the run folder too
     out = prepare_run_dir(out_dir, config, resume, checkpoint_name=CHECKPOINT_NAME)

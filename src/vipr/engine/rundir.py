@@ -22,14 +22,22 @@ from vipr.fsutil import atomic_write_text
 ENV_JOB_ID, ENV_JOB_NAME = "VIPR_JOB_ID", "VIPR_JOB_NAME"  # set by the job worker on every job it runs
 
 
-def prepare_run_dir(out: str | Path, config: Any, resume: bool, checkpoint_name: str) -> Path:
-    """Create ``out`` (or check it for --resume) and write config.yaml and env.json into it."""
+def check_run_dir(out: str | Path, resume: bool, checkpoint_name: str) -> None:
+    """ViprError unless ``out`` suits the run: a checkpoint to continue with --resume, none without it.
+    Commands call it before opening their data, so a wrong --out fails before a long store build, and
+    prepare_run_dir after, so a wrong --data leaves no run folder behind."""
     out = Path(out)
     has_checkpoint = (out / checkpoint_name).is_file()
     if resume and not has_checkpoint:
         raise ViprError(f"--resume: no {checkpoint_name} in {out}; drop --resume to start a new run there")
     if not resume and has_checkpoint:
         raise ViprError(f"{out} already holds a run; pass --resume to continue it, or choose another --out")
+
+
+def prepare_run_dir(out: str | Path, config: Any, resume: bool, checkpoint_name: str) -> Path:
+    """Create ``out`` (or check it for --resume) and write config.yaml and env.json into it."""
+    out = Path(out)
+    check_run_dir(out, resume, checkpoint_name)
     if dist.is_main():
         out.mkdir(parents=True, exist_ok=True)
         if not resume:  # a resume keeps the folder's config.yaml: it must match the checkpoint, checked after

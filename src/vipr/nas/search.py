@@ -24,7 +24,7 @@ from vipr.data.sources import open_dataset
 from vipr.engine.checkpoint import CHECKPOINT_NAME, RunRecord, load
 from vipr.engine.device import resolve_device, resolve_precision
 from vipr.engine.progress import MetricsLog, last_epoch_record
-from vipr.engine.rundir import prepare_run_dir, write_metrics
+from vipr.engine.rundir import check_run_dir, prepare_run_dir, write_metrics
 from vipr.engine.trainer import LoopSettings, Trainer
 from vipr.errors import CheckpointError
 from vipr.fsutil import atomic_write_text
@@ -76,10 +76,11 @@ def run_search(config: SearchConfig, out: str | Path, resume: bool = False) -> d
 
 def _run(config: SearchConfig, out: Path, resume: bool) -> dict:
     device = resolve_device(config.train.device)  # a device this machine lacks fails before the run folder
+    check_run_dir(out, resume, CHECKPOINT_NAME)
+    dataset = open_dataset(config.data.source, store_size=config.data.store_size)
     out = prepare_run_dir(out, config, resume, CHECKPOINT_NAME)
     precision = resolve_search_precision(config.train.precision, device)
     torch.manual_seed(config.train.seed)
-    dataset = open_dataset(config.data.source, store_size=config.data.store_size)
     bilevel = strategy_class(config.strategy.name).uses_val_split
     w_split, a_split = search_data.split_train(dataset.train, config.data.train_portion, config.train.seed, bilevel)
     w_loader, a_loader, steps = search_data.make_loaders(w_split, a_split, config.train.batch_size,

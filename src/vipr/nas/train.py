@@ -36,7 +36,7 @@ from vipr.engine.checkpoint import CHECKPOINT_NAME
 from vipr.engine.device import resolve_device, resolve_precision
 from vipr.engine.optim import ClippedSGD
 from vipr.engine.progress import MetricsLog
-from vipr.engine.rundir import prepare_run_dir, write_metrics
+from vipr.engine.rundir import check_run_dir, prepare_run_dir, write_metrics
 from vipr.engine.task import TaskBase
 from vipr.engine.trainer import LoopSettings, Trainer, training_generator
 from vipr.errors import ConfigError, DataError
@@ -124,8 +124,9 @@ def run_nas_train(config: NasTrainConfig, out_dir: str | Path, resume: bool = Fa
     torch.manual_seed(config.train.seed)
     if config.network.init_weights and not resume:
         check_weights_file(config.network.init_weights)  # before the run folder
-    out = prepare_run_dir(out_dir, config, resume, checkpoint_name=CHECKPOINT_NAME)  # "already a run" before work
+    check_run_dir(out_dir, resume, CHECKPOINT_NAME)  # "already a run" before work
     dataset = _open_labelled(config.data.source)
+    out = prepare_run_dir(out_dir, config, resume, checkpoint_name=CHECKPOINT_NAME)
     image_size = config.data.image_size or int(dataset.train.images.shape[-1])
     kwargs = backbone_kwargs(config, genotype, layers, image_size, dataset.num_classes)
     network = DartsNetwork(genotype, **{k: v for k, v in kwargs.items() if k != "genotype"})

@@ -69,6 +69,18 @@ def initial_backbone(checkpoint: str, backbone: str | None, image_size: int, run
     return InitialBackbone(model, name, kwargs, tuple(mean), tuple(std), method, ckpt.parent_record(str(path)))
 
 
+def check_initial_checkpoint(checkpoint: str) -> None:
+    """The errors ``initial_backbone`` would raise for a missing, unreadable or wrong ``checkpoint``, raised
+    before the run folder is made (a vipr checkpoint's card; any other file is read as a state dict)."""
+    if checkpoint != RANDOM:
+        from vipr.models.init_weights import read_state_dict
+        from vipr.platform.registry import resolve_source
+
+        path = ckpt.resolve_path(resolve_source(checkpoint, FLAG))
+        if _card_of(path) is None:
+            read_state_dict(path, FLAG)
+
+
 def _card_of(path: Path) -> ModelCard | None:
     """The card of a vipr checkpoint; None for any other weights file. A transfer model is refused."""
     try:
