@@ -15,6 +15,7 @@ from importlib import metadata
 from pathlib import Path
 
 from vipr import __version__
+from vipr.fsutil import atomic_write_text
 
 PACKAGES = ("torch", "torchvision", "timm", "kornia", "onnxruntime", "mlflow", "sqlalchemy")
 HELP = """Print vipr's version, the Python and host it runs on, and the installed versions of the packages
@@ -49,7 +50,7 @@ def run(args) -> int:
     if args.out:
         folder = Path(args.out)
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / "version.json").write_text(json.dumps(facts, indent=1) + "\n")
+        atomic_write_text(folder / "version.json", json.dumps(facts, indent=1) + "\n")
     if args.json:
         print(json.dumps(facts))
         return 0
