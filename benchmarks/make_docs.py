@@ -3,6 +3,7 @@
     python benchmarks/make_docs.py               # run everything (~20 min on 2 cores), then render
     python benchmarks/make_docs.py --render-only # re-render from benchmarks/results/*.json
     python benchmarks/make_docs.py --only augment
+    python benchmarks/make_docs.py --only nas --darts-repo ~/src/darts --pcdarts-repo ~/src/PC-DARTS
 
 Each script prints one JSON line; it is kept in benchmarks/results/NAME.json so the table
 can be re-rendered and every figure traced to the run (machine, date) that produced it.
@@ -77,7 +78,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--render-only", action="store_true")
     parser.add_argument("--only", nargs="+", choices=sorted(SCRIPTS))
+    parser.add_argument("--darts-repo", help="a checkout of quark0/darts, timed beside vipr by nas.py")
+    parser.add_argument("--pcdarts-repo", help="a checkout of yuhuixu1993/PC-DARTS, timed beside vipr by nas.py")
     args = parser.parse_args()
+    for flag in ("darts_repo", "pcdarts_repo"):  # without them nas.py leaves the authors' columns out
+        if getattr(args, flag):
+            SCRIPTS["nas"] += [f"--{flag.replace('_', '-')}", getattr(args, flag)]
     if not args.render_only:
         for name in args.only or SCRIPTS:
             print(f"running {name} ...", file=sys.stderr)
