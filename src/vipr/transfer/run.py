@@ -33,7 +33,7 @@ from vipr.transfer.build import build_transfer_model, model_spec, parameter_grou
 from vipr.transfer.config import TransferConfig, check_config, config_hash
 from vipr.transfer.evaluate import evaluate
 from vipr.transfer.task import DetectionTask, LabelRows, SegmentationTask
-from vipr.transfer.weights import check_initial_checkpoint, initial_backbone
+from vipr.transfer.weights import initial_backbone
 
 SUMMARY_KEYS = ("bbox_AP", "bbox_AP50", "segm_AP", "segm_AP50", "voc_mAP50", "mIoU", "pixel_acc")
 
@@ -47,13 +47,13 @@ def run_transfer(config: TransferConfig, out_dir: str | Path, resume: bool = Fal
         torch.set_num_threads(config.train.num_threads)
     torch.manual_seed(config.train.seed)
     check_run_dir(out_dir, resume, CHECKPOINT_NAME)
-    if not resume:  # a resume restores every weight from the run's own checkpoint
-        check_initial_checkpoint(config.input.checkpoint)
     ds = open_task_data(config.input.data, config.task, config.data.image_size)
-    out = prepare_run_dir(out_dir, config, resume, checkpoint_name=CHECKPOINT_NAME)
     image_size = ds.train.canvas_size
     init = initial_backbone(config.input.checkpoint, config.input.backbone, image_size,
-                            out if dist.is_main() and not resume else None, announce=dist.is_main() and not resume)
+                            announce=dist.is_main() and not resume)  # a bad checkpoint fails before the run folder
+    out = prepare_run_dir(out_dir, config, resume, checkpoint_name=CHECKPOINT_NAME)
+    if init.report is not None and dist.is_main() and not resume:
+        init.report.write(out)
     spec = model_spec(config, init, ds.num_classes, image_size)
     model = build_transfer_model(spec, init.backbone).to(device)
     card = make_card(architecture=config.kind, architecture_kwargs=spec, task=config.task, num_classes=ds.num_classes,

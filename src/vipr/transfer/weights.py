@@ -23,7 +23,7 @@ from vipr.engine import checkpoint as ckpt
 from vipr.engine.card import DENSE_TASKS, RANDOM, ModelCard, Parent
 from vipr.errors import CheckpointError, ConfigError
 from vipr.models.backbones import Backbone, create_backbone
-from vipr.models.init_weights import initialise
+from vipr.models.init_weights import InitReport, initialise
 
 DEFAULT_BACKBONE = "resnet18"
 FLAG = "--checkpoint"
@@ -40,10 +40,10 @@ class InitialBackbone:
     std: tuple[float, ...]
     method: str  # how its weights were trained: moco_v2, supervised, random, external
     parent: Parent
+    report: InitReport | None = None  # what loading the weights matched and skipped; None for random init
 
 
-def initial_backbone(checkpoint: str, backbone: str | None, image_size: int, run_dir: Path | None,
-                     announce: bool = True) -> InitialBackbone:
+def initial_backbone(checkpoint: str, backbone: str | None, image_size: int, announce: bool = True) -> InitialBackbone:
     """Resolve ``checkpoint`` (see the module docstring) and load it; ConfigError / CheckpointError naming the fix."""
     if checkpoint == RANDOM:  # the seeded random-init baseline evaluation uses, so the floors compare
         from vipr.eval.features import load_eval_backbone
@@ -65,20 +65,8 @@ def initial_backbone(checkpoint: str, backbone: str | None, image_size: int, run
         name, mean, std, method = card.architecture, card.mean, card.std, card.method
         kwargs = {k: v for k, v in card.architecture_kwargs.items() if k != "num_classes"}
     model = create_backbone(name, **kwargs)
-    initialise(model, path, name, run_dir, announce=announce, flag=FLAG)
-    return InitialBackbone(model, name, kwargs, tuple(mean), tuple(std), method, ckpt.parent_record(str(path)))
-
-
-def check_initial_checkpoint(checkpoint: str) -> None:
-    """The errors ``initial_backbone`` would raise for a missing, unreadable or wrong ``checkpoint``, raised
-    before the run folder is made (a vipr checkpoint's card; any other file is read as a state dict)."""
-    if checkpoint != RANDOM:
-        from vipr.models.init_weights import read_state_dict
-        from vipr.platform.registry import resolve_source
-
-        path = ckpt.resolve_path(resolve_source(checkpoint, FLAG))
-        if _card_of(path) is None:
-            read_state_dict(path, FLAG)
+    report = initialise(model, path, name, announce=announce, flag=FLAG)
+    return InitialBackbone(model, name, kwargs, tuple(mean), tuple(std), method, ckpt.parent_record(str(path)), report)
 
 
 def _card_of(path: Path) -> ModelCard | None:
