@@ -12,11 +12,26 @@ import torch
 from vipr.engine.rundir import cpu_name
 
 
+# the instruction sets that decide which kernels bf16 and int8 run on (/proc/cpuinfo flag names)
+CPU_FEATURES = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_bf16", "amx_int8")
+
+
+def cpu_features() -> list[str]:
+    """Which of CPU_FEATURES this CPU has (empty where /proc/cpuinfo cannot be read)."""
+    try:
+        with open("/proc/cpuinfo") as info:
+            flags = next((line.split(":", 1)[1].split() for line in info if line.startswith("flags")), [])
+    except OSError:
+        return []
+    return [name for name in CPU_FEATURES if name in flags]
+
+
 def machine_info() -> dict:
-    """Who measured: CPU/GPU, cores, torch version, date (UTC)."""
+    """Who measured: CPU/GPU, its instruction sets, cores, torch version, date (UTC)."""
     return {
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d"),
         "cpu": cpu_name(),
+        "cpu_features": cpu_features(),
         "cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,

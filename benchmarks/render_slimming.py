@@ -201,13 +201,13 @@ def quantize_section() -> list[str]:
             if not r:
                 continue
             acc, b16, b1, size = r["accuracy"], r["batch16"], r["batch1"], r["file_bytes"]
-            out.append(f"| {run['cpu']}, {run['cores']} cores, {threads} ({run['date']}) | {r['image_size']} | "
+            features = ", ".join(run["cpu_features"]) if "cpu_features" in run else "instruction sets not recorded"
+            out.append(f"| {run['cpu']} ({features}), {run['cores']} cores, {threads} ({run['date']}) | {r['image_size']} | "
                        f"{r['weights']} | {acc['float']:.1f} | {acc['int8']:.1f} | {acc['delta']:+.1f} | "
                        f"{b16['float_images_per_s']:.0f} | {b16['int8_images_per_s']:.0f} | **{b16['speedup']:.2f}x** | "
                        f"{b1['float_ms']:.1f} | {b1['int8_ms']:.1f} | {size['float'] / 1e6:.1f} / {size['int8'] / 1e6:.1f} |")
     out += ["", "int8 weights come first; where they cost more than a point (ONNX Runtime's AVX2 kernel without VNNI "
-            "saturates their products), the export measures uint8 weights and keeps them. With VNNI (the Intel Xeon "
-            "rows) int8 runs on the CPU's dot-product instructions.", ""]
+            "saturates their products), the export measures uint8 weights and keeps them.", ""]
     return out
 
 

@@ -50,7 +50,7 @@ def keep_warmup_share(data: dict) -> dict:
     longer than the search."""
     strategy = data.get("strategy") or {}
     epochs = strategy.get("epochs")
-    if "warmup_epochs" in strategy or not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
+    if "warmup_epochs" in strategy or type(epochs) is not int or epochs < 1:  # bad values: from_dict says so
         return data
     default = from_dict(SearchConfig, {"strategy": {"name": strategy.get("name", "darts")}}).strategy
     return {**data, "strategy": {**strategy, "warmup_epochs": default.warmup_epochs * epochs // default.epochs}}
