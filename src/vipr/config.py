@@ -342,9 +342,10 @@ _TYPE_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "tru
 
 
 # Settings a --resume may change: how a run is watched and guarded, not what it computes (on_nan:
-# resume a run a non-finite loss stopped with train.on_nan=skip).
+# resume a run a non-finite loss stopped with train.on_nan=skip; cache_gb: how much of the data stays mapped).
 RUN_ONLY_KEYS = frozenset({"progress", "log_every", "checkpoint_every", "num_threads", "device", "on_nan",
-                           "knn_every", "knn_k", "keep_best"})  # the kNN probe watches, it does not train
+                           "knn_every", "knn_k", "keep_best",  # the kNN probe watches, it does not train
+                           "cache_gb"})
 
 
 def without_run_only(settings: dict) -> dict:

@@ -48,6 +48,10 @@ class DataConfig:
     # > 0: read the encoded store's shards in sequence through a shuffle buffer of this many images
     # (no random access: data on a network volume); 0: one random permutation of all images an epoch
     shuffle_buffer: Annotated[int, Range(0, 10**9)] = 0
+    # GB of the encoded store's shards kept memory-mapped at once, least recently read closed first: pages read
+    # through an open map count toward the process's RSS. 1 GB holds three 256 MiB shards, more than a
+    # streaming rank reads at once; random access re-maps shards beyond it (their pages stay in the page cache)
+    cache_gb: Annotated[float | None, Range(0, 10**6, low_open=True)] = 1.0  # None: every shard stays mapped
     # defaults recipe: small (<= 64 px) or large images; auto picks by image_size (vipr.profiles)
     profile: Annotated[str, Choices(*PROFILES)] = "auto"
 
@@ -111,7 +115,7 @@ def build_config(data: dict) -> PretrainConfig:
 
 def config_hash(config: PretrainConfig) -> str:
     d = to_dict(config)
-    d["train"] = without_run_only(d["train"])
+    d["train"], d["data"] = without_run_only(d["train"]), without_run_only(d["data"])
     return config_digest(d)
 
 
@@ -129,6 +133,7 @@ def run_pretrain(config: PretrainConfig, out_dir: str | Path, resume: bool = Fal
     check_run_dir(out_dir, resume, CHECKPOINT_NAME)
     dataset, _ = open_training_dataset(config.data.source, store=config.data.store, store_size=config.data.store_size,
                                        image_size=config.data.image_size, raw_budget_gb=config.data.raw_budget_gb,
+                                       cache_gb=config.data.cache_gb,
                                        model_threads=torch.get_num_threads(), progress=config.train.progress)
     out = prepare_run_dir(out_dir, config, resume, checkpoint_name=CHECKPOINT_NAME)
     warn_about_data(config, len(dataset.train))

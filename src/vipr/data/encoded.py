@@ -22,9 +22,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import mmap
 import tarfile
-import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +30,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from vipr.data.shard_maps import ShardMaps
 from vipr.data.store import StoreWriter
 from vipr.errors import DataError
 
@@ -45,12 +44,12 @@ INDEX_FIELDS = ("shard", "offset", "size", "label", "height", "width")
 
 @dataclass
 class EncodedSplit:
-    """One split of the encoded store: index arrays plus read-only maps of its shards."""
+    """One split of the encoded store: index arrays plus read-only maps of its shards (``maps``: a bound
+    on the bytes mapped at once, shared by the splits of one store)."""
 
     shards: list[Path]
     index: dict[str, np.ndarray]  # INDEX_FIELDS -> (N,) arrays
-    _maps: dict[int, mmap.mmap] = field(default_factory=dict, repr=False)
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    maps: ShardMaps = field(default_factory=ShardMaps, repr=False)
 
     def __len__(self) -> int:
         return len(self.index["size"])
@@ -66,14 +65,7 @@ class EncodedSplit:
     def blob(self, i: int) -> bytes:
         """The encoded bytes of image ``i`` (thread-safe: decoding threads share the maps)."""
         shard, offset, size = (int(self.index[k][i]) for k in ("shard", "offset", "size"))
-        return self._map(shard)[offset:offset + size]
-
-    def _map(self, shard: int) -> mmap.mmap:
-        with self._lock:
-            if shard not in self._maps:
-                with open(self.shards[shard], "rb") as f:
-                    self._maps[shard] = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-            return self._maps[shard]
+        return self.maps.read(self.shards[shard], offset, size)
 
 
 class ShardWriter:
@@ -168,20 +160,22 @@ def publish(writer: StoreWriter, *, source: str, classes: list[str], skipped: li
                     "skipped": [list(item) for item in skipped]})
 
 
-def open_encoded(entry: Path) -> tuple[dict, dict[str, EncodedSplit]]:
-    """(meta, {split: EncodedSplit}) of a finished entry; DataError naming the entry when damaged."""
+def open_encoded(entry: Path, max_mapped_bytes: int | None = None) -> tuple[dict, dict[str, EncodedSplit]]:
+    """(meta, {split: EncodedSplit}) of a finished entry, its splits keeping at most ``max_mapped_bytes`` of
+    shards mapped together (None: no bound; ``ShardMaps``); DataError naming the entry when damaged."""
+    maps = ShardMaps(max_mapped_bytes)
     try:
         meta = json.loads((entry / "meta.json").read_text(encoding="utf-8"))
         if meta.get("format") != ENCODED_FORMAT:
             raise ValueError(f"format {meta.get('format')!r}, expected {ENCODED_FORMAT!r}")
-        splits = {split: _open_split(entry, split, count) for split, count in meta["splits"].items()}
+        splits = {split: _open_split(entry, split, count, maps) for split, count in meta["splits"].items()}
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise DataError(f"the encoded store {entry} is damaged ({e}); delete that folder and "
                         f"open the dataset again to rebuild it") from None
     return meta, splits
 
 
-def _open_split(entry: Path, split: str, count: int) -> EncodedSplit:
+def _open_split(entry: Path, split: str, count: int, maps: ShardMaps) -> EncodedSplit:
     with np.load(entry / f"{split}_index.npz") as f:
         index = {k: f[k] for k in INDEX_FIELDS}
     if len(index["size"]) != count:
@@ -189,7 +183,7 @@ def _open_split(entry: Path, split: str, count: int) -> EncodedSplit:
     shards = sorted(entry.glob(f"{split}-*.tar"))
     if len(index["shard"]) and int(index["shard"].max()) >= len(shards):
         raise ValueError(f"{split} index names shard {int(index['shard'].max())}, {len(shards)} found")
-    return EncodedSplit(shards, index)
+    return EncodedSplit(shards, index, maps)
 
 
 def index_webdataset(shards: list[Path]) -> EncodedSplit:

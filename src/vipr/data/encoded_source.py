@@ -18,6 +18,7 @@ import numpy as np
 from vipr.data import sources
 from vipr.data.decode import CropDecoder
 from vipr.data.encoded import INDEX_FIELDS, SHARD_BYTES, EncodedSplit, index_webdataset, open_encoded, publish, write_split
+from vipr.data.shard_maps import ShardMaps
 from vipr.data.store import StoreWriter, ensure_entry, source_key
 from vipr.data.types import Dataset, ImageSplit
 from vipr.engine.progress import side_bar
@@ -41,8 +42,9 @@ class EncodedDataset:
 
 
 def open_encoded_folder(src: str, *, cache_dir: str | os.PathLike | None = None, progress: bool = True,
-                        shard_bytes: int = SHARD_BYTES) -> EncodedDataset:
-    """The encoded store of image folder ``src``, built on first use (every file's bytes read once)."""
+                        shard_bytes: int = SHARD_BYTES, max_mapped_bytes: int | None = None) -> EncodedDataset:
+    """The encoded store of image folder ``src``, built on first use (every file's bytes read once);
+    reading keeps at most ``max_mapped_bytes`` of its shards mapped (None: no bound; ``ShardMaps``)."""
     root = Path(src).expanduser()
     if not root.is_dir():
         raise DataError(f"the encoded store takes an image folder; {src!r} is not one. {sources.LAYOUTS}")
@@ -51,7 +53,7 @@ def open_encoded_folder(src: str, *, cache_dir: str | os.PathLike | None = None,
     cache = cache_root(cache_dir)
     entry = ensure_entry(cache, key, lambda: StoreWriter(cache, key),
                          lambda writer: _build(writer, src, root, listed, shard_bytes, progress))
-    meta, splits = open_encoded(entry)
+    meta, splits = open_encoded(entry, max_mapped_bytes)
     return EncodedDataset(name=str(src), train=splits["train"], test=splits.get("test"), classes=meta["classes"],
                           digest=meta["digest"], skipped=[tuple(item) for item in meta["skipped"]], store_dir=entry)
 
@@ -126,11 +128,12 @@ def is_webdataset_folder(root: Path) -> bool:
     return bool(names) and all(name.endswith(".tar") for name in names)
 
 
-def open_webdataset_folder(src: str, *, cache_dir: str | os.PathLike | None = None) -> EncodedDataset:
+def open_webdataset_folder(src: str, *, cache_dir: str | os.PathLike | None = None,
+                           max_mapped_bytes: int | None = None) -> EncodedDataset:
     """WebDataset shards written elsewhere, read in place: ``train-*.tar`` (and ``test-*`` or ``val-*``),
     or any ``*.tar`` as the train split. Labels from each key's ``.cls``; class names are the label
     numbers. The index (offsets, labels, sizes) is built once and cached, keyed by the shards' names,
-    sizes and mtimes; the shards are never copied."""
+    sizes and mtimes; the shards are never copied. ``max_mapped_bytes``: as ``open_encoded_folder``."""
     root = Path(src).expanduser()
     shards = sorted(root.glob("*.tar"))
     named = {split: [p for p in shards if p.name.startswith(prefixes)] for split, prefixes in WDS_SPLITS.items()}
@@ -140,12 +143,13 @@ def open_webdataset_folder(src: str, *, cache_dir: str | os.PathLike | None = No
     key = source_key("webdataset", ENCODED_VERSION, str(root.resolve()), listing)
     cache = cache_root(cache_dir)
     entry = ensure_entry(cache, key, lambda: StoreWriter(cache, key), lambda w: _index_shards(w, src, layout))
+    maps = ShardMaps(max_mapped_bytes)
     try:
         meta = json.loads((entry / "meta.json").read_text(encoding="utf-8"))
         splits = {}
         for split, count in meta["splits"].items():
             with np.load(entry / f"{split}_index.npz") as f:
-                splits[split] = EncodedSplit(layout[split], {k: f[k] for k in INDEX_FIELDS})
+                splits[split] = EncodedSplit(layout[split], {k: f[k] for k in INDEX_FIELDS}, maps)
     except (OSError, ValueError, KeyError) as e:
         raise DataError(f"the shard index {entry} is damaged ({e}); delete that folder to rebuild it") from None
     return EncodedDataset(name=str(src), train=splits["train"], test=splits.get("test"), classes=meta["classes"],

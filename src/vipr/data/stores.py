@@ -69,18 +69,21 @@ def choose_store(src: str, store: str, side: int, raw_budget_gb: float | None, c
 
 
 def open_training_dataset(src: str, *, store: str = "auto", store_size: int | None, image_size: int,
-                          raw_budget_gb: float | None = None, model_threads: int = 1,
+                          raw_budget_gb: float | None = None, cache_gb: float | None = None, model_threads: int = 1,
                           progress: bool = True) -> tuple[Dataset, str]:
-    """(dataset, "raw" | "encoded") for a training run; an encoded dataset's splits decode when read."""
+    """(dataset, "raw" | "encoded") for a training run; an encoded dataset's splits decode when read, keeping
+    at most ``cache_gb`` GB of shards mapped (None: no bound; ``vipr.data.shard_maps``)."""
     folder = Path(src).expanduser()
+    mapped = None if cache_gb is None else int(cache_gb * 1e9)
     if is_webdataset_folder(folder):  # shards made elsewhere: encoded already, read in place
         side = store_size or default_store_size(image_size)
-        return as_dataset(open_webdataset_folder(src), side, decode_threads(model_threads)), "encoded"
+        return as_dataset(open_webdataset_folder(src, max_mapped_bytes=mapped), side,
+                          decode_threads(model_threads)), "encoded"
     side = store_size or (default_store_size(image_size) if _is_image_folder(src) else None)
     kind = choose_store(src, store, side or 0, raw_budget_gb)
     if kind == "raw":
         return sources.open_dataset(src, store_size=side, progress=progress), kind
-    encoded = open_encoded_folder(src, progress=progress)
+    encoded = open_encoded_folder(src, progress=progress, max_mapped_bytes=mapped)
     return as_dataset(encoded, side, decode_threads(model_threads)), kind
 
 
