@@ -49,8 +49,8 @@ class DataConfig:
     # (no random access: data on a network volume); 0: one random permutation of all images an epoch
     shuffle_buffer: Annotated[int, Range(0, 10**9)] = 0
     # GB of the encoded store's shards kept memory-mapped at once, least recently read closed first: pages read
-    # through an open map count toward the process's RSS. 1 GB holds three 256 MiB shards, more than a
-    # streaming rank reads at once; random access re-maps shards beyond it (their pages stay in the page cache)
+    # through an open map count toward the process's RSS. 1 GB: three 256 MiB shards; a shard read again after
+    # its map closed is mapped again (a system call; its pages stay in the kernel's page cache)
     cache_gb: Annotated[float | None, Range(0, 10**6, low_open=True)] = 1.0  # None: every shard stays mapped
     # defaults recipe: small (<= 64 px) or large images; auto picks by image_size (vipr.profiles)
     profile: Annotated[str, Choices(*PROFILES)] = "auto"

@@ -60,7 +60,7 @@ def test_least_recently_read_maps_close_first_and_the_one_read_stays(tmp_path):
     assert maps.read(paths["big"], 299, 1) == b"g"  # larger than the bound alone: a, then c close, big stays
     assert list(maps.maps) == [paths["big"]] and maps.mapped_bytes == 300 and first.closed
     maps.read(paths["a"], 0, 1)
-    assert list(maps.maps) == [paths["a"]]  # big closes before a is mapped again
+    assert list(maps.maps) == [paths["a"]] and maps.opened == 5  # big closes before a is mapped again
     maps.close()
     assert maps.maps == {} and maps.mapped_bytes == 0
     with pytest.raises(ValueError, match="at least 1 byte"):

@@ -30,6 +30,7 @@ class ShardMaps:
         self.max_bytes = max_bytes
         self.maps: OrderedDict[Path, mmap.mmap] = OrderedDict()  # least recently read first
         self.mapped_bytes = 0
+        self.opened = 0  # maps opened so far, re-opened ones included: what the bound costs in system calls
         self._lock = threading.Lock()
 
     def read(self, path: Path, offset: int, size: int) -> bytes:
@@ -51,7 +52,7 @@ class ShardMaps:
             while self.maps and self.max_bytes is not None and self.mapped_bytes + size > self.max_bytes:
                 self._close_oldest()
             self.maps[path] = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-        self.mapped_bytes += size
+        self.mapped_bytes, self.opened = self.mapped_bytes + size, self.opened + 1
         return self.maps[path]
 
     def _close_oldest(self) -> None:
