@@ -31,6 +31,7 @@ SCRIPTS = {
     "job_sharing": [sys.executable, str(HERE / "job_sharing.py")],
     "job_soak": [sys.executable, str(HERE / "job_soak.py")],
     "encoded_pipeline": [sys.executable, str(HERE / "encoded_pipeline.py")],
+    "stream_memory": [sys.executable, str(HERE / "stream_memory.py")],
 }
 
 

@@ -66,6 +66,33 @@ def encoded_pipeline_section(r: dict, load) -> str:
     ])
 
 
+def stream_memory_section(r: dict, load) -> str:
+    rows = [(f"{run['cache_gb']:g} GB" if run["cache_gb"] is not None else "none (every shard stays mapped)", run)
+            for run in r["runs"]]
+    bounded_growth, unbounded_growth = (run["rss_file_peak_mb"] - run["rss_file_start_mb"] for run in r["runs"])
+    cache_gb, cores = r["runs"][0]["cache_gb"], r["cores_used"]
+    return "\n".join([
+        "## Resident memory of a streamed epoch: `data.cache_gb`", "",
+        "One epoch of the loader `vipr pretrain` builds for "
+        f"`data.store=encoded data.shuffle_buffer={r['shuffle_buffer']}` (batch {r['batch']}, MoCo v2's two "
+        f"{r['side']}-px views cut at decode, {cores} core{'s' * (cores > 1)}) over an encoded store of {r['store_mb']:,.1f} MB: {r['images']:,} {r['photo']} files ({r['jpeg_kb']:.0f} KB each) in "
+        f"{r['shards']} shards of {r['shard_mb']:g} MiB. RssFile (file pages mapped into the process: its libraries, "
+        "and the shards' pages read through open maps) and RssAnon sampled from /proc/self/status at every step, in "
+        "MB; maps opened: over the epoch, a shard read again after its map closed counted again.", "",
+        "| bound on mapped shards | mapped at most (MB) | maps open at most | maps opened | RssFile start / peak / "
+        "final | RssAnon start / peak / final | images/s |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+        *[f"| {label} | {run['peak_mapped_mb']:,.1f} | {run['peak_open_maps']} | {run['maps_opened']:,} | "
+          f"{run['rss_file_start_mb']:,.1f} / {run['rss_file_peak_mb']:,.1f} / {run['rss_file_final_mb']:,.1f} | "
+          f"{run['rss_anon_start_mb']:,.1f} / {run['rss_anon_peak_mb']:,.1f} / {run['rss_anon_final_mb']:,.1f} | "
+          f"{run['images_per_s']:,.1f} |" for label, run in rows],
+        "", f"With `data.cache_gb={cache_gb:g}` ({cache_gb * 1e3 / r['store_mb']:.0%} of the store) RssFile grew by "
+        f"**{bounded_growth:,.1f} MB** over the epoch; "
+        f"with no bound by {unbounded_growth:,.1f} MB ({unbounded_growth / r['store_mb']:.0%} of the store). "
+        "Target: streaming a store 10x larger than the cache budget keeps resident memory flat.",
+    ])
+
+
 SECTIONS = (("job_overhead", job_overhead_section), ("job_sharing", job_sharing_section),
             ("job_soak", job_soak_section),
-            ("encoded_pipeline", encoded_pipeline_section))
+            ("encoded_pipeline", encoded_pipeline_section), ("stream_memory", stream_memory_section))

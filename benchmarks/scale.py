@@ -37,8 +37,10 @@ from photo_sets import _skimage, _sklearn  # noqa: E402
 
 from vipr.data.augment import get_recipe  # noqa: E402
 from vipr.data.decode import decode_crops, draw_boxes  # noqa: E402
+from vipr.pretrain import DataConfig  # noqa: E402
 
 DOC = HERE.parent / "docs" / "scale.md"
+STREAM_RECORD = HERE / "results" / "stream_memory.json"  # benchmarks/stream_memory.py: a streamed epoch's memory
 SHAPE, SIDE, RAW_SIDE = (500, 375), 224, 256
 SETS = {"ImageNet-1k": 1_281_167, "100 M-image set": 100_000_000}
 IMAGENET_JPEG_GB = 140  # the train set's JPEG files as distributed, about 140 GB (the issue's figure)
@@ -96,7 +98,20 @@ def measure(count: int) -> dict:
     }
 
 
-def render(m: dict, info: dict) -> str:
+def streaming_lines(stream: dict | None) -> list[str]:
+    """The streamed-memory sentence, from benchmarks/results/stream_memory.json (nothing without it)."""
+    if stream is None:
+        return []
+    bounded, unbounded = (run["rss_file_peak_mb"] - run["rss_file_start_mb"] for run in stream["runs"])
+    cache_gb = stream["runs"][0]["cache_gb"]
+    return ["", f"Streaming (`data.shuffle_buffer=N`) keeps at most `data.cache_gb` of shards memory-mapped (in GB, "
+            f"default {DataConfig().cache_gb:g}), least recently read closed first, so resident memory stays flat: "
+            f"one epoch over a {stream['store_mb']:,.0f} MB store with `data.cache_gb={cache_gb:g}` "
+            f"({cache_gb * 1e3 / stream['store_mb']:.0%} of it) grew RssFile by {bounded:,.1f} MB, with no bound by "
+            f"{unbounded:,.1f} MB (`benchmarks/stream_memory.py`, {stream['date']}; [benchmarks](benchmarks.md))."]
+
+
+def render(m: dict, info: dict, stream: dict | None = None) -> str:
     rate = 1000.0  # images/s of one training process, the unit the bandwidth rows are given in
     lines = [
         "# Data at scale: bytes, bandwidth and decode cost", "",
@@ -144,6 +159,7 @@ def render(m: dict, info: dict) -> str:
         "- **Disk space**: a 100 M-image set fits as JPEGs, not as a raw store.", "",
         "Shards per rank: a 100 M-image set of 50 KB images in 256 MiB shards is about "
         f"{1e8 * 50e3 / 268_435_456:,.0f} shards, {1e8 * 50e3 / 268_435_456 / 64:,.0f} per rank on 64 ranks.",
+        *streaming_lines(stream),
     ]
     return "\n".join(lines) + "\n"
 
@@ -154,7 +170,8 @@ def main() -> None:
     args = parser.parse_args()
     info = machine_info()
     m = measure(args.images)
-    DOC.write_text(render(m, info), encoding="utf-8")
+    stream = json.loads(STREAM_RECORD.read_text()) if STREAM_RECORD.is_file() else None
+    DOC.write_text(render(m, info, stream), encoding="utf-8")
     print(json.dumps({"benchmark": "scale", **info, **m}))
 
 
