@@ -205,6 +205,7 @@ def render(result: dict) -> str:
             lines.append(f"| {method} | " + " | ".join(cells) + " |")
         lines.append("")
     lines += ordering_section(result["summary"], names)
+    lines += finetune_recipe_section()
     lines += cost_section()
     m = result["machine"]
     lines.append(f"*Measured {m['date']} on {m['cpu']} ({m['cores']} cores), torch {m['torch']}, "
@@ -245,6 +246,14 @@ def ordering_section(summary: dict, names: dict) -> list[str]:
             "class (labels the methods never see): where it is low, neighbour positives pull different classes "
             "together.\n",
             f"| table | method | {header} | same class (%) |", "|---|---|" + "---:|" * 5, *rows, ""]
+
+
+def finetune_recipe_section() -> list[str]:
+    """The fine-tuning recipe against its alternatives, from benchmarks/finetune_recipe.py's records."""
+    sys.path.insert(0, str(HERE))
+    from finetune_recipe import load, section
+
+    return section(load())
 
 
 def cost_section() -> list[str]:

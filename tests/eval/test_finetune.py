@@ -13,7 +13,8 @@ from vipr.data.splits import make_label_split, save_label_split
 from vipr.engine.trainer import Interrupted
 from vipr.errors import CheckpointError, ConfigError, ViprError
 from vipr.eval.features import load_eval_backbone
-from vipr.eval.finetune import BACKBONE_LR_SCALE, finetune, finetune_optimizer, run_finetune
+from vipr.eval.features import extract_features
+from vipr.eval.finetune import BACKBONE_LR_SCALE, _probe_head, finetune, finetune_optimizer, run_finetune
 from vipr.eval.finetune_task import FinetuneTask
 from vipr.models import create_backbone
 
@@ -59,6 +60,44 @@ def test_finetune_runs_under_bf16_autocast(colour_split):
     assert result["steps"] == 6 and result["epochs"] == 3  # 2 steps an epoch; epochs added to reach min_steps
     assert math.isfinite(result["train_loss"])
     assert model.head.weight.dtype == torch.float32  # autocast computes in bf16, keeps fp32 weights
+
+
+def test_probe_head_is_the_linear_probe_of_the_frozen_features(colour_split):
+    """head_init="probe": the head (standardisation in eval mode, then the linear layer) gives the logits of an
+    independently fitted, folded linear probe of the same frozen features."""
+    from vipr.eval.linear import train_linear
+
+    split, model = colour_split(24, 0), create_backbone("tiny")
+    mean, std = [0.5] * 3, [0.25] * 3
+    linear, norm = torch.nn.Linear(model.feature_dim, 3), torch.nn.BatchNorm1d(model.feature_dim, affine=False)
+    _probe_head(model, split, 3, linear, norm, SIZE, mean, std, torch.device("cpu"), "fp32")
+    assert model.training  # fine-tuning continues in train mode
+    features = extract_features(model, split.images, image_size=SIZE, mean=mean, std=std, device="cpu",
+                                precision="fp32", progress=False)
+    expected = train_linear(features, torch.from_numpy(split.labels).long(), 3)(features)
+    with torch.no_grad():
+        got = linear(norm.eval()(features))
+    assert torch.allclose(got, expected, atol=1e-3 * float(expected.abs().max()))
+    assert (got.argmax(1) == torch.from_numpy(split.labels)).float().mean() > 0.9  # the probe already fits
+
+
+def test_backbone_lr_scale_zero_keeps_the_backbone_weights(colour_split):
+    model = create_backbone("tiny")
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    finetune(model, colour_split(16, 0), 3, image_size=SIZE, mean=[0.5] * 3, std=[0.25] * 3, epochs=2, batch_size=8,
+             progress=False, min_steps=0, backbone_lr_scale=0.0)
+    for name, p in model.named_parameters():
+        if not name.startswith("head"):
+            assert torch.equal(p, before[name]), name
+    assert model.head.weight.abs().sum() > 0  # the head did train
+
+
+def test_finetune_recipe_options_are_checked(colour_split):
+    for bad, message in (({"head_init": "ones"}, "head_init must be one of zeros, probe"),
+                         ({"backbone_lr_scale": -0.1}, "backbone_lr_scale must be a number >= 0")):
+        with pytest.raises(ConfigError, match=message):
+            finetune(create_backbone("tiny"), colour_split(8, 0), 3, image_size=SIZE, mean=[0.5] * 3, std=[0.25] * 3,
+                     progress=False, **bad)
 
 
 def test_finetune_settings_are_checked(dataset):

@@ -50,10 +50,11 @@ from vipr.engine.device import resolve_precision
 from vipr.engine.optim import param_groups
 from vipr.engine.trainer import LoopSettings, Trainer
 from vipr.errors import ConfigError, ViprError
+from vipr.eval.features import extract_features
 from vipr.eval.finetune_task import FORMAT as FINETUNE_FORMAT
 from vipr.eval.finetune_task import FinetuneTask
 from vipr.eval.knn import topk_accuracy
-from vipr.eval.linear import fold_standardization
+from vipr.eval.linear import fit_standardized, fold_standardization
 from vipr.eval.runner import count_classes, labelled_test_rows, labelled_train_rows, prepare, write_run
 from vipr.models import Backbone
 from vipr.models.init_weights import check_weights_file, initialise
@@ -62,14 +63,16 @@ BACKBONE_LR_SCALE = 0.1  # backbone lr / head lr
 MOMENTUM = 0.9
 WEIGHT_DECAY = 5e-4
 CROP_SCALE = (0.5, 1.0)  # area fraction of the random resized crop
+HEAD_INITS = ("zeros", "probe")  # the new head: zero weights, or a linear probe of the frozen features
 RUN_ONLY = ("device",)  # run_finetune arguments a resume may change
 
 
-def finetune_optimizer(model: Backbone, lr: float, weight_decay: float = WEIGHT_DECAY) -> torch.optim.SGD:
-    """SGD, Nesterov: ``lr`` for the head, ``lr * BACKBONE_LR_SCALE`` for the rest; decay on weights only."""
+def finetune_optimizer(model: Backbone, lr: float, weight_decay: float = WEIGHT_DECAY,
+                       backbone_lr_scale: float = BACKBONE_LR_SCALE) -> torch.optim.SGD:
+    """SGD, Nesterov: ``lr`` for the head, ``lr * backbone_lr_scale`` for the rest; decay on weights only."""
     head = {id(p) for p in model.head.parameters()}
     backbone = [p for p in model.parameters() if id(p) not in head]
-    groups = [{**group, "lr": lr * BACKBONE_LR_SCALE} for group in param_groups(backbone, weight_decay)]
+    groups = [{**group, "lr": lr * backbone_lr_scale} for group in param_groups(backbone, weight_decay)]
     groups += [{**group, "lr": lr} for group in param_groups(model.head.parameters(), weight_decay)]
     return torch.optim.SGD(groups, lr=lr, momentum=MOMENTUM, nesterov=True)
 
@@ -77,7 +80,8 @@ def finetune_optimizer(model: Backbone, lr: float, weight_decay: float = WEIGHT_
 def finetune(model: Backbone, split: ImageSplit, num_classes: int, *, image_size: int, mean, std, epochs: int = 30,
              batch_size: int = 64, lr: float = 0.1, seed: int = 0, device: torch.device | str = "cpu",
              precision: str = "fp32", progress: bool = True, min_steps: int = 500, run_dir: str | Path | None = None,
-             config: dict | None = None, resume: bool = False) -> dict:
+             config: dict | None = None, resume: bool = False, head_init: str = "zeros",
+             backbone_lr_scale: float = BACKBONE_LR_SCALE) -> dict:
     """Train ``model`` with a new ``num_classes`` head on every image of ``split`` (see the module doc).
 
     It runs in the engine (vipr.engine.trainer.Trainer) as a :class:`FinetuneTask`.
@@ -89,10 +93,19 @@ def finetune(model: Backbone, split: ImageSplit, num_classes: int, *, image_size
             None keeps none. ``config``: what the run computes from (plain data; a resume
             continues only under its digest); ``resume``: continue from that state, bit for bit.
 
+        head_init: ``zeros`` (the recipe) or ``probe``: the head starts as a linear probe fitted on the
+            frozen features of ``split`` (LP-FT, arXiv 2202.10054). ``backbone_lr_scale``: backbone lr /
+            head lr. Both measured against the recipe by benchmarks/finetune_recipe.py (docs/results.md):
+            neither ``probe`` nor a scale of 1 beats it beyond the seed spread.
+
     Returns:
         ``{"train_loss": mean loss of the last epoch, "steps": optimizer steps, "epochs": epochs run}``.
     """
     _check_settings(epochs=epochs, batch_size=batch_size, lr=lr)
+    if head_init not in HEAD_INITS:
+        raise ConfigError(f"head_init must be one of {', '.join(HEAD_INITS)}, got {head_init!r}")
+    if not backbone_lr_scale >= 0:
+        raise ConfigError(f"backbone_lr_scale must be a number >= 0, got {backbone_lr_scale!r}")
     device = torch.device(device)
     model.to(device=device, memory_format=torch.channels_last)
     model.reset_head(num_classes)
@@ -100,6 +113,8 @@ def finetune(model: Backbone, split: ImageSplit, num_classes: int, *, image_size
     nn.init.zeros_(linear.weight)
     nn.init.zeros_(linear.bias)
     norm = nn.BatchNorm1d(model.feature_dim, affine=False).to(device)  # batch statistics follow the features
+    if head_init == "probe":
+        _probe_head(model, split, num_classes, linear, norm, image_size, mean, std, device, precision)
     model.head = nn.Sequential(norm, linear)
     loader = BatchIterator(split, min(batch_size, len(split)), shuffle=True, seed=seed, drop_last=True, device=device)
     epochs = max(epochs, -(-min_steps // len(loader)))  # at least min_steps optimizer steps
@@ -110,12 +125,28 @@ def finetune(model: Backbone, split: ImageSplit, num_classes: int, *, image_size
     settings = LoopSettings(epochs=epochs, precision=resolve_precision(precision, device), log_every=0,
                             progress=progress, seed=seed, name="finetune", epoch_checkpoints=False)
     record = RunRecord(FINETUNE_FORMAT, dict(config or {}), config_digest(dict(config or {})))
-    trainer = Trainer(task, finetune_optimizer(model, lr), loader, settings, run_dir, record, device, generator)
+    optimizer = finetune_optimizer(model, lr, backbone_lr_scale=backbone_lr_scale)
+    trainer = Trainer(task, optimizer, loader, settings, run_dir, record, device, generator)
     if resume:
         trainer.restore(_resume_state(run_dir))
     trainer.fit(lambda record: None)  # no per-epoch log: the run folder holds what it held before the engine
     model.head = fold_standardization(linear, norm.running_mean, (norm.running_var + norm.eps).sqrt()).requires_grad_(True)
     return {"train_loss": task.train_loss(), "steps": trainer.step, "epochs": epochs}
+
+
+def _probe_head(model, split, num_classes, linear, norm, image_size, mean, std, device, precision) -> None:
+    """Set ``linear`` and ``norm``'s running statistics to a linear probe of ``split``'s frozen features
+    (evaluation transform, the linear probe's recipe); ``model`` is left in train mode."""
+    features = extract_features(model, split.images, image_size=image_size, mean=mean, std=std, device=device,
+                                precision=precision, progress=False).to(device)
+    fitted, f_mean, f_std = fit_standardized(features, torch.from_numpy(split.labels).long(), num_classes)
+    with torch.no_grad():
+        norm.running_mean.copy_(f_mean)
+        norm.running_var.copy_(f_std ** 2)
+        # the norm divides by sqrt(var + eps), the probe by std: rescale so their logits agree
+        linear.weight.copy_(fitted.weight * (norm.running_var + norm.eps).sqrt() / f_std)
+        linear.bias.copy_(fitted.bias)
+    model.train()
 
 
 def _resume_state(run_dir: str | Path | None) -> Path:
