@@ -39,6 +39,7 @@ from vipr.data.augment_ops import (
     random_resized_crop,
     solarize,
 )
+from vipr.data.photometric import apply_photometric, chunks, draw_photometric
 from vipr.errors import ConfigError
 
 __all__ = [
@@ -94,38 +95,54 @@ class ViewSpec:
                 raise ConfigError(f"ViewSpec.{name} is a probability in [0, 1], got {getattr(self, name)}")
 
 
-def augment_view(x: Tensor, view: ViewSpec, generator: torch.Generator | None = None) -> Tensor:
-    """One un-normalised view of a float batch.
+def augment_view(x: Tensor, view: ViewSpec, generator: torch.Generator | None = None, *,
+                 mean: Sequence[float] | None = None, std: Sequence[float] | None = None) -> Tensor:
+    """One view of a float batch: crop and flip, then :func:`photometric` (normalised when given ``mean``, ``std``).
 
     Args:
         x: (B, 3, H, W) float in [0, 1].
 
     Returns:
-        (B, 3, S, S) float in [0, 1], S = ``view.size``.
+        (B, 3, S, S) float, S = ``view.size``: in [0, 1], or normalised.
     """
     x = random_resized_crop(x, view.size, view.scale, view.ratio, view.flip_p, generator)
-    return photometric(x, view, generator)
+    return photometric(x, view, generator, mean=mean, std=std)
 
 
-def augment_cropped(x: Tensor, view: ViewSpec, generator: torch.Generator | None = None) -> Tensor:
-    """One un-normalised view of a batch whose crop was taken at decode (``vipr.data.decode``).
+def augment_cropped(x: Tensor, view: ViewSpec, generator: torch.Generator | None = None, *,
+                    mean: Sequence[float] | None = None, std: Sequence[float] | None = None) -> Tensor:
+    """One view of a batch whose crop was taken at decode (``vipr.data.decode``).
 
     The flip and the photometric ops of :func:`augment_view`, per sample; ``x`` is
     (B, 3, S, S) uint8 or float in [0, 1] with S = ``view.size``."""
     if x.shape[-2:] != (view.size, view.size):
         raise ValueError(f"a crop of this view must be {view.size} px square, got {tuple(x.shape[-2:])}")
-    x = as_float_image(x)
-    flip = coin_flips(len(x), view.flip_p, generator).to(x.device)
-    x = torch.where(flip[:, None, None, None], x.flip(-1), x)
-    return photometric(x, view, generator)
+    flip = coin_flips(len(x), view.flip_p, generator)
+    return photometric(x, view, generator, flip=flip, mean=mean, std=std)
 
 
-def photometric(x: Tensor, view: ViewSpec, generator: torch.Generator | None = None) -> Tensor:
-    """Colour jitter, grayscale, blur and solarize of ``view`` on a float (B, 3, S, S) batch in [0, 1]."""
-    x = color_jitter(x, *view.jitter, p=view.jitter_p, generator=generator)
-    x = random_grayscale(x, view.gray_p, generator)
-    x = gaussian_blur(x, view.blur_sigma, view.blur_p, generator)
-    return solarize(x, view.solarize_threshold, view.solarize_p, generator)
+def photometric(x: Tensor, view: ViewSpec, generator: torch.Generator | None = None, *, flip: Tensor | None = None,
+                mean: Sequence[float] | None = None, std: Sequence[float] | None = None) -> Tensor:
+    """Colour jitter, grayscale, blur and solarize of ``view`` on a (B, 3, S, S) batch.
+
+    ``x`` is uint8, or float in [0, 1]. ``flip`` (B,) bool mirrors those samples first; with
+    ``mean`` and ``std`` the result is normalised. Parameters are drawn for the whole batch,
+    then the ops run chunk by chunk on the CPU (``vipr.data.photometric``: the same result,
+    computed in cache).
+
+    Returns:
+        (B, 3, S, S) float, channels-last: in [0, 1], or normalised.
+    """
+    draw = draw_photometric(len(x), view, generator)
+    dtype = x.dtype if x.is_floating_point() else torch.float32
+    out = torch.empty(x.shape, dtype=dtype, device=x.device).contiguous(memory_format=torch.channels_last)
+    for part in chunks(len(x), x.shape[-1], x.device):
+        chunk = as_float_image(x[part])
+        if flip is not None:
+            chunk = torch.where(flip[part].to(chunk.device).view(-1, 1, 1, 1), chunk.flip(-1), chunk)
+        chunk = apply_photometric(chunk, draw.rows(part), view)
+        out[part] = chunk if mean is None else normalize(chunk, mean, std)
+    return out
 
 
 def augment_views(
@@ -150,11 +167,7 @@ def augment_views(
     if images_uint8.ndim != 4 or images_uint8.shape[1] != 3:
         raise ValueError(f"images must be (B, 3, H, W), got shape {tuple(images_uint8.shape)}")
     x = as_float_image(images_uint8)  # converted once, shared by all views
-    out = []
-    for view in views:
-        view_x = normalize(augment_view(x, view, generator), mean, std)
-        out.append(view_x.contiguous(memory_format=torch.channels_last))
-    return out
+    return [augment_view(x, view, generator, mean=mean, std=std) for view in views]
 
 
 def augment_crops(
@@ -168,8 +181,7 @@ def augment_crops(
     """:func:`augment_views` for views cropped at decode: ``crops[i]`` is view i's (B, 3, S_i, S_i) uint8."""
     if len(crops) != len(views):
         raise ValueError(f"{len(crops)} decoded crops for {len(views)} views")
-    return [normalize(augment_cropped(c, v, generator), mean, std).contiguous(memory_format=torch.channels_last)
-            for c, v in zip(crops, views)]
+    return [augment_cropped(c, v, generator, mean=mean, std=std) for c, v in zip(crops, views)]
 
 
 def eval_transform(

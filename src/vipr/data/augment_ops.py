@@ -176,7 +176,11 @@ def random_grayscale(x: Tensor, p: float = 0.1, generator: torch.Generator | Non
     Returns:
         (B, 3, H, W), luma = 0.299 R + 0.587 G + 0.114 B where applied, ``x`` elsewhere.
     """
-    apply = coin_flips(x.shape[0], p, generator)
+    return grayscale_where(x, coin_flips(x.shape[0], p, generator))
+
+
+def grayscale_where(x: Tensor, apply: Tensor) -> Tensor:
+    """Luma on all 3 channels of the samples where ``apply`` (B,) bool is True, ``x`` elsewhere."""
     if not apply.any():
         return x
     return torch.where(apply.to(x.device).view(-1, 1, 1, 1), luma(x), x)  # (B, 1, H, W) luma broadcast
@@ -226,13 +230,18 @@ def gaussian_blur(
     Returns:
         (B, 3, H, W).
     """
-    batch, _, height, width = x.shape
+    batch = x.shape[0]
     apply = coin_flips(batch, p, generator)
     sigma = torch.empty(batch).uniform_(*sigma_range, generator=generator)
+    return blur_where(x, apply, sigma, kernel_size)
+
+
+def blur_where(x: Tensor, apply: Tensor, sigma: Tensor, kernel_size: int | None = None) -> Tensor:
+    """Blur the samples where ``apply`` (B,) bool is True with their ``sigma`` (B,) pixels; see gaussian_blur."""
     index = apply.nonzero().squeeze(1)
     if index.numel() == 0:
         return x
-    k = kernel_size or blur_kernel_size(min(height, width))
+    k = kernel_size or blur_kernel_size(min(x.shape[-2:]))
     index_dev = index.to(x.device)
     blurred = blur_with_sigma(x.index_select(0, index_dev), sigma[index], k)
     return x.index_copy(0, index_dev, blurred)
@@ -250,7 +259,11 @@ def solarize(x: Tensor, threshold: float = 0.5, p: float = 0.5, generator: torch
     Returns:
         (B, 3, H, W).
     """
-    apply = coin_flips(x.shape[0], p, generator)
+    return solarize_where(x, coin_flips(x.shape[0], p, generator), threshold)
+
+
+def solarize_where(x: Tensor, apply: Tensor, threshold: float = 0.5) -> Tensor:
+    """Solarize the samples where ``apply`` (B,) bool is True; see solarize."""
     if not apply.any():
         return x
     thresholds = torch.full(apply.shape, math.inf).masked_fill_(apply, threshold)
