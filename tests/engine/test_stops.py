@@ -18,7 +18,7 @@ from vipr.pretrain import build_config, run_pretrain
 from vipr.ssl.moco import MoCoV2
 
 CLI = [sys.executable, "-m", "vipr.cli.main", "pretrain", "--data", "builtin:shapes?train=512&test=32&size=16",
-       "--backbone", "tiny", "--image-size", "16", "--epochs", "10", "--batch-size", "32", "--precision", "fp32",
+       "--backbone", "tiny", "--image-size", "16", "--epochs", "4", "--batch-size", "32", "--precision", "fp32",
        "--no-progress", "--set", "train.checkpoint_every=0", "train.log_every=1", "method.queue_size=64",
        "method.proj_hidden_dim=32", "method.proj_dim=16"]
 
@@ -31,7 +31,10 @@ def small_config(*overrides):
         "method.proj_hidden_dim=32", "method.proj_dim=16", "method.queue_size=64", *overrides]))
 
 
-ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "OMP_NUM_THREADS": "1"}
+def cli_env() -> dict:
+    """The CLI's environment, read when a test runs (after conftest points VIPR_CACHE at a temporary
+    folder and turns tracking off; a module-level copy would miss both and write into ./.vipr)."""
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "OMP_NUM_THREADS": "1"}
 
 
 def step_losses(run):
@@ -42,7 +45,7 @@ def step_losses(run):
 def test_ctrl_c_saves_after_the_step_and_resumes_bit_for_bit(tmp_path):
     cut = tmp_path / "cut"
     proc = subprocess.Popen([*CLI, "--out", str(cut)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=ENV)
+                            env=cli_env())
     deadline = time.time() + 120
     while not (cut / "metrics.jsonl").is_file() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.02)
@@ -50,11 +53,11 @@ def test_ctrl_c_saves_after_the_step_and_resumes_bit_for_bit(tmp_path):
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130 and "stopped by signal 2" in err and "checkpoint saved" in err, err[-2000:]
     step = ckpt.load(cut)["state"]["step"]
-    assert 0 < step < 160 and max(step_losses(cut)) == step  # saved after the step it was in, not mid-step
-    resumed = subprocess.run([*CLI, "--out", str(cut), "--resume"], capture_output=True, text=True, env=ENV,
+    assert 0 < step < 64 and max(step_losses(cut)) == step  # saved after the step it was in, not mid-step
+    resumed = subprocess.run([*CLI, "--out", str(cut), "--resume"], capture_output=True, text=True, env=cli_env(),
                              timeout=300)
-    assert resumed.returncode == 0 and f"resumed from step {step} of 160" in resumed.stderr, resumed.stderr[-2000:]
-    full = subprocess.run([*CLI, "--out", str(tmp_path / "full")], capture_output=True, text=True, env=ENV,
+    assert resumed.returncode == 0 and f"resumed from step {step} of 64" in resumed.stderr, resumed.stderr[-2000:]
+    full = subprocess.run([*CLI, "--out", str(tmp_path / "full")], capture_output=True, text=True, env=cli_env(),
                           timeout=300)
     assert full.returncode == 0, full.stderr[-2000:]
     assert step_losses(cut) == step_losses(tmp_path / "full")  # every step's loss, exactly
