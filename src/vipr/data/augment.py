@@ -135,7 +135,7 @@ def photometric(x: Tensor, view: ViewSpec, generator: torch.Generator | None = N
     """
     draw = draw_photometric(len(x), view, generator)
     dtype = x.dtype if x.is_floating_point() else torch.float32
-    out = torch.empty(x.shape, dtype=dtype, device=x.device).contiguous(memory_format=torch.channels_last)
+    out = torch.empty(x.shape, dtype=dtype, device=x.device, memory_format=torch.channels_last)
     for part in chunks(len(x), x.shape[-1], x.device):
         chunk = as_float_image(x[part])
         if flip is not None:
