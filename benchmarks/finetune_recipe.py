@@ -20,13 +20,11 @@ grid continues); the table in docs/results.md is re-rendered from every line.
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import statistics
 import sys
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from unittest import mock
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -59,9 +57,9 @@ def checkpoint(dataset: str, start: str, work: Path) -> str:
 def run(dataset: str, start: str, variant: str, percent: int, seed: int, work: str) -> dict:
     import torch
 
-    import vipr.eval.finetune as finetune
     from vipr.data.sources import open_dataset
     from vipr.data.splits import make_label_split, save_label_split
+    from vipr.eval.finetune import run_finetune
 
     torch.set_num_threads(1)
     source = table.resolve(table.DATASETS[dataset][0])
@@ -71,11 +69,9 @@ def run(dataset: str, start: str, variant: str, percent: int, seed: int, work: s
         images = open_dataset(source)
         labelled = make_label_split(images.train.labels, label_fraction=percent / 100, seed=seed)
         save_label_split(split, labelled, images)
-    # run_finetune's own path (data, split, scoring) with one setting of its training changed
-    with mock.patch.object(finetune, "finetune", functools.partial(finetune.finetune, **VARIANTS[variant])):
-        metrics = finetune.run_finetune(checkpoint=checkpoint(dataset, start, Path(work)), data=source,
-                                        backbone="tiny", image_size=32, progress=False, label_split=str(split),
-                                        seed=seed, min_steps=table.FINETUNE_MIN_STEPS)
+    metrics = run_finetune(checkpoint=checkpoint(dataset, start, Path(work)), data=source, backbone="tiny",
+                           image_size=32, progress=False, label_split=str(split), seed=seed,
+                           min_steps=table.FINETUNE_MIN_STEPS, **VARIANTS[variant])
     return {"dataset": dataset, "start": start, "variant": variant, "percent": percent, "seed": seed,
             "steps": metrics["steps"], "top1": round(metrics["top1"], 2)}
 

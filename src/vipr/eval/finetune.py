@@ -175,7 +175,7 @@ def run_finetune(*, checkpoint: str, data: str, label_split: str | None = None, 
                  min_steps: int = 500, batch_size: int = 64, lr: float = 0.1, seed: int = 0, backbone: str | None = None,
                  image_size: int | None = None, out: str | Path | None = None, device: str = "auto",
                  precision: str = "auto", progress: bool = True, init_weights: str | None = None,
-                 resume: bool = False) -> dict:
+                 resume: bool = False, head_init: str = "zeros", backbone_lr_scale: float = BACKBONE_LR_SCALE) -> dict:
     """``vipr eval finetune``: fine-tune on the train split (or its ``label_split``), score the test split.
 
     A stop (Ctrl-C, SIGTERM) saves the training state in ``out/train/checkpoint.pt``;
@@ -184,13 +184,15 @@ def run_finetune(*, checkpoint: str, data: str, label_split: str | None = None, 
 
     ``init_weights``: a weights file loaded into the backbone before fine-tuning (vipr.models.init_weights;
     e.g. ImageNet weights into ``checkpoint="random"``), its report printed and written to ``out``.
+    ``head_init``, ``backbone_lr_scale``: as :func:`finetune` (its recipe by default).
     Returns the metrics (top1/top5 in %); with ``out``, also writes metrics.json,
     eval_config.json, env.json and classifier.pt (loadable by ``load_backbone``).
     """
     args = {"kind": "finetune", "checkpoint": str(checkpoint), "data": data, "backbone": backbone,
             "image_size": image_size, "label_split": None if label_split is None else str(label_split),
             "epochs": epochs, "min_steps": min_steps, "batch_size": batch_size, "lr": lr, "seed": seed, "device": device,
-            "precision": precision, "init_weights": init_weights}
+            "precision": precision, "init_weights": init_weights, "head_init": head_init,
+            "backbone_lr_scale": backbone_lr_scale}
     _check_settings(epochs=epochs, batch_size=batch_size, lr=lr)
     if init_weights:
         check_weights_file(init_weights)  # before the data is opened
@@ -208,13 +210,14 @@ def run_finetune(*, checkpoint: str, data: str, label_split: str | None = None, 
     trained = finetune(setup.model, train, num_classes, image_size=card.image_size, mean=card.mean,
                        std=card.std, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=setup.device,
                        precision=precision, progress=progress, min_steps=min_steps, run_dir=run_dir,
-                       config={k: v for k, v in args.items() if k not in RUN_ONLY}, resume=resume)
+                       config={k: v for k, v in args.items() if k not in RUN_ONLY}, resume=resume,
+                       head_init=head_init, backbone_lr_scale=backbone_lr_scale)
     features = setup.features(dataset.test, test_rows, progress=progress, desc="test features")  # (N_test, D)
     with torch.no_grad():
         scores = setup.model.head(features.to(setup.device)).cpu()  # (N_test, C), the saved model's logits
     metrics = {**setup.metrics("finetune", args), **topk_accuracy(scores, test_labels), "num_classes": num_classes,
                "num_train": len(train), "num_test": len(test_rows), "label_split": args["label_split"],
-               "batch_size": batch_size, "lr": lr, "backbone_lr": lr * BACKBONE_LR_SCALE,
+               "batch_size": batch_size, "lr": lr, "backbone_lr": lr * backbone_lr_scale,
                "seed": seed, **trained, "precision": setup.resolved_precision, "seconds": setup.seconds()}
     if out is not None:
         write_run(out, args, metrics, classifier=setup,
