@@ -121,23 +121,26 @@ def _reading(cells: dict) -> str:
     """One sentence computed from the cells: which variants clearly beat the recipe, and where the recipe
     from a pre-trained start is below random init."""
     better = [f"{v} ({d} {p}%, {s})" for (d, p, s, v), tops in cells.items()
-              if v != "recipe" and _difference(tops, cells.get((d, p, s, "recipe"))).endswith("*clear*")
-              and statistics.mean(tops) > statistics.mean(cells[(d, p, s, "recipe")])]
-    random = {(d, p): statistics.mean(tops) for (d, p, s, v), tops in cells.items() if (s, v) == ("random", "recipe")}
+              if v != "recipe" and (d, p, s, "recipe") in cells and _clear(tops, cells[d, p, s, "recipe"])
+              and statistics.mean(tops) > statistics.mean(cells[d, p, s, "recipe"])]
     below = [f"{s} ({d} {p}%)" for (d, p, s, v), tops in cells.items()
-             if v == "recipe" and s != "random" and (d, p) in random and statistics.mean(tops) < random[d, p]]
+             if v == "recipe" and s != "random" and (d, p, "random", "recipe") in cells
+             and statistics.mean(tops) < statistics.mean(cells[d, p, "random", "recipe"])]
     return ("Variants clearly above the recipe: " + (", ".join(better) or "none") + ". Pre-trained starts whose "
             "recipe row is below random init's: " + (", ".join(below) or "none") + ".")
 
 
 def _difference(tops: list[float], base: list[float] | None) -> str:
-    """Mean difference in points, *clear* when it exceeds the larger std of the two (never with one run each)."""
+    """Mean difference in points, marked *clear* as :func:`_clear` says; empty without a base."""
     if not base:
         return ""
-    diff = statistics.mean(tops) - statistics.mean(base)
+    return f"{statistics.mean(tops) - statistics.mean(base):+.1f}" + (" *clear*" if _clear(tops, base) else "")
+
+
+def _clear(tops: list[float], base: list[float]) -> bool:
+    """The means differ by more than the larger std of the two (never with one run each)."""
     spreads = [statistics.stdev(t) for t in (tops, base) if len(t) > 1]
-    clear = bool(spreads) and abs(diff) > max(spreads)
-    return f"{diff:+.1f}" + (" *clear*" if clear else "")
+    return bool(spreads) and abs(statistics.mean(tops) - statistics.mean(base)) > max(spreads)
 
 
 def main() -> None:

@@ -15,13 +15,17 @@ On a GPU (or any non-CPU device) the batch is one chunk: its kernels want the wh
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
 from vipr.data.augment_color import jitter_where, sample_jitter_factors
 from vipr.data.augment_ops import blur_where, coin_flips, grayscale_where, solarize_where
+
+if TYPE_CHECKING:  # vipr.data.augment imports this module
+    from vipr.data.augment import ViewSpec
 
 CHUNK_BYTES = 4 << 20  # float32 bytes of one chunk on the CPU: about a core's share of L2 + L3
 
@@ -40,13 +44,13 @@ class PhotometricDraw:
 
     def rows(self, part: slice) -> PhotometricDraw:
         """The parameters of samples ``part`` (the order stays the batch's)."""
-        return PhotometricDraw(**{f.name: getattr(self, f.name) if f.name == "order" else getattr(self, f.name)[part]
-                                  for f in fields(self)})
+        return PhotometricDraw(self.jitter[part], self.jittered[part], self.order, self.gray[part],
+                               self.blurred[part], self.sigma[part], self.solarized[part])
 
 
-def draw_photometric(batch: int, view, generator: torch.Generator | None) -> PhotometricDraw:
+def draw_photometric(batch: int, view: ViewSpec, generator: torch.Generator | None) -> PhotometricDraw:
     """The parameters ``color_jitter``, ``random_grayscale``, ``gaussian_blur`` and ``solarize`` draw, in
-    their order, for a batch of ``batch`` samples of ``view`` (a ViewSpec)."""
+    their order, for a batch of ``batch`` samples of ``view``."""
     jitter, jittered = sample_jitter_factors(batch, view.jitter, view.jitter_p, generator)
     order = tuple(torch.randperm(4, generator=generator).tolist())
     gray = coin_flips(batch, view.gray_p, generator)
@@ -56,7 +60,7 @@ def draw_photometric(batch: int, view, generator: torch.Generator | None) -> Pho
     return PhotometricDraw(jitter, jittered, order, gray, blurred, sigma, solarized)
 
 
-def apply_photometric(x: Tensor, draw: PhotometricDraw, view) -> Tensor:
+def apply_photometric(x: Tensor, draw: PhotometricDraw, view: ViewSpec) -> Tensor:
     """Jitter, grayscale, blur, solarize of float (B, 3, S, S) ``x`` in [0, 1] with ``draw``'s parameters."""
     x = jitter_where(x, draw.jitter, draw.jittered, draw.order)
     x = grayscale_where(x, draw.gray)
