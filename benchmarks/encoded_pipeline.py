@@ -14,10 +14,12 @@ The photos are written by this script: 640 x 480 crops of the development set's 
 
 End to end, both pipelines feed the same training step, which shares the cores with them. So
 it also times vipr's MoCo v2 step (ResNet-18, 224 px, batch 16, fp32, every core;
-pretrain_throughput.time_vipr) and reports the most any data pipeline could gain end to end
-over torchvision's: ``1 + step_img_s / torchvision_img_s`` (core-seconds an image: the step's
-plus torchvision's pipeline's, against the step's alone with a free pipeline).
-Prints one JSON line: images/s of each (two views an image), their ratio, the step and the bound.
+pretrain_throughput.vipr_trainer) and, on the same batches, the step's own view drawing, whose
+time it subtracts: the model's share alone. It reports the most any data pipeline could gain end to
+end over torchvision's: ``1 + model_img_s / torchvision_img_s`` (core-seconds an image: the
+model's plus torchvision's pipeline's, against the model's alone with a free pipeline).
+Prints one JSON line: images/s of each (two views an image), their ratio, the step, the model's
+share of it and the bound.
 
 Usage: PYTHONPATH=src python benchmarks/encoded_pipeline.py [--images 256] [--batch 64] [--batches 6]
 """
@@ -67,17 +69,22 @@ def write_photos(root: Path, count: int) -> None:
         big.crop((x, y, x + SHAPE[0], y + SHAPE[1])).save(folder / f"{i}.jpg", quality=90)
 
 
-def timed(run, batch: int, batches: int) -> float:
-    """Median images/s over 3 runs of ``batches`` batches (each run starts warm)."""
-    rates = []
-    for _ in range(3):
-        start = time.perf_counter()
-        run(batches)
-        rates.append(batch * batches / (time.perf_counter() - start))
-    return round(statistics.median(rates), 1)
+def alternated(runs: dict, batch: int, batches: int, rounds: int = 3) -> dict[str, float]:
+    """Median images/s of each ``runs[name] = (run, warm)`` over ``rounds`` rounds that time the sides in
+    turn, so a change in the machine's speed during the run reaches both sides alike. Each timing first
+    reads ``warm`` batches untimed: what a loader prefetched while the other side ran is not counted."""
+    rates: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(rounds):
+        for name, (run, warm) in runs.items():
+            run(warm)
+            start = time.perf_counter()
+            run(batches)
+            rates[name].append(batch * batches / (time.perf_counter() - start))
+    return {name: round(statistics.median(r), 1) for name, r in rates.items()}
 
 
-def bench_vipr(root: Path, batch: int, batches: int, cores: int) -> float:
+def bench_vipr(root: Path, batch: int, cores: int):
+    """(run(n batches), batches to read before timing: the prefetched one)."""
     torch.set_num_threads(1)  # the batched flips/colour; the decode threads take the other cores
     dataset = as_dataset(open_encoded_folder(str(root), progress=False), 256, max(1, cores))
     specs = get_recipe("moco_v2", SIDE)
@@ -96,8 +103,7 @@ def bench_vipr(root: Path, batch: int, batches: int, cores: int) -> float:
                 if done == n:
                     break
 
-    run(1)
-    return timed(run, batch, batches)
+    return run, 1
 
 
 class TwoViews:
@@ -108,7 +114,8 @@ class TwoViews:
         return self.transform(image), self.transform(image)
 
 
-def bench_torchvision(root: Path, batch: int, batches: int, cores: int) -> float:
+def bench_torchvision(root: Path, batch: int, cores: int):
+    """(run(n batches), batches to read before timing: the DataLoader's prefetch, 2 a worker)."""
     torch.set_num_threads(1)
     folder = torchvision.datasets.ImageFolder(str(root), transform=TwoViews(torchvision_transform(SIDE)))
     loader = torch.utils.data.DataLoader(folder, batch_size=batch, shuffle=True, num_workers=cores,
@@ -124,7 +131,7 @@ def bench_torchvision(root: Path, batch: int, batches: int, cores: int) -> float
                 next(stream[0])
 
     run(cores)  # start the workers
-    return timed(run, batch, batches)
+    return run, 2 * cores
 
 
 def main() -> None:
@@ -139,22 +146,39 @@ def main() -> None:
         write_photos(root, args.images)
         os.environ["VIPR_CACHE"] = str(Path(tmp) / "cache")
         jpeg_kb = sum(f.stat().st_size for f in root.rglob("*.jpg")) / args.images / 1e3
-        vipr = bench_vipr(root, args.batch, args.batches, cores)
-        tv = bench_torchvision(root, args.batch, args.batches, cores)
+        rates = alternated({"vipr": bench_vipr(root, args.batch, cores),
+                            "torchvision": bench_torchvision(root, args.batch, cores)}, args.batch, args.batches)
+        vipr, tv = rates["vipr"], rates["torchvision"]
     machine = machine_info()  # the pipelines' thread setting, before the step takes every core
-    step = round(step_img_s(cores), 2)
+    step, model = step_img_s(cores)
     print(json.dumps({"benchmark": "encoded_pipeline", **machine, "cores_used": cores, "side": SIDE,
                       "photo": f"{SHAPE[0]}x{SHAPE[1]} JPEG q90, {jpeg_kb:.0f} KB", "batch": args.batch,
                       "vipr_img_s": vipr, "torchvision_img_s": tv, "ratio": round(vipr / tv, 2),
-                      "step_img_s": step, "end_to_end_bound": round(1 + step / tv, 3)}))
+                      "step_img_s": round(step, 2), "model_img_s": round(model, 2),
+                      "end_to_end_bound": round(1 + model / tv, 3)}))
 
 
-def step_img_s(cores: int) -> float:
-    """vipr's MoCo v2 training step, ResNet-18 at 224 px, batch 16, fp32, on every core: images/s."""
-    from pretrain_throughput import time_vipr
+def step_img_s(cores: int, batch: int = 16, steps: int = 3) -> tuple[float, float]:
+    """vipr's MoCo v2 training step, ResNet-18 at 224 px, fp32, on every core, in images/s: the whole step,
+    and the model's share (the step less drawing the same batches' views)."""
+    from pretrain_throughput import vipr_trainer
 
     torch.set_num_threads(cores)
-    return time_vipr("fp32", 16, SIDE, warmup=1, steps=3)
+    trainer = vipr_trainer("fp32", batch, SIDE)
+    trainer.loader.set_epoch(0)
+    stream = iter(trainer.loader.iter_from(0))
+    trainer.train_step(next(stream))  # warm-up
+    batches = [next(stream) for _ in range(steps)]
+    start = time.perf_counter()
+    for b in batches:
+        trainer.train_step(b)
+    step_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    for b in batches:
+        trainer.model.views(b.images)
+    views_seconds = time.perf_counter() - start
+    images = batch * steps
+    return images / step_seconds, images / (step_seconds - views_seconds)
 
 
 if __name__ == "__main__":
