@@ -189,6 +189,7 @@ def main(argv: list[str] | None = None) -> None:
                             continue
                         record = {"source": source, "method": method_name, "runner": runner, "tag": tag,
                                   "seed": seed, "epochs": args.epochs, "batch_size": args.batch_size,
+                                  "precision": args.precision,
                                   "overrides": args.set if runner == "vipr" else
                                   [f"aug={args.lightly_aug}"] if runner == "lightly" and args.lightly_aug != "lightly" else [],
                                   **run_job(source, method, runner, seed, args), **measured_on()}
