@@ -73,6 +73,12 @@ def open_training_dataset(src: str, *, store: str = "auto", store_size: int | No
                           progress: bool = True) -> tuple[Dataset, str]:
     """(dataset, "raw" | "encoded") for a training run; an encoded dataset's splits decode when read, keeping
     at most ``cache_gb`` GB of shards mapped (None: no bound; ``vipr.data.shard_maps``)."""
+    with sources.reused_listings():  # choosing the store and opening it list the folder once
+        return _open_training_dataset(src, store, store_size, image_size, raw_budget_gb, cache_gb, model_threads,
+                                      progress)
+
+
+def _open_training_dataset(src, store, store_size, image_size, raw_budget_gb, cache_gb, model_threads, progress):
     folder = Path(src).expanduser()
     mapped = None if cache_gb is None else int(cache_gb * 1e9)
     if is_webdataset_folder(folder):  # shards made elsewhere: encoded already, read in place
