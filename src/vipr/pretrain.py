@@ -131,10 +131,7 @@ def run_pretrain(config: PretrainConfig, out_dir: str | Path, resume: bool = Fal
     if config.model.init_weights and not resume:
         check_weights_file(config.model.init_weights)  # before the run folder
     check_run_dir(out_dir, resume, CHECKPOINT_NAME)
-    dataset, _ = open_training_dataset(config.data.source, store=config.data.store, store_size=config.data.store_size,
-                                       image_size=config.data.image_size, raw_budget_gb=config.data.raw_budget_gb,
-                                       cache_gb=config.data.cache_gb,
-                                       model_threads=torch.get_num_threads(), progress=config.train.progress)
+    dataset = open_run_dataset(config)
     out = prepare_run_dir(out_dir, config, resume, checkpoint_name=CHECKPOINT_NAME)
     warn_about_data(config, len(dataset.train))
     if dist.is_main() and dataset.skipped:
@@ -150,6 +147,15 @@ def run_pretrain(config: PretrainConfig, out_dir: str | Path, resume: bool = Fal
     if dist.is_main():
         write_metrics(out, metrics)
     return metrics
+
+
+def open_run_dataset(config: PretrainConfig):
+    """The training data of a run (pre-training or distillation) as ``config.data`` asks: raw or encoded store."""
+    dataset, _ = open_training_dataset(config.data.source, store=config.data.store, store_size=config.data.store_size,
+                                       image_size=config.data.image_size, raw_budget_gb=config.data.raw_budget_gb,
+                                       cache_gb=config.data.cache_gb,
+                                       model_threads=torch.get_num_threads(), progress=config.train.progress)
+    return dataset
 
 
 def warn_about_data(config: PretrainConfig, num_train: int) -> None:

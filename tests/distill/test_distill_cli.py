@@ -148,3 +148,28 @@ def test_labels_of_other_classes_cannot_supervise_kd(classifier_teacher, tmp_pat
                  "--no-track", "--no-progress"]) == 1
     assert "method.alpha=1" in _one_error_line(capsys)
     assert not (tmp_path / "never").exists()
+
+
+def test_distill_reads_the_encoded_store_as_pretraining_does(teacher, tmp_path, monkeypatch):
+    """data.store, shuffle_buffer and cache_gb reach distillation: the same opener as `vipr pretrain`."""
+    import numpy as np
+    from PIL import Image
+
+    import vipr.pretrain
+
+    rng = np.random.default_rng(0)
+    for label in range(2):
+        (tmp_path / "photos" / f"c{label}").mkdir(parents=True)
+        for i in range(32):
+            Image.fromarray(rng.integers(0, 256, (20, 20, 3), dtype=np.uint8)).save(
+                tmp_path / "photos" / f"c{label}" / f"{i}.jpg")
+    monkeypatch.setenv("VIPR_CACHE", str(tmp_path / "cache"))
+    kinds, real = [], vipr.pretrain.open_training_dataset
+    monkeypatch.setattr(vipr.pretrain, "open_training_dataset",
+                        lambda *a, **k: kinds.append(real(*a, **k)[1]) or real(*a, **k))
+    assert main(["distill", "--teacher", str(teacher), "--student", "tiny", "--method", "seed",
+                 "--data", str(tmp_path / "photos"), "--out", str(tmp_path / "run"), "--epochs", "1",
+                 "--batch-size", "32", *FAST, "--set", "data.store=encoded", "data.shuffle_buffer=16",
+                 "data.cache_gb=0.001"]) == 0
+    assert kinds[0] == "encoded"
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["steps"] == 2

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import torch
 
-from vipr.data.sources import open_dataset
 from vipr.distill.settings import DistillConfig, distill_methods
 from vipr.distill.student import check_student_genotype
 from vipr.distill.teacher import check_teacher, require_classifier, teacher_card
@@ -28,7 +27,7 @@ from vipr.engine.rundir import check_run_dir, prepare_run_dir, write_metrics
 from vipr.errors import ConfigError
 from vipr.eval.monitor import BEST_NAME
 from vipr.fsutil import atomic_write_text
-from vipr.pretrain import PretrainConfig, build_trainer, train_labels
+from vipr.pretrain import PretrainConfig, build_trainer, open_run_dataset, train_labels
 
 
 def check_distill_config(config: PretrainConfig) -> ModelCard:
@@ -58,7 +57,7 @@ def run_distill(config: PretrainConfig, out_dir: str | Path, resume: bool = Fals
         torch.set_num_threads(config.train.num_threads)
     torch.manual_seed(config.train.seed)
     check_run_dir(out_dir, resume, CHECKPOINT_NAME)  # before a long store build
-    dataset = open_dataset(config.data.source, store_size=config.data.store_size, progress=config.train.progress)
+    dataset = open_run_dataset(config)
     check_classes(config, card, dataset)  # before the run folder too
     out = prepare_run_dir(out_dir, config, resume, checkpoint_name=CHECKPOINT_NAME)
     if dist.is_main() and dataset.skipped:
