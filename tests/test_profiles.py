@@ -6,6 +6,7 @@ import pytest
 
 from vipr.config import to_dict
 from vipr.pretrain import OptimConfig, build_config
+from vipr.ssl.byol import BYOLConfig
 from vipr.ssl.moco import MoCoConfig
 
 
@@ -48,5 +49,12 @@ def test_the_resolved_config_reads_back_unchanged(size):
 
 
 def test_methods_without_a_small_recipe_keep_their_defaults():
-    config = build_config({"method": {"name": "byol"}})
+    config = build_config({"method": {"name": "simclr"}})
     assert dataclasses.asdict(config.method) == dataclasses.asdict(type(config.method)())
+
+
+def test_byol_takes_the_small_head_at_small_sizes_only():
+    small = build_config({"method": {"name": "byol"}})
+    large = build_config({"method": {"name": "byol"}, "data": {"image_size": 224}})
+    assert (small.method.proj_hidden_dim, small.method.pred_hidden_dim) == (1024, 1024)
+    assert (large.method.proj_hidden_dim, large.method.pred_hidden_dim) == (4096, 4096)  # the paper's

@@ -12,7 +12,7 @@ many more steps per epoch.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, ClassVar
 
 import torch
 from torch import nn
@@ -32,6 +32,9 @@ class BYOLConfig(MethodConfig):
     pred_hidden_dim: Annotated[int, DIM] = 4096
     momentum: Annotated[float, PROB] = 0.99  # target EMA at the start, raised to momentum_final on a cosine
     momentum_final: Annotated[float, PROB] = 1.0
+    # images <= 64 px (vipr.profiles): projector and predictor 1,024 wide, as lightly's CIFAR recipe; at 10
+    # epochs on the photo set the paper's 4,096 cost 11 kNN points (docs/peer_quality.md)
+    SMALL_IMAGES: ClassVar[dict] = {"proj_hidden_dim": 1024, "pred_hidden_dim": 1024}
 
 
 @register_method("byol", BYOLConfig)
