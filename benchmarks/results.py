@@ -71,8 +71,9 @@ def pretrain_overrides(method: str, source: str, epochs: int, seed: int) -> list
     return settings + extra
 
 
-def run_job(dataset: str, method: str, seed: int, work_dir: str, reevaluate: bool = False) -> dict:
-    """Pre-train (unless random) and evaluate one cell; cached in WORK/dataset/method/seedN/result.json."""
+def run_job(dataset: str, method: str, seed: int, work_dir: str, reevaluate: bool = False, measured: str = "") -> dict:
+    """Pre-train (unless random) and evaluate one cell; cached in WORK/dataset/method/seedN/result.json.
+    ``measured`` ("CPU, date") is kept in a new record: slices run on other machines say where each row came from."""
     import torch
 
     torch.set_num_threads(1)
@@ -90,7 +91,7 @@ def run_job(dataset: str, method: str, seed: int, work_dir: str, reevaluate: boo
     folder.mkdir(parents=True, exist_ok=True)
     source, epochs = DATASETS[dataset]
     source = resolve(source)
-    record = {"dataset": dataset, "method": method, "seed": seed, "epochs": epochs}
+    record = {"dataset": dataset, "method": method, "seed": seed, "epochs": epochs, "measured": measured}
     checkpoint = "random"
     if method != "random":
         record.update(pretrain(folder / "pretrain", pretrain_overrides(method, source, epochs, seed)))
@@ -169,6 +170,19 @@ def summarise(records: list[dict]) -> dict:
     return summary
 
 
+def measured_where(result: dict) -> str:
+    """Where the rows were measured: "CPU, date" of each record (older records: the file's machine),
+    the most common first, then each other with its rows."""
+    m = result["machine"]
+    groups: dict[str, set[str]] = {}
+    for r in result["records"]:
+        groups.setdefault(r.get("measured") or f"{m['cpu']}, {m['date']}", set()).add(f"{r['dataset']} {r['method']}")
+    ordered = sorted(groups, key=lambda where: -len(groups[where]))
+    setup = f"{m['cores']} cores, torch {m['torch']}, single-thread worker processes"
+    others = "".join(f"; {', '.join(sorted(groups[where]))} on {where}" for where in ordered[1:])
+    return f"measured on {ordered[0]} ({setup}){others}"
+
+
 def render(result: dict) -> str:
     names = {"knn": "kNN", "linear": "linear", "finetune_1": "fine-tune 1%", "finetune_10": "fine-tune 10%",
              "fewshot_5w5s": "5-way 5-shot"}
@@ -207,9 +221,7 @@ def render(result: dict) -> str:
     lines += ordering_section(result["summary"], names)
     lines += finetune_recipe_section()
     lines += cost_section()
-    m = result["machine"]
-    lines.append(f"*Measured {m['date']} on {m['cpu']} ({m['cores']} cores), torch {m['torch']}, "
-                 f"{result['workers']} single-thread worker processes.*\n")
+    lines.append(f"*Method tables {measured_where(result)}.*\n")
     return "\n".join(lines)
 
 
@@ -303,19 +315,24 @@ def main() -> None:
         RESULTS.write_text(json.dumps(result, indent=1) + "\n")
         DOCS.write_text(render(result))
         return
-    jobs = [(d, m, s) for s in args.seeds for d in args.datasets for m in args.methods]
-    with ProcessPoolExecutor(args.workers) as pool:
-        futures = [pool.submit(run_job, *job, args.work_dir, args.reevaluate) for job in jobs]
-        for future in as_completed(futures):
-            print(json.dumps(future.result()), flush=True)
     sys.path.insert(0, str(HERE))
     from benchmarks_common import machine_info
 
+    machine = machine_info()
+    measured = f"{machine['cpu']}, {machine['date']}"
+    jobs = [(d, m, s) for s in args.seeds for d in args.datasets for m in args.methods]
+    with ProcessPoolExecutor(args.workers) as pool:
+        futures = [pool.submit(run_job, *job, args.work_dir, args.reevaluate, measured) for job in jobs]
+        for future in as_completed(futures):
+            print(json.dumps(future.result()), flush=True)
     if not args.no_cost:  # after the workers: the cost table needs a quiet machine
         measure_cost()
     # the table covers every cached job, so slices run one after another add up
     records = [json.loads(p.read_text()) for p in sorted(Path(args.work_dir).glob("*/*/seed*/result.json"))]
-    result = {"benchmark": "results", "machine": machine_info(), "workers": args.workers,
+    before = json.loads(RESULTS.read_text())["machine"] if RESULTS.is_file() else machine
+    for record in records:  # cached before records named their machine: the last table's
+        record["measured"] = record.get("measured") or f"{before['cpu']}, {before['date']}"
+    result = {"benchmark": "results", "machine": machine, "workers": args.workers,
               "seeds": sorted({r["seed"] for r in records}), "records": records, "summary": summarise(records)}
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=1) + "\n")
