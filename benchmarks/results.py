@@ -201,7 +201,9 @@ def render(result: dict) -> str:
              "allow for 10 rows x 3 seeds x 2 datasets in about an hour: read them as a small-budget "
              "comparison. The 150-epoch builtin:digits and 100-epoch builtin:shapes tables, when present, repeat "
              "the MoCo family with five times the steps (`python benchmarks/results.py --datasets digits_long shapes_long "
-             "--methods moco_v2 moco_v2_asym clim hsa scan`).\n"]
+             "--methods moco_v2 moco_v2_asym clim hsa scan`).\n",
+             "The small-image defaults come from the ablation against lightly 1.6.0's recipes on a ResNet-18 "
+             "(one setting at a time, with seed spreads): [docs/peer_quality.md](peer_quality.md).\n"]
     for dataset in (d for d in DATASETS if d in result["summary"]):
         methods = result["summary"][dataset]
         source, epochs = DATASETS[dataset]
