@@ -8,6 +8,7 @@ kNN difference against lightly.
 from __future__ import annotations
 
 import statistics
+from collections import Counter
 from pathlib import Path
 
 from benchmarks_common import machine_info
@@ -70,9 +71,9 @@ def table(rows: dict) -> list[str]:
 
 def _sessions(results: dict) -> str:
     """The machines and dates of the records; records written before they carried them are named as such."""
-    dated = sorted({f"{r['cpu']}, {r['date']}" for r in results.values() if "date" in r})
+    dated = Counter(f"{r['cpu']}, {r['date']}" for r in results.values() if "date" in r)
     undated = sum("date" not in r for r in results.values())
-    parts = [f"{len(results) - undated} rows on {'; '.join(dated)}"] if dated else []
+    parts = ["; ".join(f"{n} rows on {where}" for where, n in sorted(dated.items()))] if dated else []
     if undated:
         parts.append(f"{undated} rows in an earlier session ({', '.join(sorted(_undated_tags(results)))}), "
                      "on an Intel(R) Xeon(R) Processor (2 cores), as that run's table said")
@@ -99,7 +100,11 @@ def render(results: dict) -> None:
              "(vipr.profiles) now gives by default, with MoCo's queue taking the keys of one view per step "
              "(`enqueue-one`); `default` rows ran with that profile and enqueue the keys of both views "
              "(method.enqueue=both). `lightly | vipr-aug` is lightly's recipe on vipr's batched views of the same "
-             "augmentation recipe instead of its PIL pipeline: the share of a gap that augmentation explains.", "",
+             "augmentation recipe instead of its PIL pipeline: the share of a gap that augmentation explains. "
+             "In the BYOL table, `head4096` is vipr's BYOL before its small-image head (the paper's 4,096-wide "
+             "projector and predictor; the profile now takes lightly's 1,024) and `head4096+lr0.03` that head at "
+             "a quarter of the lr: lightly's loss, -cos averaged over the two view orders, has a quarter of the "
+             "gradient of the paper's 2 - 2cos summed over them, which vipr keeps.", "",
              "Read single-seed rows against the spread of the seeded ones: at 10 epochs a run is 60-80 optimizer "
              "steps, and seeds alone move kNN by several points (the ± rows: mean ± std over seeds 0, 1, 2). An "
              "ablation row whose difference is inside that spread shows no effect.", "",
