@@ -171,12 +171,12 @@ def summarise(records: list[dict]) -> dict:
 
 
 def measured_where(result: dict) -> str:
-    """Where the rows were measured: "CPU, date" of each record (older records: the file's machine),
-    the most common first, then each other with its rows."""
+    """Where the rows were measured: each record's "CPU, date" (main() fills it in for records cached
+    before they carried it), the most common first, then each other with its rows."""
     m = result["machine"]
     groups: dict[str, set[str]] = {}
     for r in result["records"]:
-        groups.setdefault(r.get("measured") or f"{m['cpu']}, {m['date']}", set()).add(f"{r['dataset']} {r['method']}")
+        groups.setdefault(r["measured"], set()).add(f"{r['dataset']} {r['method']}")
     ordered = sorted(groups, key=lambda where: -len(groups[where]))
     setup = f"{m['cores']} cores, torch {m['torch']}, single-thread worker processes"
     others = "".join(f"; {', '.join(sorted(groups[where]))} on {where}" for where in ordered[1:])

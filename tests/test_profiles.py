@@ -6,7 +6,6 @@ import pytest
 
 from vipr.config import to_dict
 from vipr.pretrain import OptimConfig, build_config
-from vipr.ssl.byol import BYOLConfig
 from vipr.ssl.moco import MoCoConfig
 
 

@@ -2,9 +2,12 @@
 
 import json
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
+import vipr.pretrain
 from vipr.cli.main import main
 from vipr.config import apply_overrides
 from vipr.engine import checkpoint as ckpt
@@ -152,11 +155,6 @@ def test_labels_of_other_classes_cannot_supervise_kd(classifier_teacher, tmp_pat
 
 def test_distill_reads_the_encoded_store_as_pretraining_does(teacher, tmp_path, monkeypatch):
     """data.store, shuffle_buffer and cache_gb reach distillation: the same opener as `vipr pretrain`."""
-    import numpy as np
-    from PIL import Image
-
-    import vipr.pretrain
-
     rng = np.random.default_rng(0)
     for label in range(2):
         (tmp_path / "photos" / f"c{label}").mkdir(parents=True)
@@ -165,8 +163,13 @@ def test_distill_reads_the_encoded_store_as_pretraining_does(teacher, tmp_path, 
                 tmp_path / "photos" / f"c{label}" / f"{i}.jpg")
     monkeypatch.setenv("VIPR_CACHE", str(tmp_path / "cache"))
     kinds, real = [], vipr.pretrain.open_training_dataset
-    monkeypatch.setattr(vipr.pretrain, "open_training_dataset",
-                        lambda *a, **k: kinds.append(real(*a, **k)[1]) or real(*a, **k))
+
+    def spy(*args, **kwargs):  # the store kind each open picked, the data opened once
+        dataset, kind = real(*args, **kwargs)
+        kinds.append(kind)
+        return dataset, kind
+
+    monkeypatch.setattr(vipr.pretrain, "open_training_dataset", spy)
     assert main(["distill", "--teacher", str(teacher), "--student", "tiny", "--method", "seed",
                  "--data", str(tmp_path / "photos"), "--out", str(tmp_path / "run"), "--epochs", "1",
                  "--batch-size", "32", *FAST, "--set", "data.store=encoded", "data.shuffle_buffer=16",
