@@ -7,8 +7,9 @@
 
 For each source, method and runner: pre-train ResNet-18 (small-image stem) for the same
 epochs at the same batch, then evaluate the backbone features with vipr's weighted kNN
-(k 200, T 0.07) and linear probe. ``vipr`` runs are ``vipr pretrain`` with its defaults
-(plus ``--set`` for ablations); ``lightly`` runs are lightly's own recipe
+(k 200, T 0.07) and linear probe, then fine-tune it on a 10% label split with
+``vipr eval finetune``'s recipe (--skip-finetune leaves that out). ``vipr`` runs are
+``vipr pretrain`` with its defaults (plus ``--set`` for ablations); ``lightly`` runs are lightly's own recipe
 (benchmarks/peer_lightly.py) on the same vipr backbone. Both train under bf16 autocast on a
 CPU that has it. Sources: builtin:digits, the photo development set and a second photo set
 (benchmarks/photo_sets.py regenerates both from photos shipped in packages).
@@ -67,6 +68,31 @@ def evaluate(backbone, dataset, precision: str) -> dict:
     with torch.no_grad():
         linear = topk_accuracy(head(test_x), test_y)["top1"]
     return {"knn": topk_accuracy(scores, test_y)["top1"], "linear": linear}
+
+
+FINETUNE_PERCENT = 10  # % of the train labels the fine-tune sees (a stratified split)
+FINETUNE_MIN_STEPS = 200  # as docs/results.md's fine-tune columns (benchmarks/results.py)
+
+
+def finetune_top1(backbone, dataset, percent: int, seed: int, precision: str) -> float:
+    """Top-1 (%) on the test split after ``vipr eval finetune``'s recipe on a ``percent``% label split
+    (stratified, drawn with ``seed``); changes ``backbone``, so it runs after the frozen evaluations."""
+    from vipr.data.augment import IMAGENET_MEAN, IMAGENET_STD
+    from vipr.data.splits import make_label_split
+    from vipr.eval.features import extract_features
+    from vipr.eval.finetune import finetune, labelled_split
+    from vipr.eval.knn import topk_accuracy
+
+    rows = make_label_split(dataset.train.labels, label_fraction=percent / 100, seed=seed)
+    finetune(backbone, labelled_split(dataset.train, rows), dataset.num_classes, image_size=IMAGE_SIZE,
+             mean=IMAGENET_MEAN, std=IMAGENET_STD, seed=seed, precision=precision, progress=False,
+             min_steps=FINETUNE_MIN_STEPS)
+    backbone.eval()
+    features = extract_features(backbone, dataset.test.images, image_size=IMAGE_SIZE, mean=IMAGENET_MEAN,
+                                std=IMAGENET_STD, device=torch.device("cpu"), precision=precision, progress=False)
+    with torch.no_grad():
+        logits = backbone.head(features)
+    return topk_accuracy(logits, torch.from_numpy(dataset.test.labels).long())["top1"]
 
 
 def run_vipr(source: str, method: str, args, seed: int, overrides: list[str], work: Path) -> tuple:
@@ -129,6 +155,8 @@ def run_job(source: str, method: str, runner: str, seed: int, args) -> dict:
             torch.manual_seed(0)
             backbone, record = create_backbone(BACKBONE, small_stem=True), {"steps": 0, "seconds": 0.0}
         record.update(evaluate(backbone, dataset, args.precision))
+        if not args.skip_finetune:
+            record["finetune10"] = finetune_top1(backbone, dataset, FINETUNE_PERCENT, seed, args.precision)
     images = record["steps"] * args.batch_size
     record["images_per_s"] = images / record["seconds"] if record["seconds"] else None
     return record
@@ -172,6 +200,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tag", default="default", help="name of this setting in the results")
     parser.add_argument("--lightly-aug", default="lightly", choices=("lightly", "vipr"),
                         help="views for lightly's recipe: its own PIL pipeline, or vipr's (an ablation; give --tag)")
+    parser.add_argument("--skip-finetune", action="store_true",
+                        help="leave out the fine-tune on 10%% of the train labels (the slowest evaluation)")
     parser.add_argument("--redo", action="store_true", help="re-run jobs already in the results")
     parser.add_argument("--render-only", action="store_true")
     args = parser.parse_args(argv)

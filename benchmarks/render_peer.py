@@ -14,6 +14,7 @@ from pathlib import Path
 from benchmarks_common import machine_info
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "peer_quality.md"
+FINETUNE = "finetune10"  # a record's fine-tune top-1 on 10% of the labels (peer_quality.py --finetune-percent)
 
 
 def _mean(values: list[float]) -> float:
@@ -40,11 +41,14 @@ def _groups(results: dict) -> dict:
         key = (record["source"], record["epochs"], record["method"], _precision(record))
         table = tables.setdefault(key, {})
         table.setdefault((record["runner"], record["tag"]), []).append(record)
-    for record in results.values():
-        if record["runner"] == "random":
-            for (source, _, _, _), table in tables.items():
-                if source == record["source"]:
-                    table.setdefault(("random", "-"), []).append(record)
+    randoms = [r for r in results.values() if r["runner"] == "random"]
+    for (source, epochs, _, _), table in tables.items():
+        own = [r for r in randoms if r["source"] == source]
+        # one fixed initialisation: a table takes the record written with its epochs (the one that also
+        # carries the fine-tune column) where there is one, else the source's others
+        same = [r for r in own if r["epochs"] == epochs]
+        if same or own:
+            table[("random", "-")] = same or own[:1]
     return tables
 
 
@@ -56,16 +60,19 @@ def _order(row: tuple) -> tuple:
 def table(rows: dict) -> list[str]:
     lightly = rows.get(("lightly", "default"))
     reference = _mean([r["knn"] for r in lightly]) if lightly else None
-    lines = ["| pre-training | setting | kNN | Δ kNN vs lightly | linear | GFLOPs / image | overrides |",
-             "|---|---|---:|---:|---:|---:|---|"]
+    finetune = any(FINETUNE in r for records in rows.values() for r in records)
+    lines = ["| pre-training | setting | kNN | Δ kNN vs lightly | linear | " + ("fine-tune 10% | " if finetune else "")
+             + "GFLOPs / image | overrides |", "|---|---|---:|---:|---:|" + ("---:|" if finetune else "") + "---:|---|"]
     for runner, tag in sorted(rows, key=_order):
         records = rows[(runner, tag)]
         knn = [r["knn"] for r in records]
         delta = f"{_mean(knn) - reference:+.1f}" if reference is not None and runner != "lightly" else ""
         flops = records[0].get("gflops_per_image")
         overrides = " ".join(o for o in records[0].get("overrides", []) if not o.startswith("train.num_threads"))
+        tuned = [r[FINETUNE] for r in records if FINETUNE in r]
         lines.append(f"| {runner} | {tag} | {_cell(knn)} | {delta} | {_cell([r['linear'] for r in records])} | "
-                     f"{'' if flops is None else f'{flops:.2f}'} | {overrides} |")
+                     + (f"{_cell(tuned) if tuned else ''} | " if finetune else "")
+                     + f"{'' if flops is None else f'{flops:.2f}'} | {overrides} |")
     return lines
 
 

@@ -220,11 +220,62 @@ def render(result: dict) -> str:
                      for m in EVALS]
             lines.append(f"| {method} | " + " | ".join(cells) + " |")
         lines.append("")
+    lines += below_random_section(result["summary"], names)
     lines += ordering_section(result["summary"], names)
     lines += finetune_recipe_section()
     lines += cost_section()
     lines.append(f"*Method tables {measured_where(result)}.*\n")
     return "\n".join(lines)
+
+
+def below_random_section(summary: dict, names: dict) -> list[str]:
+    """The self-supervised cells at or below random init's, each beside the seeded fine-tune study's
+    figure for the same start where it has one (benchmarks/finetune_recipe.py)."""
+    sys.path.insert(0, str(HERE))
+    from finetune_recipe import load
+
+    study: dict = {}
+    for r in load():
+        if r["variant"] == "recipe":
+            study.setdefault((r["dataset"], r["percent"], r["start"]), []).append(r["top1"])
+    below = []
+    for dataset in (d for d in DATASETS if d in summary and "random" in summary[d]):
+        random = summary[dataset]["random"]
+        for method, row in summary[dataset].items():
+            for metric in (m for m in EVALS if method not in ("random", "supervised")):
+                if row[metric]["mean"] <= random[metric]["mean"]:
+                    below.append(f"{dataset} {method} {names[metric]}: {row[metric]['mean']:.1f} against "
+                                 f"{random[metric]['mean']:.1f}" + _seeded(study, dataset, metric, method))
+    if not below:
+        return []
+    return ["## At or below random init\n",
+            "Cells of the tables above where a self-supervised start does not beat random init, one seed each; "
+            "in brackets the fine-tune study's mean ± std over seeds for the same start and label share "
+            "(its own checkpoint, pre-trained with the same config; section below), against random init's:\n",
+            *[f"- {cell}" for cell in below], "",
+            "Where the seeded figures overlap, the single-seed cell is noise: run to run, and across machines, "
+            "one seed moves a fine-tune cell by several points, as the cells with a study figure show. What is not "
+            f"noise is how small the gain is: on 10% of the labels, fine-tuning from random init comes within "
+            f"{_gain_range(study)} points of the study's pre-trained starts, and its `frozen` rows show the "
+            "pre-trained features alone reach the same figure. The ResNet-18 figures for the same fine-tune are in "
+            "[docs/peer_quality.md](peer_quality.md).\n"]
+
+
+def _gain_range(study: dict) -> str:
+    """'lo to hi': the study's 10%-label gains of pre-trained starts over random init (difference of means)."""
+    gains = [statistics.mean(tops) - statistics.mean(study[d, p, "random"]) for (d, p, start), tops in study.items()
+             if p == 10 and start != "random" and (d, p, "random") in study]
+    return f"{min(gains):+.1f} to {max(gains):+.1f}"
+
+
+def _seeded(study: dict, dataset: str, metric: str, method: str) -> str:
+    """' (study: start m ± s against random m ± s)' for a fine-tune cell the study measured, else ''."""
+    percent = {"finetune_1": 1, "finetune_10": 10}.get(metric)
+    tops, base = study.get((dataset, percent, method)), study.get((dataset, percent, "random"))
+    if not tops or not base:
+        return ""
+    cell = lambda v: f"{statistics.mean(v):.1f} ± {statistics.stdev(v):.1f}" if len(v) > 1 else f"{v[0]:.1f}"
+    return f" (study: {cell(tops)} against {cell(base)})"
 
 
 def ordering_section(summary: dict, names: dict) -> list[str]:
