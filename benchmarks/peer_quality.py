@@ -74,9 +74,10 @@ FINETUNE_PERCENT = 10  # % of the train labels the fine-tune sees (a stratified 
 FINETUNE_MIN_STEPS = 200  # as docs/results.md's fine-tune columns (benchmarks/results.py)
 
 
-def finetune_top1(backbone, dataset, percent: int, seed: int, precision: str) -> float:
+def finetune_top1(backbone, dataset, percent: int, seed: int, precision: str, **recipe) -> float:
     """Top-1 (%) on the test split after ``vipr eval finetune``'s recipe on a ``percent``% label split
-    (stratified, drawn with ``seed``); changes ``backbone``, so it runs after the frozen evaluations."""
+    (stratified, drawn with ``seed``); changes ``backbone``, so it runs after the frozen evaluations.
+    ``recipe``: :func:`vipr.eval.finetune.finetune`'s ``head_init`` / ``backbone_lr_scale`` (its defaults)."""
     from vipr.data.augment import IMAGENET_MEAN, IMAGENET_STD
     from vipr.data.splits import make_label_split
     from vipr.eval.features import extract_features
@@ -86,7 +87,7 @@ def finetune_top1(backbone, dataset, percent: int, seed: int, precision: str) ->
     rows = make_label_split(dataset.train.labels, label_fraction=percent / 100, seed=seed)
     finetune(backbone, labelled_split(dataset.train, rows), dataset.num_classes, image_size=IMAGE_SIZE,
              mean=IMAGENET_MEAN, std=IMAGENET_STD, seed=seed, precision=precision, progress=False,
-             min_steps=FINETUNE_MIN_STEPS)
+             min_steps=FINETUNE_MIN_STEPS, **recipe)
     backbone.eval()
     features = extract_features(backbone, dataset.test.images, image_size=IMAGE_SIZE, mean=IMAGENET_MEAN,
                                 std=IMAGENET_STD, device=torch.device("cpu"), precision=precision, progress=False)

@@ -92,9 +92,30 @@ def test_backbone_lr_scale_zero_keeps_the_backbone_weights(colour_split):
     assert model.head.weight.abs().sum() > 0  # the head did train
 
 
+def _norm_statistics(model) -> dict:
+    return {name: (m.running_mean.clone(), m.running_var.clone()) for name, m in model.named_modules()
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)}
+
+
+@pytest.mark.parametrize("backbone_norm", ["adapt", "frozen"])
+def test_backbone_norm_frozen_keeps_the_running_statistics_and_trains_the_rest(colour_split, backbone_norm):
+    """frozen: every backbone BatchNorm keeps its running statistics (its affine weights and the convolutions
+    still train); adapt, the recipe: they move. The head's own standardisation follows the batch in both."""
+    model = create_backbone("tiny")
+    before = _norm_statistics(model)
+    weights = {name: p.detach().clone() for name, p in model.named_parameters() if not name.startswith("head")}
+    finetune(model, colour_split(16, 0), 3, image_size=SIZE, mean=[0.5] * 3, std=[0.25] * 3, epochs=2, batch_size=8,
+             progress=False, min_steps=0, backbone_norm=backbone_norm)
+    after = _norm_statistics(model)
+    kept = [torch.equal(after[n][0], before[n][0]) and torch.equal(after[n][1], before[n][1]) for n in before]
+    assert all(kept) if backbone_norm == "frozen" else not any(kept)
+    assert all(not torch.equal(p, weights[name]) for name, p in model.named_parameters() if name in weights)
+
+
 def test_finetune_recipe_options_are_checked(colour_split):
     for bad, message in (({"head_init": "ones"}, "head_init must be one of zeros, probe"),
-                         ({"backbone_lr_scale": -0.1}, "backbone_lr_scale must be a number >= 0")):
+                         ({"backbone_lr_scale": -0.1}, "backbone_lr_scale must be a number >= 0"),
+                         ({"backbone_norm": "off"}, "backbone_norm must be one of adapt, frozen")):
         with pytest.raises(ConfigError, match=message):
             finetune(create_backbone("tiny"), colour_split(8, 0), 3, image_size=SIZE, mean=[0.5] * 3, std=[0.25] * 3,
                      progress=False, **bad)

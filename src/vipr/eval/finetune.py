@@ -64,6 +64,7 @@ MOMENTUM = 0.9
 WEIGHT_DECAY = 5e-4
 CROP_SCALE = (0.5, 1.0)  # area fraction of the random resized crop
 HEAD_INITS = ("zeros", "probe")  # the new head: zero weights, or a linear probe of the frozen features
+BACKBONE_NORMS = ("adapt", "frozen")  # backbone BatchNorm: batch statistics while training, or its running ones
 RUN_ONLY = ("device",)  # run_finetune arguments a resume may change
 
 
@@ -81,7 +82,7 @@ def finetune(model: Backbone, split: ImageSplit, num_classes: int, *, image_size
              batch_size: int = 64, lr: float = 0.1, seed: int = 0, device: torch.device | str = "cpu",
              precision: str = "fp32", progress: bool = True, min_steps: int = 500, run_dir: str | Path | None = None,
              config: dict | None = None, resume: bool = False, head_init: str = "zeros",
-             backbone_lr_scale: float = BACKBONE_LR_SCALE) -> dict:
+             backbone_lr_scale: float = BACKBONE_LR_SCALE, backbone_norm: str = "adapt") -> dict:
     """Train ``model`` with a new ``num_classes`` head on every image of ``split`` (see the module doc).
 
     It runs in the engine (vipr.engine.trainer.Trainer) as a :class:`FinetuneTask`.
@@ -97,6 +98,9 @@ def finetune(model: Backbone, split: ImageSplit, num_classes: int, *, image_size
             frozen features of ``split`` (LP-FT, arXiv 2202.10054). ``backbone_lr_scale``: backbone lr /
             head lr. Both measured against the recipe by benchmarks/finetune_recipe.py (docs/results.md):
             neither ``probe`` nor a scale of 1 beats it beyond the seed spread.
+        backbone_norm: ``adapt`` (the recipe: the backbone's BatchNorm layers normalise with batch
+            statistics and update their running ones) or ``frozen`` (they keep the start's running
+            statistics; their affine weights still train). benchmarks/finetune_resnet.py measures both.
 
     Returns:
         ``{"train_loss": mean loss of the last epoch, "steps": optimizer steps, "epochs": epochs run}``.
@@ -104,6 +108,8 @@ def finetune(model: Backbone, split: ImageSplit, num_classes: int, *, image_size
     _check_settings(epochs=epochs, batch_size=batch_size, lr=lr)
     if head_init not in HEAD_INITS:
         raise ConfigError(f"head_init must be one of {', '.join(HEAD_INITS)}, got {head_init!r}")
+    if backbone_norm not in BACKBONE_NORMS:
+        raise ConfigError(f"backbone_norm must be one of {', '.join(BACKBONE_NORMS)}, got {backbone_norm!r}")
     if not backbone_lr_scale >= 0:
         raise ConfigError(f"backbone_lr_scale must be a number >= 0, got {backbone_lr_scale!r}")
     device = torch.device(device)
@@ -120,7 +126,10 @@ def finetune(model: Backbone, split: ImageSplit, num_classes: int, *, image_size
     epochs = max(epochs, -(-min_steps // len(loader)))  # at least min_steps optimizer steps
     views = [ViewSpec(image_size, scale=CROP_SCALE, jitter=(0.0, 0.0, 0.0, 0.0), jitter_p=0.0, gray_p=0.0)]
     generator = torch.Generator().manual_seed(seed)  # crops and flips, the same on any device
-    task = FinetuneTask(model, views, mean, std, generator)
+    head_modules = set(model.head.modules())  # the head's norm always follows the batch
+    frozen = tuple(m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+                   and m not in head_modules) if backbone_norm == "frozen" else ()
+    task = FinetuneTask(model, views, mean, std, generator, frozen_norms=frozen)
     # no checkpoint at epoch ends: a 1% label split has epochs of one step, and classifier.pt is the product
     settings = LoopSettings(epochs=epochs, precision=resolve_precision(precision, device), log_every=0,
                             progress=progress, seed=seed, name="finetune", epoch_checkpoints=False)
@@ -175,7 +184,8 @@ def run_finetune(*, checkpoint: str, data: str, label_split: str | None = None, 
                  min_steps: int = 500, batch_size: int = 64, lr: float = 0.1, seed: int = 0, backbone: str | None = None,
                  image_size: int | None = None, out: str | Path | None = None, device: str = "auto",
                  precision: str = "auto", progress: bool = True, init_weights: str | None = None,
-                 resume: bool = False, head_init: str = "zeros", backbone_lr_scale: float = BACKBONE_LR_SCALE) -> dict:
+                 resume: bool = False, head_init: str = "zeros", backbone_lr_scale: float = BACKBONE_LR_SCALE,
+                 backbone_norm: str = "adapt") -> dict:
     """``vipr eval finetune``: fine-tune on the train split (or its ``label_split``), score the test split.
 
     A stop (Ctrl-C, SIGTERM) saves the training state in ``out/train/checkpoint.pt``;
@@ -184,7 +194,7 @@ def run_finetune(*, checkpoint: str, data: str, label_split: str | None = None, 
 
     ``init_weights``: a weights file loaded into the backbone before fine-tuning (vipr.models.init_weights;
     e.g. ImageNet weights into ``checkpoint="random"``), its report printed and written to ``out``.
-    ``head_init``, ``backbone_lr_scale``: as :func:`finetune` (its recipe by default).
+    ``head_init``, ``backbone_lr_scale``, ``backbone_norm``: as :func:`finetune` (its recipe by default).
     Returns the metrics (top1/top5 in %); with ``out``, also writes metrics.json,
     eval_config.json, env.json and classifier.pt (loadable by ``load_backbone``).
     """
@@ -192,7 +202,7 @@ def run_finetune(*, checkpoint: str, data: str, label_split: str | None = None, 
             "image_size": image_size, "label_split": None if label_split is None else str(label_split),
             "epochs": epochs, "min_steps": min_steps, "batch_size": batch_size, "lr": lr, "seed": seed, "device": device,
             "precision": precision, "init_weights": init_weights, "head_init": head_init,
-            "backbone_lr_scale": backbone_lr_scale}
+            "backbone_lr_scale": backbone_lr_scale, "backbone_norm": backbone_norm}
     _check_settings(epochs=epochs, batch_size=batch_size, lr=lr)
     if init_weights:
         check_weights_file(init_weights)  # before the data is opened
@@ -211,7 +221,7 @@ def run_finetune(*, checkpoint: str, data: str, label_split: str | None = None, 
                        std=card.std, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=setup.device,
                        precision=precision, progress=progress, min_steps=min_steps, run_dir=run_dir,
                        config={k: v for k, v in args.items() if k not in RUN_ONLY}, resume=resume,
-                       head_init=head_init, backbone_lr_scale=backbone_lr_scale)
+                       head_init=head_init, backbone_lr_scale=backbone_lr_scale, backbone_norm=backbone_norm)
     features = setup.features(dataset.test, test_rows, progress=progress, desc="test features")  # (N_test, D)
     with torch.no_grad():
         scores = setup.model.head(features.to(setup.device)).cpu()  # (N_test, C), the saved model's logits

@@ -27,10 +27,18 @@ class FinetuneTask(TaskBase, nn.Module):
     keeps its earlier steps): their mean is the reported ``train_loss``.
     """
 
-    def __init__(self, model: nn.Module, views: list[ViewSpec], mean, std, generator: torch.Generator):
+    def __init__(self, model: nn.Module, views: list[ViewSpec], mean, std, generator: torch.Generator,
+                 frozen_norms: tuple[nn.Module, ...] = ()):
         super().__init__()
         self.model, self.views, self.mean, self.std, self.generator = model, views, mean, std, generator
+        self.frozen_norms = frozen_norms  # BatchNorm layers kept on their running statistics while training
         self.epoch, self.epoch_losses = 0, []
+
+    def train(self, mode: bool = True) -> FinetuneTask:
+        super().train(mode)
+        for norm in self.frozen_norms:
+            norm.eval()
+        return self
 
     def training_step(self, batch: Batch) -> dict[str, Tensor]:
         with torch.autocast(batch.images.device.type, enabled=False):  # the view in float32 at any precision

@@ -1,0 +1,124 @@
+"""Few labels on a ResNet-18: what a MoCo v2 start gives a 10%-label fine-tune, and why, on unseen photos.
+
+    python benchmarks/finetune_resnet.py                 # pre-trains once into --work-dir, then the rows
+    python benchmarks/finetune_resnet.py --render-only
+
+The setting of docs/peer_quality.md: ResNet-18 (small stem), 32 px, the second photo set
+(``photos_b``, benchmarks/photo_sets.py), vipr's ``moco_v2`` defaults for 30 epochs at batch 128,
+fp32, seed 0; random init is the benchmark's fixed seed-0 initialisation. On one 10% label split
+(stratified, seed 0) each start is scored
+
+- frozen: weighted kNN (k 20, T 0.07) and a linear probe fitted on the labelled images' features only,
+  what the features give the few labels without any training of the backbone;
+- fine-tuned (peer_quality.finetune_top1, 200 steps): ``recipe`` (vipr eval finetune's default),
+  ``probe`` (the head starts as the linear probe, LP-FT), ``frozen-ft`` (backbone lr 0; its
+  BatchNorm statistics adapt) and ``bn-frozen`` (the recipe with the backbone's BatchNorm on its
+  pre-trained running statistics, ``backbone_norm="frozen"``).
+
+Each row appends one JSON line to benchmarks/results/finetune_resnet.jsonl (an interrupted run
+continues); docs/peer_quality.md's last section is rendered from them (render_peer.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+import peer_quality as peer  # noqa: E402  (sibling script: the backbone, data and fine-tune of its tables)
+
+RECORDS = HERE / "results" / "finetune_resnet.jsonl"
+SOURCE, EPOCHS, PERCENT, SEED, KNN_K = "photos_b", 30, 10, 0, 20
+VARIANTS = {"recipe": {}, "probe": {"head_init": "probe"}, "frozen-ft": {"backbone_lr_scale": 0.0},
+            "bn-frozen": {"backbone_norm": "frozen"}}
+ROWS = [("moco_v2", "frozen"), ("random", "frozen"), ("moco_v2", "probe"), ("moco_v2", "frozen-ft"),
+        ("moco_v2", "bn-frozen"), ("random", "bn-frozen"), ("random", "recipe"), ("moco_v2", "recipe")]
+
+
+def start_backbone(start: str, work: Path):
+    """A fresh copy of the start's backbone: random init, or vipr's moco_v2 run (pre-trained once)."""
+    from vipr.eval.features import load_eval_backbone
+    from vipr.models import create_backbone
+
+    if start == "random":
+        torch.manual_seed(0)
+        return create_backbone(peer.BACKBONE, small_stem=True)
+    folder = work / "moco_v2"
+    if not (folder / "checkpoint.pt").is_file():
+        from vipr.config import apply_overrides
+        from vipr.pretrain import build_config, run_pretrain
+
+        settings = [f"data.source={peer.source_path(SOURCE)}", f"data.image_size={peer.IMAGE_SIZE}",
+                    f"model.backbone={peer.BACKBONE}", "method.name=moco_v2", f"train.epochs={EPOCHS}",
+                    "train.batch_size=128", f"train.seed={SEED}", "train.precision=fp32"]
+        run_pretrain(build_config(apply_overrides({}, settings)), folder)
+    return load_eval_backbone(str(folder))[0]
+
+
+def frozen_scores(backbone, dataset, rows) -> dict:
+    """kNN and linear-probe top-1 (%) from the labelled rows' frozen features alone."""
+    from vipr.data.augment import IMAGENET_MEAN, IMAGENET_STD
+    from vipr.eval.features import extract_features
+    from vipr.eval.knn import knn_predict, topk_accuracy
+    from vipr.eval.linear import train_linear
+
+    backbone.eval()
+
+    def features(images):
+        return extract_features(backbone, images, image_size=peer.IMAGE_SIZE, mean=IMAGENET_MEAN, std=IMAGENET_STD,
+                                device=torch.device("cpu"), precision="fp32", progress=False)
+
+    train_x, test_x = features(dataset.train.images[rows]), features(dataset.test.images)
+    train_y = torch.from_numpy(dataset.train.labels[rows]).long()
+    test_y = torch.from_numpy(dataset.test.labels).long()
+    scores = knn_predict(train_x, train_y, test_x, k=KNN_K, temperature=0.07, num_classes=dataset.num_classes)
+    head = train_linear(train_x, train_y, dataset.num_classes, epochs=100)
+    with torch.no_grad():
+        linear = topk_accuracy(head(test_x), test_y)["top1"]
+    return {"knn": topk_accuracy(scores, test_y)["top1"], "linear": linear}
+
+
+def run_row(start: str, variant: str, work: Path) -> dict:
+    from vipr.data.sources import open_dataset
+    from vipr.data.splits import make_label_split
+
+    dataset = open_dataset(peer.source_path(SOURCE))
+    backbone = start_backbone(start, work)
+    if variant == "frozen":
+        rows = make_label_split(dataset.train.labels, label_fraction=PERCENT / 100, seed=SEED)
+        scores = frozen_scores(backbone, dataset, rows)
+    else:
+        scores = {"top1": peer.finetune_top1(backbone, dataset, PERCENT, SEED, "fp32", **VARIANTS[variant])}
+    return {"start": start, "variant": variant, "source": SOURCE, "epochs": EPOCHS, "percent": PERCENT,
+            "seed": SEED, **{k: round(v, 2) for k, v in scores.items()}, **peer.measured_on()}
+
+
+def load() -> list[dict]:
+    return [json.loads(line) for line in RECORDS.read_text().splitlines()] if RECORDS.is_file() else []
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--work-dir", default="runs/finetune_resnet", help="the pre-trained checkpoint")
+    parser.add_argument("--render-only", action="store_true", help="re-render docs/peer_quality.md")
+    args = parser.parse_args()
+    if not args.render_only:
+        done = {(r["start"], r["variant"]) for r in load()}
+        for start, variant in (row for row in ROWS if row not in done):
+            record = run_row(start, variant, Path(args.work_dir))
+            RECORDS.parent.mkdir(parents=True, exist_ok=True)
+            with RECORDS.open("a") as f:
+                f.write(json.dumps(record) + "\n")
+            print(json.dumps(record), flush=True)
+    from render_peer import render
+
+    render(peer.with_flops(peer.load_results()))
+
+
+if __name__ == "__main__":
+    main()
