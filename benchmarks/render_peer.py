@@ -99,7 +99,9 @@ def render(results: dict) -> None:
              "both sides under bf16 autocast unless a table's title says fp32 (on a CPU without native bf16, "
              "autocast is slower than fp32, so those runs train in fp32); kNN (k 200, T 0.07) and linear-probe top-1 (%) on the test split "
              "with vipr's evaluation for both; one seed per row unless a ± is shown. GFLOPs per image count "
-             "the backbone's forward FLOPs times the passes a step makes per image (a trained pass as 3).", "",
+             "the backbone's forward FLOPs times the passes a step makes per image (a trained pass as 3). "
+             "*fine-tune 10%*, where a table has it: the whole network fine-tuned 200 steps on a stratified 10% "
+             "label split (seed 0) with `vipr eval finetune`'s recipe; the last section takes that apart.", "",
              "`old-defaults` is vipr before the small-image profile (lr 0.3 per 256 images, weight decay 1e-4, "
              "T 0.2, a 2048-wide projector with BatchNorm); the overrides of the rows T*, head*, lr*, wd* and `lightly-all` are relative to it, those of "
              "`enqueue-*` and `queue*` relative to `default`. "
@@ -145,4 +147,25 @@ def few_label_section() -> list[str]:
     for r in records:
         cells = [f"{r[k]:.1f}" if k in r else "" for k in ("knn", "linear", "top1")]
         lines.append(f"| {r['start']} | {r['variant']} | " + " | ".join(cells) + " |")
-    return lines + [""]
+    return lines + ["", *_few_label_reading(records), ""]
+
+
+def _few_label_reading(records: list[dict]) -> list[str]:
+    """The sentence the rows support: the best use of the few labels from each start, and their gap."""
+    row = {(r["start"], r["variant"]): r for r in records}
+    needed = [("moco_v2", "frozen"), ("moco_v2", "recipe"), ("random", "recipe"), ("random", "frozen"),
+              ("moco_v2", "frozen-ft"), ("moco_v2", "bn-frozen")]
+    if not all(k in row for k in needed):
+        return []
+    probe, tuned = row["moco_v2", "frozen"]["linear"], row["moco_v2", "recipe"]["top1"]
+    random_best = max(row["random", "recipe"]["top1"], row["random", "frozen"]["linear"])
+    return [f"From the moco_v2 start, the linear probe on the labelled images alone scores {probe:.1f}: "
+            f"{probe - tuned:+.1f} over fine-tuning the whole network with the recipe ({tuned:.1f}), and "
+            f"{probe - random_best:+.1f} over the best use of the same labels from random init ({random_best:.1f}). "
+            f"Fine-tuning loses most of the probe's lead; with the backbone's weights fixed (`frozen-ft`, "
+            f"{row['moco_v2', 'frozen-ft']['top1']:.1f}) part of the loss remains, so it comes both from the head "
+            "trained on augmented crops while the BatchNorm statistics adapt and from the weights moving; keeping "
+            f"the BatchNorm statistics fixed (`bn-frozen`, {row['moco_v2', 'bn-frozen']['top1']:.1f}) is worse still. "
+            "With few labels and a pre-trained backbone, "
+            "`vipr eval linear --label-split FILE` is the classifier to keep (it saves classifier.pt, as "
+            "fine-tuning does); one seed, one split: read the gaps, not the digits."]
