@@ -26,8 +26,6 @@ import json
 import sys
 from pathlib import Path
 
-import torch
-
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import peer_quality as peer  # noqa: E402  (sibling script: the backbone, data and fine-tune of its tables)
@@ -43,44 +41,14 @@ ROWS = [("moco_v2", "frozen"), ("random", "frozen"), ("moco_v2", "probe"), ("moc
 def start_backbone(start: str, work: Path):
     """A fresh copy of the start's backbone: random init, or vipr's moco_v2 run (pre-trained once)."""
     from vipr.eval.features import load_eval_backbone
-    from vipr.models import create_backbone
 
     if start == "random":
-        torch.manual_seed(0)
-        return create_backbone(peer.BACKBONE, small_stem=True)
+        return peer.random_backbone()
     folder = work / "moco_v2"
     if not (folder / "checkpoint.pt").is_file():
-        from vipr.config import apply_overrides
-        from vipr.pretrain import build_config, run_pretrain
-
-        settings = [f"data.source={peer.source_path(SOURCE)}", f"data.image_size={peer.IMAGE_SIZE}",
-                    f"model.backbone={peer.BACKBONE}", "method.name=moco_v2", f"train.epochs={EPOCHS}",
-                    "train.batch_size=128", f"train.seed={SEED}", "train.precision=fp32"]
-        run_pretrain(build_config(apply_overrides({}, settings)), folder)
+        recipe = argparse.Namespace(epochs=EPOCHS, batch_size=128, precision="fp32")
+        peer.pretrain_vipr(peer.source_path(SOURCE), "moco_v2", recipe, SEED, [], folder)
     return load_eval_backbone(str(folder))[0]
-
-
-def frozen_scores(backbone, dataset, rows) -> dict:
-    """kNN and linear-probe top-1 (%) from the labelled rows' frozen features alone."""
-    from vipr.data.augment import IMAGENET_MEAN, IMAGENET_STD
-    from vipr.eval.features import extract_features
-    from vipr.eval.knn import knn_predict, topk_accuracy
-    from vipr.eval.linear import train_linear
-
-    backbone.eval()
-
-    def features(images):
-        return extract_features(backbone, images, image_size=peer.IMAGE_SIZE, mean=IMAGENET_MEAN, std=IMAGENET_STD,
-                                device=torch.device("cpu"), precision="fp32", progress=False)
-
-    train_x, test_x = features(dataset.train.images[rows]), features(dataset.test.images)
-    train_y = torch.from_numpy(dataset.train.labels[rows]).long()
-    test_y = torch.from_numpy(dataset.test.labels).long()
-    scores = knn_predict(train_x, train_y, test_x, k=KNN_K, temperature=0.07, num_classes=dataset.num_classes)
-    head = train_linear(train_x, train_y, dataset.num_classes, epochs=100)
-    with torch.no_grad():
-        linear = topk_accuracy(head(test_x), test_y)["top1"]
-    return {"knn": topk_accuracy(scores, test_y)["top1"], "linear": linear}
 
 
 def run_row(start: str, variant: str, work: Path) -> dict:
@@ -91,7 +59,7 @@ def run_row(start: str, variant: str, work: Path) -> dict:
     backbone = start_backbone(start, work)
     if variant == "frozen":
         rows = make_label_split(dataset.train.labels, label_fraction=PERCENT / 100, seed=SEED)
-        scores = frozen_scores(backbone, dataset, rows)
+        scores = peer.evaluate(backbone, dataset, "fp32", train_rows=rows, k=KNN_K)
     else:
         scores = {"top1": peer.finetune_top1(backbone, dataset, PERCENT, SEED, "fp32", **VARIANTS[variant])}
     return {"start": start, "variant": variant, "source": SOURCE, "epochs": EPOCHS, "percent": PERCENT,

@@ -48,8 +48,9 @@ def source_path(name: str) -> str:
     return str(build(name))
 
 
-def evaluate(backbone, dataset, precision: str) -> dict:
-    """kNN (k 200, T 0.07) and linear-probe top-1 (%) of the backbone's features on the test split."""
+def evaluate(backbone, dataset, precision: str, train_rows=None, k: int = 200) -> dict:
+    """kNN (``k``, T 0.07) and linear-probe top-1 (%) of the backbone's features on the test split, fitted
+    on the train split (or its ``train_rows``: a label split)."""
     from vipr.data.augment import IMAGENET_MEAN, IMAGENET_STD
     from vipr.eval.features import extract_features
     from vipr.eval.knn import knn_predict, topk_accuracy
@@ -57,17 +58,27 @@ def evaluate(backbone, dataset, precision: str) -> dict:
 
     backbone.eval()
 
-    def features(split):
-        return extract_features(backbone, split.images, image_size=IMAGE_SIZE, mean=IMAGENET_MEAN, std=IMAGENET_STD,
+    def features(images):
+        return extract_features(backbone, images, image_size=IMAGE_SIZE, mean=IMAGENET_MEAN, std=IMAGENET_STD,
                                 device=torch.device("cpu"), precision=precision, progress=False)
 
-    train_x, test_x = features(dataset.train), features(dataset.test)
-    train_y, test_y = torch.from_numpy(dataset.train.labels).long(), torch.from_numpy(dataset.test.labels).long()
-    scores = knn_predict(train_x, train_y, test_x, k=200, temperature=0.07, num_classes=dataset.num_classes)
+    rows = slice(None) if train_rows is None else train_rows
+    train_x, test_x = features(dataset.train.images[rows]), features(dataset.test.images)
+    train_y = torch.from_numpy(dataset.train.labels[rows]).long()
+    test_y = torch.from_numpy(dataset.test.labels).long()
+    scores = knn_predict(train_x, train_y, test_x, k=k, temperature=0.07, num_classes=dataset.num_classes)
     head = train_linear(train_x, train_y, dataset.num_classes, epochs=100)
     with torch.no_grad():
         linear = topk_accuracy(head(test_x), test_y)["top1"]
     return {"knn": topk_accuracy(scores, test_y)["top1"], "linear": linear}
+
+
+def random_backbone():
+    """The benchmark's random init: one fixed (seed 0) initialisation for every table."""
+    from vipr.models import create_backbone
+
+    torch.manual_seed(0)
+    return create_backbone(BACKBONE, small_stem=True)
 
 
 FINETUNE_PERCENT = 10  # % of the train labels the fine-tune sees (a stratified split)
@@ -77,7 +88,8 @@ FINETUNE_MIN_STEPS = 200  # as docs/results.md's fine-tune columns (benchmarks/r
 def finetune_top1(backbone, dataset, percent: int, seed: int, precision: str, **recipe) -> float:
     """Top-1 (%) on the test split after ``vipr eval finetune``'s recipe on a ``percent``% label split
     (stratified, drawn with ``seed``); changes ``backbone``, so it runs after the frozen evaluations.
-    ``recipe``: :func:`vipr.eval.finetune.finetune`'s ``head_init`` / ``backbone_lr_scale`` (its defaults)."""
+    ``recipe``: :func:`vipr.eval.finetune.finetune`'s ``head_init``, ``backbone_lr_scale`` and
+    ``backbone_norm`` (its defaults when absent)."""
     from vipr.data.augment import IMAGENET_MEAN, IMAGENET_STD
     from vipr.data.splits import make_label_split
     from vipr.eval.features import extract_features
@@ -96,17 +108,24 @@ def finetune_top1(backbone, dataset, percent: int, seed: int, precision: str, **
     return topk_accuracy(logits, torch.from_numpy(dataset.test.labels).long())["top1"]
 
 
-def run_vipr(source: str, method: str, args, seed: int, overrides: list[str], work: Path) -> tuple:
+def pretrain_vipr(source: str, method: str, args, seed: int, overrides: list[str], folder: Path) -> dict:
+    """``vipr pretrain`` of the benchmark's backbone into ``folder`` (``args``: epochs, batch_size, precision);
+    its metrics."""
     from vipr.config import apply_overrides
-    from vipr.eval.features import load_eval_backbone
     from vipr.pretrain import build_config, run_pretrain
 
     settings = [f"data.source={source}", f"data.image_size={IMAGE_SIZE}", f"model.backbone={BACKBONE}",
                 f"method.name={method}", f"train.epochs={args.epochs}", f"train.batch_size={args.batch_size}",
                 f"train.seed={seed}", "train.progress=false", "train.checkpoint_every=0",
                 f"train.precision={args.precision}", *overrides]
+    return run_pretrain(build_config(apply_overrides({}, settings)), folder)
+
+
+def run_vipr(source: str, method: str, args, seed: int, overrides: list[str], work: Path) -> tuple:
+    from vipr.eval.features import load_eval_backbone
+
     started = time.perf_counter()
-    metrics = run_pretrain(build_config(apply_overrides({}, settings)), work / "vipr")
+    metrics = pretrain_vipr(source, method, args, seed, overrides, work / "vipr")
     backbone, _ = load_eval_backbone(str(work / "vipr"))
     return backbone, {"steps": metrics["steps"], "seconds": time.perf_counter() - started}
 
@@ -143,7 +162,6 @@ def gflops_per_image(method: str, symmetric: bool = True) -> float:
 
 def run_job(source: str, method: str, runner: str, seed: int, args) -> dict:
     from vipr.data.sources import open_dataset
-    from vipr.models import create_backbone
 
     path = source_path(source)
     dataset = open_dataset(path)
@@ -153,8 +171,7 @@ def run_job(source: str, method: str, runner: str, seed: int, args) -> dict:
         elif runner == "lightly":
             backbone, record = run_lightly(dataset, method, args, seed)
         else:
-            torch.manual_seed(0)
-            backbone, record = create_backbone(BACKBONE, small_stem=True), {"steps": 0, "seconds": 0.0}
+            backbone, record = random_backbone(), {"steps": 0, "seconds": 0.0}
         record.update(evaluate(backbone, dataset, args.precision))
         if not args.skip_finetune:
             record["finetune10"] = finetune_top1(backbone, dataset, FINETUNE_PERCENT, seed, args.precision)

@@ -150,6 +150,20 @@ def few_label_section() -> list[str]:
     return lines + ["", *_few_label_reading(records), ""]
 
 
+def _frozen_reading(probe: float, tuned: float, weights_fixed: float, norms_fixed: float) -> str:
+    """Where the fine-tune's loss against the probe comes from, as the frozen-ft and bn-frozen rows say."""
+    if weights_fixed < probe:
+        where = (f"With the backbone's weights fixed (`frozen-ft`, {weights_fixed:.1f}) part of the loss remains, "
+                 "so it comes both from the head trained on augmented crops while the BatchNorm statistics adapt "
+                 "and from the weights moving")
+    else:
+        where = (f"With the backbone's weights fixed (`frozen-ft`, {weights_fixed:.1f}) none of it remains: the "
+                 "loss is the weights moving")
+    norms = "worse still" if norms_fixed < tuned else "better"
+    return (f"{where}; keeping the BatchNorm statistics fixed (`bn-frozen`, {norms_fixed:.1f}) is {norms} than the "
+            "recipe.")
+
+
 def _few_label_reading(records: list[dict]) -> list[str]:
     """The sentence the rows support: the best use of the few labels from each start, and their gap."""
     row = {(r["start"], r["variant"]): r for r in records}
@@ -159,13 +173,10 @@ def _few_label_reading(records: list[dict]) -> list[str]:
         return []
     probe, tuned = row["moco_v2", "frozen"]["linear"], row["moco_v2", "recipe"]["top1"]
     random_best = max(row["random", "recipe"]["top1"], row["random", "frozen"]["linear"])
+    frozen = _frozen_reading(probe, tuned, row["moco_v2", "frozen-ft"]["top1"], row["moco_v2", "bn-frozen"]["top1"])
     return [f"From the moco_v2 start, the linear probe on the labelled images alone scores {probe:.1f}: "
             f"{probe - tuned:+.1f} over fine-tuning the whole network with the recipe ({tuned:.1f}), and "
             f"{probe - random_best:+.1f} over the best use of the same labels from random init ({random_best:.1f}). "
-            f"Fine-tuning loses most of the probe's lead; with the backbone's weights fixed (`frozen-ft`, "
-            f"{row['moco_v2', 'frozen-ft']['top1']:.1f}) part of the loss remains, so it comes both from the head "
-            "trained on augmented crops while the BatchNorm statistics adapt and from the weights moving; keeping "
-            f"the BatchNorm statistics fixed (`bn-frozen`, {row['moco_v2', 'bn-frozen']['top1']:.1f}) is worse still. "
-            "With few labels and a pre-trained backbone, "
-            "`vipr eval linear --label-split FILE` is the classifier to keep (it saves classifier.pt, as "
-            "fine-tuning does); one seed, one split: read the gaps, not the digits."]
+            f"{frozen} With few labels and a pre-trained backbone, `vipr eval linear --label-split FILE` is the "
+            "classifier to keep (it saves classifier.pt, as fine-tuning does); one seed, one split: read the gaps, "
+            "not the digits."]

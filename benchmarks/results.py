@@ -234,10 +234,12 @@ def below_random_section(summary: dict, names: dict) -> list[str]:
     sys.path.insert(0, str(HERE))
     from finetune_recipe import load
 
-    study: dict = {}
+    study: dict = {}  # (dataset, percent, start) -> top-1 of the recipe over seeds
+    frozen: dict = {}  # the same for the frozen-backbone variant
     for r in load():
-        if r["variant"] == "recipe":
-            study.setdefault((r["dataset"], r["percent"], r["start"]), []).append(r["top1"])
+        if r["variant"] in ("recipe", "frozen"):
+            cells = study if r["variant"] == "recipe" else frozen
+            cells.setdefault((r["dataset"], r["percent"], r["start"]), []).append(r["top1"])
     below = []
     for dataset in (d for d in DATASETS if d in summary and "random" in summary[d]):
         random = summary[dataset]["random"]
@@ -256,9 +258,15 @@ def below_random_section(summary: dict, names: dict) -> list[str]:
             "Where the seeded figures overlap, the single-seed cell is noise: run to run, and across machines, "
             "one seed moves a fine-tune cell by several points, as the cells with a study figure show. What is not "
             f"noise is how small the gain is: on 10% of the labels, fine-tuning from random init comes within "
-            f"{_gain_range(study)} points of the study's pre-trained starts, and its `frozen` rows show the "
-            "pre-trained features alone reach the same figure. The ResNet-18 figures for the same fine-tune are in "
-            "[docs/peer_quality.md](peer_quality.md).\n"]
+            f"{_gain_range(study)} points of the study's pre-trained starts{_frozen_clause(study, frozen)}. The "
+            "ResNet-18 figures for the same fine-tune are in [docs/peer_quality.md](peer_quality.md).\n"]
+
+
+def _frozen_clause(study: dict, frozen: dict) -> str:
+    """', and with the backbone frozen ...': the study's frozen rows against the same start's recipe."""
+    pairs = [f"{d} {start} {statistics.mean(tops):.1f} against {statistics.mean(study[d, p, start]):.1f}"
+             for (d, p, start), tops in sorted(frozen.items()) if p == 10 and (d, p, start) in study]
+    return f"; the study's `frozen` rows (backbone lr 0) against its recipe: {', '.join(pairs)}" if pairs else ""
 
 
 def _gain_range(study: dict) -> str:
@@ -274,8 +282,11 @@ def _seeded(study: dict, dataset: str, metric: str, method: str) -> str:
     tops, base = study.get((dataset, percent, method)), study.get((dataset, percent, "random"))
     if not tops or not base:
         return ""
-    cell = lambda v: f"{statistics.mean(v):.1f} ± {statistics.stdev(v):.1f}" if len(v) > 1 else f"{v[0]:.1f}"
-    return f" (study: {cell(tops)} against {cell(base)})"
+    return f" (study: {_mean_std(tops)} against {_mean_std(base)})"
+
+
+def _mean_std(values: list[float]) -> str:
+    return f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f}" if len(values) > 1 else f"{values[0]:.1f}"
 
 
 def ordering_section(summary: dict, names: dict) -> list[str]:
@@ -318,28 +329,34 @@ def ordering_section(summary: dict, names: dict) -> list[str]:
 
 def purity_reading(summary: dict) -> list[str]:
     """What pure positives buy: SCAN's kNN against HSA's, next to HSA's gap to MoCo v2 (one clause per table)."""
-    parts, small = [], True
+    parts, small, base_larger = [], True, True
     for dataset in (d for d in DATASETS if d in summary):
         methods = summary[dataset]
         if not all(m in methods for m in ("hsa", "scan", "moco_v2", "moco_v2_asym")) \
                 or not methods["hsa"].get("positive_purity"):
             continue
         knn = {m: methods[m]["knn"]["mean"] for m in ("hsa", "scan", "moco_v2", "moco_v2_asym")}
-        pure, gap = knn["scan"] - knn["hsa"], knn["hsa"] - knn["moco_v2"]
+        pure, gap, to_base = knn["scan"] - knn["hsa"], knn["hsa"] - knn["moco_v2"], knn["hsa"] - knn["moco_v2_asym"]
         small = small and abs(pure) < abs(gap) / 2
+        base_larger = base_larger and abs(to_base) < abs(gap) / 2  # most of the gap is moco_v2 over its asym base
         parts.append(f"{DATASETS[dataset][1]}-epoch {dataset.split('_')[0]}: raising the positives' purity from "
                      f"{methods['hsa']['positive_purity']['mean']:.0f}% (HSA) to 100% (SCAN) moves kNN by {pure:+.1f}, "
-                     f"against HSA's {gap:+.1f} to moco_v2 and {knn['hsa'] - knn['moco_v2_asym']:+.1f} to moco_v2_asym")
+                     f"against HSA's {gap:+.1f} to moco_v2 and {to_base:+.1f} to moco_v2_asym")
     if not parts:
         return []
-    verdict = ("Pure positives recover under half of HSA's gap to moco_v2 in every table: wrong-class neighbours are "
-               "not what keeps the neighbour methods below it at this budget. The larger part is the base: "
-               "`moco_v2` is symmetric (two query passes per image, twice the encoder passes of `moco_v2_asym`, "
-               "the published MoCo v2 CLIM and HSA build on; the table's second column). Not measured, the likely "
-               "rest: with 250-330 optimizer steps, the first third plain MoCo before the first bank, the neighbour "
-               "positives act for about 200 steps, drawn from the bank of a weakly trained encoder."
-               if small else "In at least one table pure positives recover half or more of HSA's gap to moco_v2: "
-               "there, wrong-class neighbours are a measured part of it.")
+    if not small:
+        verdict = ("In at least one table pure positives recover half or more of HSA's gap to moco_v2: there, "
+                   "wrong-class neighbours are a measured part of it.")
+    else:
+        verdict = ("Pure positives recover under half of HSA's gap to moco_v2 in every table: wrong-class neighbours "
+                   "are not what keeps the neighbour methods below it at this budget.")
+        if base_larger:
+            verdict += (" The larger part is the base: `moco_v2` is symmetric (two query passes per image, twice the "
+                        "encoder passes of `moco_v2_asym`, the published MoCo v2 CLIM and HSA build on; the table's "
+                        "second column).")
+        verdict += (" Not measured, the likely rest: with 250-330 optimizer steps, the first third plain MoCo before "
+                    "the first bank, the neighbour positives act for about 200 steps, drawn from the bank of a weakly "
+                    "trained encoder.")
     return ["Purity measured: " + "; ".join(parts) + ". " + verdict + "\n"]
 
 
