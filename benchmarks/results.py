@@ -147,8 +147,8 @@ def evaluate(checkpoint: str, source: str, seed: int, folder: Path) -> dict:
     for percent in (1, 10):
         split = folder / f"labels-{percent}pct.json"
         save_label_split(split, make_label_split(dataset.train.labels, label_fraction=percent / 100, seed=seed), dataset)
-        out[f"finetune_{percent}"] = run_finetune(**common, label_split=str(split), seed=seed,
-                                                  min_steps=FINETUNE_MIN_STEPS)["top1"]
+        out[f"finetune_{percent}"] = run_finetune(**common, label_split=str(split), seed=seed, strategy="full",
+                                                  min_steps=FINETUNE_MIN_STEPS)["top1"]  # the full fine-tune's
     out["fewshot_5w5s"] = run_fewshot(**common, ways=5, shots=5, seed=seed)["accuracy"]
     return out
 

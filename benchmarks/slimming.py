@@ -137,7 +137,7 @@ def evaluate_in_process(checkpoint: str, source: str, backbone: str, seed: int, 
     save_label_split(split, make_label_split(dataset.train.labels, label_fraction=0.1, seed=seed), dataset)
     start = time.perf_counter()
     out["finetune_10"] = run_finetune(**common, label_split=str(split), seed=seed, min_steps=FINETUNE_STEPS,
-                                      epochs=1)["top1"]
+                                      epochs=1, strategy="full")["top1"]  # the students' own fine-tune
     out["finetune_seconds"] = round(time.perf_counter() - start, 1)
     out["feature_cosine"] = feature_cosine(checkpoint, backbone, dataset.test.images)
     from benchmarks_common import machine_info

@@ -40,7 +40,7 @@ def test_finetune_classifier_round_trips_and_reproduces_top1(dataset, tmp_path, 
     save_label_split(split, make_label_split(dataset.train.labels, per_class=8), dataset, per_class=8)
     metrics = run_finetune(checkpoint="random", backbone="tiny", image_size=SIZE, data="synthetic:colours",
                            label_split=str(split), epochs=5, min_steps=0, batch_size=8, precision="fp32",
-                           progress=False, out=tmp_path / "ft")
+                           progress=False, out=tmp_path / "ft", strategy="full")
     assert metrics["kind"] == "finetune" and metrics["num_train"] == 24 and metrics["steps"] == 15
     assert metrics["train_loss"] < math.log(3)  # a zero-initialised head starts at exactly ln(3)
     assert metrics["backbone_lr"] == pytest.approx(0.01) and metrics["label_split"] == str(split)
@@ -144,7 +144,7 @@ def test_finetune_cli_json_last_line_with_all_train_labels(dataset, capsys, tmp_
 def test_finetune_resume_after_a_stop_is_exact(dataset, tmp_path, monkeypatch, stop_after):
     """Stopped by Ctrl-C after N steps and resumed, a fine-tune saves the classifier of an uninterrupted run."""
     run = dict(checkpoint="random", backbone="tiny", image_size=SIZE, data="synthetic:colours", epochs=3,
-               min_steps=0, batch_size=16, precision="fp32", progress=False)  # 60 images: 3 steps an epoch
+               min_steps=0, batch_size=16, precision="fp32", progress=False, strategy="full")  # 3 steps an epoch
     straight = run_finetune(**run, out=tmp_path / "straight")
     assert not (tmp_path / "straight" / "train").exists()  # no resume state is left behind
     real_step, steps = FinetuneTask.training_step, []

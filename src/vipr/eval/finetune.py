@@ -35,6 +35,7 @@ The result is saved as ``classifier.pt`` in the format of ``vipr eval linear``.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -50,8 +51,10 @@ from vipr.engine.device import resolve_precision
 from vipr.engine.optim import param_groups
 from vipr.engine.trainer import LoopSettings, Trainer
 from vipr.errors import ConfigError, ViprError
+from vipr.fsutil import atomic_write_text
 from vipr.eval.features import extract_features
 from vipr.eval.finetune_task import FORMAT as FINETUNE_FORMAT
+from vipr.eval.finetune_select import STRATEGIES, choose, probe_head
 from vipr.eval.finetune_task import FinetuneTask
 from vipr.eval.knn import topk_accuracy
 from vipr.eval.linear import fit_standardized, fold_standardization
@@ -65,6 +68,7 @@ WEIGHT_DECAY = 5e-4
 CROP_SCALE = (0.5, 1.0)  # area fraction of the random resized crop
 HEAD_INITS = ("zeros", "probe")  # the new head: zero weights, or a linear probe of the frozen features
 BACKBONE_NORMS = ("adapt", "frozen")  # backbone BatchNorm: batch statistics while training, or its running ones
+SELECTION_NAME = "selection.json"  # auto's choice in the run's train/ folder, while the run is unfinished
 RUN_ONLY = ("device",)  # run_finetune arguments a resume may change
 
 
@@ -185,7 +189,7 @@ def run_finetune(*, checkpoint: str, data: str, label_split: str | None = None, 
                  image_size: int | None = None, out: str | Path | None = None, device: str = "auto",
                  precision: str = "auto", progress: bool = True, init_weights: str | None = None,
                  resume: bool = False, head_init: str = "zeros", backbone_lr_scale: float = BACKBONE_LR_SCALE,
-                 backbone_norm: str = "adapt") -> dict:
+                 backbone_norm: str = "adapt", strategy: str = "auto") -> dict:
     """``vipr eval finetune``: fine-tune on the train split (or its ``label_split``), score the test split.
 
     A stop (Ctrl-C, SIGTERM) saves the training state in ``out/train/checkpoint.pt``;
@@ -195,6 +199,8 @@ def run_finetune(*, checkpoint: str, data: str, label_split: str | None = None, 
     ``init_weights``: a weights file loaded into the backbone before fine-tuning (vipr.models.init_weights;
     e.g. ImageNet weights into ``checkpoint="random"``), its report printed and written to ``out``.
     ``head_init``, ``backbone_lr_scale``, ``backbone_norm``: as :func:`finetune` (its recipe by default).
+    ``strategy``: ``auto`` chooses between this fine-tune and the frozen features' linear probe on held-out
+    labels (vipr.eval.finetune_select; the choice is in the metrics), ``full`` always fine-tunes.
     Returns the metrics (top1/top5 in %); with ``out``, also writes metrics.json,
     eval_config.json, env.json and classifier.pt (loadable by ``load_backbone``).
     """
@@ -202,8 +208,10 @@ def run_finetune(*, checkpoint: str, data: str, label_split: str | None = None, 
             "image_size": image_size, "label_split": None if label_split is None else str(label_split),
             "epochs": epochs, "min_steps": min_steps, "batch_size": batch_size, "lr": lr, "seed": seed, "device": device,
             "precision": precision, "init_weights": init_weights, "head_init": head_init,
-            "backbone_lr_scale": backbone_lr_scale, "backbone_norm": backbone_norm}
+            "backbone_lr_scale": backbone_lr_scale, "backbone_norm": backbone_norm, "strategy": strategy}
     _check_settings(epochs=epochs, batch_size=batch_size, lr=lr)
+    if strategy not in STRATEGIES:
+        raise ConfigError(f"strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
     if init_weights:
         check_weights_file(init_weights)  # before the data is opened
     setup = prepare(checkpoint, data, backbone, image_size, device, precision, progress)
@@ -217,18 +225,35 @@ def run_finetune(*, checkpoint: str, data: str, label_split: str | None = None, 
     test_labels = torch.from_numpy(dataset.test.labels[test_rows]).long()
     num_classes = count_classes(dataset, torch.from_numpy(train.labels), test_labels)
     run_dir = None if out is None else Path(out) / "train"
-    trained = finetune(setup.model, train, num_classes, image_size=card.image_size, mean=card.mean,
-                       std=card.std, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=setup.device,
-                       precision=precision, progress=progress, min_steps=min_steps, run_dir=run_dir,
-                       config={k: v for k, v in args.items() if k not in RUN_ONLY}, resume=resume,
-                       head_init=head_init, backbone_lr_scale=backbone_lr_scale, backbone_norm=backbone_norm)
+    config = {k: v for k, v in args.items() if k not in RUN_ONLY}
+    inputs = dict(image_size=card.image_size, mean=card.mean, std=card.std, device=setup.device,
+                  precision=precision)  # the checkpoint's preprocessing, for training and features
+
+    def recipe(model: Backbone, split: ImageSplit, folder: Path | None) -> dict:
+        """The fine-tune of ``model`` on ``split``, its stop state in ``folder``, resumed when one is there."""
+        return finetune(model, split, num_classes, **inputs, epochs=epochs, batch_size=batch_size, lr=lr,
+                        seed=seed, progress=progress, min_steps=min_steps, run_dir=folder, config=config,
+                        resume=resume and folder is not None and (folder / CHECKPOINT_NAME).is_file(),
+                        head_init=head_init, backbone_lr_scale=backbone_lr_scale, backbone_norm=backbone_norm)
+
+    if resume and not _has_state(run_dir):
+        _resume_state(run_dir)  # raises: nothing to resume
+    selection = {"chosen": "full"} if strategy == "full" else _selection(setup.model, train, num_classes, seed,
+                                                                          recipe, run_dir, inputs)
+    if selection["chosen"] == "full":
+        trained = recipe(setup.model, train, run_dir)
+    else:
+        setup.model.reset_head(num_classes)  # the card's class count, as finetune() sets it
+        setup.model.head = probe_head(setup.model, train, num_classes, **inputs)
+        trained = {"train_loss": None, "steps": 0, "epochs": 0}
     features = setup.features(dataset.test, test_rows, progress=progress, desc="test features")  # (N_test, D)
     with torch.no_grad():
         scores = setup.model.head(features.to(setup.device)).cpu()  # (N_test, C), the saved model's logits
     metrics = {**setup.metrics("finetune", args), **topk_accuracy(scores, test_labels), "num_classes": num_classes,
                "num_train": len(train), "num_test": len(test_rows), "label_split": args["label_split"],
                "batch_size": batch_size, "lr": lr, "backbone_lr": lr * backbone_lr_scale,
-               "seed": seed, **trained, "precision": setup.resolved_precision, "seconds": setup.seconds()}
+               "seed": seed, **trained, "strategy": strategy, **selection, "precision": setup.resolved_precision,
+               "seconds": setup.seconds()}
     if out is not None:
         write_run(out, args, metrics, classifier=setup,
                   confusion=(scores.argmax(1), test_labels, setup.dataset.classes))
@@ -236,8 +261,31 @@ def run_finetune(*, checkpoint: str, data: str, label_split: str | None = None, 
     return metrics
 
 
+def _selection(model, train, num_classes, seed, recipe, run_dir: Path | None, inputs: dict) -> dict:
+    """``auto``'s choice (finetune_select.choose), kept in ``run_dir/selection.json`` so a resume does not
+    choose again; the trial fine-tune's stop state goes to ``run_dir/select``."""
+    saved = None if run_dir is None else run_dir / SELECTION_NAME
+    if saved is not None and saved.is_file():
+        return json.loads(saved.read_text())
+    folder = None if run_dir is None else run_dir / "select"
+    selection = choose(model, train, num_classes, seed, lambda trial, split: recipe(trial, split, folder), **inputs)
+    if saved is not None:
+        atomic_write_text(saved, json.dumps(selection))
+    return selection
+
+
+def _has_state(run_dir: Path | None) -> bool:
+    """Whether ``run_dir`` holds anything a resume continues: a stop state, or ``auto``'s choice."""
+    return run_dir is not None and any(path.is_file() for path in (
+        run_dir / CHECKPOINT_NAME, run_dir / "select" / CHECKPOINT_NAME, run_dir / SELECTION_NAME))
+
+
 def _remove_state(run_dir: Path) -> None:
     """The resume state of a finished fine-tune (classifier.pt holds the result)."""
     (run_dir / CHECKPOINT_NAME).unlink(missing_ok=True)
+    (run_dir / SELECTION_NAME).unlink(missing_ok=True)
+    (run_dir / "select" / CHECKPOINT_NAME).unlink(missing_ok=True)
+    if (run_dir / "select").is_dir() and not any((run_dir / "select").iterdir()):
+        (run_dir / "select").rmdir()
     if run_dir.is_dir() and not any(run_dir.iterdir()):
         run_dir.rmdir()

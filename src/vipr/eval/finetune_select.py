@@ -1,0 +1,89 @@
+"""The fine-tune's ``auto`` strategy: train the whole network, or keep the frozen features' linear probe,
+whichever scores higher on labelled images held out from the training.
+
+Why: on a few labelled images, training the whole network can lose what pre-training gave.
+Measured on the unseen photo set (benchmarks/finetune_resnet.py, docs/peer_quality.md; ResNet-18,
+32 px, 80 labelled images of 8 classes): the linear probe of a MoCo v2 backbone's frozen features
+scores 70.6% top-1, the full fine-tune from the same start 57.8%, from random init 56.9%. On
+builtin:digits the full fine-tune of the `tiny` net wins instead (92.2% against 84.3% with the
+backbone frozen; docs/results.md). Neither choice is right everywhere, and the labels can tell
+which is right here, at the cost of one more fine-tune:
+
+1. per class of at least 2 labelled images, ``HOLDOUT_FRACTION`` of them (at least 1) are held out;
+2. the linear probe (``vipr eval linear``'s fit) and the full fine-tune (the recipe) are fitted on
+   the rest and scored on the held-out images; the probe wins ties (it trains nothing);
+3. the winner is fitted again on every labelled image.
+
+When no class has 2 images there is nothing to hold out, and ``auto`` runs the full fine-tune.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from vipr.data.types import ImageSplit
+from vipr.eval.features import extract_features
+from vipr.eval.knn import topk_accuracy
+from vipr.eval.linear import fit_standardized, fold_standardization
+from vipr.models import Backbone
+
+STRATEGIES = ("full", "auto")  # full: the whole network fine-tuned; auto: this module's choice
+HOLDOUT_FRACTION = 0.2  # share of each class's labelled images held out to choose
+CHOICES = ("full", "probe")
+
+
+def holdout_rows(labels: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted (fit, held-out) positions into ``labels``: ``round(HOLDOUT_FRACTION * n)``, at least one,
+    of each class's ``n`` images held out where ``n >= 2``; classes of one image are all fitted."""
+    rng = np.random.default_rng(seed)
+    fit, held = [], []
+    for label in np.unique(labels):
+        rows = rng.permutation(np.flatnonzero(labels == label))
+        count = max(1, round(HOLDOUT_FRACTION * len(rows))) if len(rows) >= 2 else 0
+        held.append(rows[:count])
+        fit.append(rows[count:])
+    return np.sort(np.concatenate(fit)), np.sort(np.concatenate(held))
+
+
+def probe_head(model: Backbone, split: ImageSplit, num_classes: int, **features) -> nn.Linear:
+    """The linear probe of ``model``'s frozen features of ``split`` (``vipr eval linear``'s fit), as a head on
+    raw features. ``features``: :func:`extract_features`'s image_size, mean, std, device, precision."""
+    train = extract_features(model, split.images, progress=False, **features)
+    fitted, mean, std = fit_standardized(train, torch.from_numpy(split.labels).long(), num_classes)
+    return fold_standardization(fitted, mean, std).requires_grad_(True)
+
+
+def heldout_top1(model: Backbone, head: nn.Module, split: ImageSplit, **features) -> float:
+    """Top-1 (%) of ``head`` on ``model``'s features of ``split``."""
+    with torch.no_grad():
+        scores = head(extract_features(model, split.images, progress=False, **features).to(features["device"]))
+    return topk_accuracy(scores.detach().cpu(), torch.from_numpy(split.labels).long())["top1"]
+
+
+def choose(model: Backbone, split: ImageSplit, num_classes: int, seed: int,
+           finetune: Callable[[Backbone, ImageSplit], object], **features) -> dict:
+    """Which of the full fine-tune and the linear probe to fit on ``split`` (see the module doc).
+
+    ``finetune(model, split)`` runs the recipe on a model in place; ``model`` itself is left as it was.
+    Returns ``{"chosen": "full"|"probe", "heldout": images held out, "heldout_top1": {"full": %,
+    "probe": %}}`` (``heldout_top1`` empty when nothing could be held out).
+    """
+    fit_rows, held_rows = holdout_rows(split.labels, seed)
+    if len(held_rows) == 0:
+        return {"chosen": "full", "heldout": 0, "heldout_top1": {}}
+    fit, held = _rows(split, fit_rows), _rows(split, held_rows)
+    probe = heldout_top1(model, probe_head(model, fit, num_classes, **features), held, **features)
+    trial = copy.deepcopy(model)
+    finetune(trial, fit)
+    full = heldout_top1(trial, trial.head, held, **features)
+    return {"chosen": "full" if full > probe else "probe", "heldout": len(held_rows),
+            "heldout_top1": {"full": round(full, 2), "probe": round(probe, 2)}}
+
+
+def _rows(split: ImageSplit, rows: np.ndarray) -> ImageSplit:
+    return ImageSplit(np.ascontiguousarray(split.images[rows]), split.labels[rows].astype(np.int64))
