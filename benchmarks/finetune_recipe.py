@@ -11,7 +11,9 @@ per seed, ``make_label_split``) with the results table's 200 steps, and scored o
 - ``recipe``: vipr's default (zero-initialised head, backbone lr = head lr / 10; vipr.eval.finetune);
 - ``probe``: the head starts as a linear probe of the frozen features (LP-FT, arXiv 2202.10054);
 - ``lr1``: the backbone at the head's lr; ``probe+lr1``: both;
-- ``frozen``: backbone lr 0 (BatchNorm statistics still adapt): what fine-tuning adds over the features.
+- ``frozen``: backbone lr 0 (BatchNorm statistics still adapt): what fine-tuning adds over the features;
+- ``auto``: ``vipr eval finetune``'s default strategy, the ``recipe`` or the frozen features' linear
+  probe, chosen on a held-out fifth of the labels (vipr.eval.finetune_select).
 
 Each run appends one JSON line to benchmarks/results/finetune_recipe.jsonl (kept: an interrupted
 grid continues); the table in docs/results.md is re-rendered from every line.
@@ -32,14 +34,16 @@ import results as table  # noqa: E402  (sibling script: the methods table's reci
 
 RECORDS = HERE / "results" / "finetune_recipe.jsonl"
 VARIANTS = {"recipe": {}, "probe": {"head_init": "probe"}, "lr1": {"backbone_lr_scale": 1.0},
-            "probe+lr1": {"head_init": "probe", "backbone_lr_scale": 1.0}, "frozen": {"backbone_lr_scale": 0.0}}
+            "probe+lr1": {"head_init": "probe", "backbone_lr_scale": 1.0}, "frozen": {"backbone_lr_scale": 0.0},
+            "auto": {"strategy": "auto"}}  # the others are full fine-tunes (strategy "full")
 STARTS = ("random", "moco_v2", "simclr")
 # (label %, start, variant, seeds): every variant at 10%, the two leading recipes again at 1%
 GRID = [(10, "random", v, (0, 1)) for v in ("recipe", "lr1")] + \
        [(10, "moco_v2", v, (0, 1)) for v in ("recipe", "probe", "probe+lr1", "frozen")] + \
        [(10, "simclr", v, (0, 1)) for v in ("recipe", "probe")] + \
        [(1, "random", "recipe", (0, 1, 2))] + \
-       [(1, s, v, (0, 1, 2)) for s in ("moco_v2", "simclr") for v in ("recipe", "probe")]
+       [(1, s, v, (0, 1, 2)) for s in ("moco_v2", "simclr") for v in ("recipe", "probe")] + \
+       [(10, s, "auto", (0, 1)) for s in STARTS] + [(1, s, "auto", (0, 1, 2)) for s in STARTS]
 DATASETS = ("digits", "photos")
 
 
@@ -71,9 +75,9 @@ def run(dataset: str, start: str, variant: str, percent: int, seed: int, work: s
         save_label_split(split, labelled, images)
     metrics = run_finetune(checkpoint=checkpoint(dataset, start, Path(work)), data=source, backbone="tiny",
                            image_size=32, progress=False, label_split=str(split), seed=seed,
-                           min_steps=table.FINETUNE_MIN_STEPS, **VARIANTS[variant])
+                           min_steps=table.FINETUNE_MIN_STEPS, **{"strategy": "full", **VARIANTS[variant]})
     return {"dataset": dataset, "start": start, "variant": variant, "percent": percent, "seed": seed,
-            "steps": metrics["steps"], "top1": round(metrics["top1"], 2)}
+            "steps": metrics["steps"], "top1": round(metrics["top1"], 2), "chosen": metrics["chosen"]}
 
 
 def load() -> list[dict]:
@@ -89,8 +93,11 @@ def section(records: list[dict]) -> list[str]:
     if not records:
         return []
     cells: dict = {}
+    probes: dict = {}  # cell -> how many of its runs kept the probe (auto)
     for r in records:
-        cells.setdefault((r["dataset"], r["percent"], r["start"], r["variant"]), []).append(r["top1"])
+        cell = (r["dataset"], r["percent"], r["start"], r["variant"])
+        cells.setdefault(cell, []).append(r["top1"])
+        probes[cell] = probes.get(cell, 0) + (r.get("chosen") == "probe")
     machines = sorted({f"{r['cpu']} ({r['cores']} cores), {r['date']}" for r in records})
     lines = ["## Few-label fine-tuning: the recipe against its alternatives\n",
              "Measured by `python benchmarks/finetune_recipe.py` on " + "; ".join(machines) + ". "
@@ -98,7 +105,9 @@ def section(records: list[dict]) -> list[str]:
              "200 steps on 1% / 10% label splits, top-1 (%) mean ± std over the seeds shown. `recipe` is "
              "`vipr eval finetune`'s default (zero-initialised head, backbone lr = head lr / 10); `probe` starts the "
              "head as a linear probe of the frozen features (LP-FT); `lr1` trains the backbone at the head's lr; "
-             "`frozen` keeps the backbone's weights (lr 0, BatchNorm statistics adapt).\n",
+             "`frozen` keeps the backbone's weights (lr 0, BatchNorm statistics adapt); `auto` (`vipr eval finetune`'s "
+             "default strategy) keeps the `recipe` or the frozen features' linear probe, whichever scores higher on "
+             "a held-out fifth of the labels (the cell says how many runs kept the probe).\n",
              "*Δ recipe* is the difference of the means against the same start's `recipe` row, *Δ random* the "
              "`recipe` row's against random init's; *clear* when it exceeds the larger of the two standard "
              "deviations.\n",
@@ -112,7 +121,9 @@ def section(records: list[dict]) -> list[str]:
         random = cells.get((dataset, percent, "random", "recipe"))
         versus_recipe = _difference(tops, recipe) if variant != "recipe" else ""
         versus_random = _difference(tops, random) if variant == "recipe" and start != "random" else ""
-        lines.append(f"| {dataset} | {percent}% | {start} | {variant} | {statistics.mean(tops):.1f}{spread} | "
+        label = f"{variant} (probe {probes[dataset, percent, start, variant]}/{len(tops)})" if variant == "auto" \
+            else variant
+        lines.append(f"| {dataset} | {percent}% | {start} | {label} | {statistics.mean(tops):.1f}{spread} | "
                      f"{len(tops)} | {versus_recipe} | {versus_random} |")
     return lines + ["", _reading(cells), ""]
 

@@ -10,10 +10,11 @@ fp32, seed 0; random init is the benchmark's fixed seed-0 initialisation. On one
 
 - frozen: weighted kNN (k 20, T 0.07) and a linear probe fitted on the labelled images' features only,
   what the features give the few labels without any training of the backbone;
-- fine-tuned (peer_quality.finetune_top1, 200 steps): ``recipe`` (vipr eval finetune's default),
+- fine-tuned (peer_quality.finetune_top1, 200 steps): ``recipe`` (vipr eval finetune's full fine-tune),
   ``probe`` (the head starts as the linear probe, LP-FT), ``frozen-ft`` (backbone lr 0; its
-  BatchNorm statistics adapt) and ``bn-frozen`` (the recipe with the backbone's BatchNorm on its
-  pre-trained running statistics, ``backbone_norm="frozen"``).
+  BatchNorm statistics adapt), ``bn-frozen`` (the recipe with the backbone's BatchNorm on its
+  pre-trained running statistics, ``backbone_norm="frozen"``) and ``auto`` (``vipr eval finetune``'s
+  default strategy: the recipe or the linear probe, chosen on a held-out fifth of the labels).
 
 Each row appends one JSON line to benchmarks/results/finetune_resnet.jsonl (an interrupted run
 continues); docs/peer_quality.md's last section is rendered from them (render_peer.py).
@@ -33,9 +34,10 @@ import peer_quality as peer  # noqa: E402  (sibling script: the backbone, data a
 RECORDS = HERE / "results" / "finetune_resnet.jsonl"
 SOURCE, EPOCHS, PERCENT, SEED, KNN_K = "photos_b", 30, 10, 0, 20
 VARIANTS = {"recipe": {}, "probe": {"head_init": "probe"}, "frozen-ft": {"backbone_lr_scale": 0.0},
-            "bn-frozen": {"backbone_norm": "frozen"}}
+            "bn-frozen": {"backbone_norm": "frozen"}, "auto": {"strategy": "auto"}}
 ROWS = [("moco_v2", "frozen"), ("random", "frozen"), ("moco_v2", "probe"), ("moco_v2", "frozen-ft"),
-        ("moco_v2", "bn-frozen"), ("random", "recipe"), ("moco_v2", "recipe")]
+        ("moco_v2", "bn-frozen"), ("random", "recipe"), ("moco_v2", "recipe"), ("moco_v2", "auto"),
+        ("random", "auto")]
 
 
 def start_backbone(start: str, work: Path):
@@ -61,9 +63,11 @@ def run_row(start: str, variant: str, work: Path) -> dict:
         rows = make_label_split(dataset.train.labels, label_fraction=PERCENT / 100, seed=SEED)
         scores = peer.evaluate(backbone, dataset, "fp32", train_rows=rows, k=KNN_K)
     else:
-        scores = {"top1": peer.finetune_top1(backbone, dataset, PERCENT, SEED, "fp32", **VARIANTS[variant])}
+        tuned = peer.finetune_top1(backbone, dataset, PERCENT, SEED, "fp32", **VARIANTS[variant])
+        scores = {k: v for k, v in tuned.items() if k in ("top1", "chosen", "heldout_top1")}
     return {"start": start, "variant": variant, "source": SOURCE, "epochs": EPOCHS, "percent": PERCENT,
-            "seed": SEED, **{k: round(v, 2) for k, v in scores.items()}, **peer.measured_on()}
+            "seed": SEED, **{k: round(v, 2) if isinstance(v, float) else v for k, v in scores.items()},
+            **peer.measured_on()}
 
 
 def load() -> list[dict]:

@@ -85,27 +85,39 @@ FINETUNE_PERCENT = 10  # % of the train labels the fine-tune sees (a stratified 
 FINETUNE_MIN_STEPS = 200  # as docs/results.md's fine-tune columns (benchmarks/results.py)
 
 
-def finetune_top1(backbone, dataset, percent: int, seed: int, precision: str, **recipe) -> float:
+def finetune_top1(backbone, dataset, percent: int, seed: int, precision: str, strategy: str = "full",
+                  **recipe) -> dict:
     """Top-1 (%) on the test split after ``vipr eval finetune``'s recipe on a ``percent``% label split
     (stratified, drawn with ``seed``); changes ``backbone``, so it runs after the frozen evaluations.
     ``recipe``: :func:`vipr.eval.finetune.finetune`'s ``head_init``, ``backbone_lr_scale`` and
-    ``backbone_norm`` (its defaults when absent)."""
+    ``backbone_norm`` (its defaults when absent). ``strategy="auto"``: vipr.eval.finetune_select's choice
+    between that fine-tune and the linear probe. Returns ``{"top1": %, "chosen": ...}`` (and, with ``auto``,
+    the held-out scores of the choice)."""
     from vipr.data.augment import IMAGENET_MEAN, IMAGENET_STD
     from vipr.data.splits import make_label_split
     from vipr.eval.features import extract_features
     from vipr.eval.finetune import finetune, labelled_split
+    from vipr.eval.finetune_select import choose, fit_choice
     from vipr.eval.knn import topk_accuracy
 
     rows = make_label_split(dataset.train.labels, label_fraction=percent / 100, seed=seed)
-    finetune(backbone, labelled_split(dataset.train, rows), dataset.num_classes, image_size=IMAGE_SIZE,
-             mean=IMAGENET_MEAN, std=IMAGENET_STD, seed=seed, precision=precision, progress=False,
-             min_steps=FINETUNE_MIN_STEPS, **recipe)
+    labelled, classes = labelled_split(dataset.train, rows), dataset.num_classes
+    inputs = dict(image_size=IMAGE_SIZE, mean=IMAGENET_MEAN, std=IMAGENET_STD, device=torch.device("cpu"),
+                  precision=precision)
+
+    def recipe_run(model, split):
+        return finetune(model, split, classes, **inputs, seed=seed, progress=False, min_steps=FINETUNE_MIN_STEPS,
+                        **recipe)
+
+    selection = {"chosen": "full"} if strategy == "full" else choose(backbone, labelled, classes, seed, recipe_run,
+                                                                     **inputs)
+    fit_choice(backbone, labelled, classes, selection["chosen"], recipe_run, **inputs)
     backbone.eval()
     features = extract_features(backbone, dataset.test.images, image_size=IMAGE_SIZE, mean=IMAGENET_MEAN,
                                 std=IMAGENET_STD, device=torch.device("cpu"), precision=precision, progress=False)
     with torch.no_grad():
         logits = backbone.head(features)
-    return topk_accuracy(logits, torch.from_numpy(dataset.test.labels).long())["top1"]
+    return {"top1": topk_accuracy(logits, torch.from_numpy(dataset.test.labels).long())["top1"], **selection}
 
 
 def pretrain_vipr(source: str, method: str, args, seed: int, overrides: list[str], folder: Path) -> dict:
@@ -174,7 +186,7 @@ def run_job(source: str, method: str, runner: str, seed: int, args) -> dict:
             backbone, record = random_backbone(), {"steps": 0, "seconds": 0.0}
         record.update(evaluate(backbone, dataset, args.precision))
         if not args.skip_finetune:
-            record["finetune10"] = finetune_top1(backbone, dataset, FINETUNE_PERCENT, seed, args.precision)
+            record["finetune10"] = finetune_top1(backbone, dataset, FINETUNE_PERCENT, seed, args.precision)["top1"]
     images = record["steps"] * args.batch_size
     record["images_per_s"] = images / record["seconds"] if record["seconds"] else None
     return record

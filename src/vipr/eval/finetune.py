@@ -54,7 +54,7 @@ from vipr.errors import ConfigError, ViprError
 from vipr.fsutil import atomic_write_text
 from vipr.eval.features import extract_features
 from vipr.eval.finetune_task import FORMAT as FINETUNE_FORMAT
-from vipr.eval.finetune_select import STRATEGIES, choose, probe_head
+from vipr.eval.finetune_select import STRATEGIES, choose, fit_choice
 from vipr.eval.finetune_task import FinetuneTask
 from vipr.eval.knn import topk_accuracy
 from vipr.eval.linear import fit_standardized, fold_standardization
@@ -240,12 +240,8 @@ def run_finetune(*, checkpoint: str, data: str, label_split: str | None = None, 
         _resume_state(run_dir)  # raises: nothing to resume
     selection = {"chosen": "full"} if strategy == "full" else _selection(setup.model, train, num_classes, seed,
                                                                           recipe, run_dir, inputs)
-    if selection["chosen"] == "full":
-        trained = recipe(setup.model, train, run_dir)
-    else:
-        setup.model.reset_head(num_classes)  # the card's class count, as finetune() sets it
-        setup.model.head = probe_head(setup.model, train, num_classes, **inputs)
-        trained = {"train_loss": None, "steps": 0, "epochs": 0}
+    trained = fit_choice(setup.model, train, num_classes, selection["chosen"],
+                         lambda model, split: recipe(model, split, run_dir), **inputs)
     features = setup.features(dataset.test, test_rows, progress=progress, desc="test features")  # (N_test, D)
     with torch.no_grad():
         scores = setup.model.head(features.to(setup.device)).cpu()  # (N_test, C), the saved model's logits

@@ -85,5 +85,16 @@ def choose(model: Backbone, split: ImageSplit, num_classes: int, seed: int,
             "heldout_top1": {"full": round(full, 2), "probe": round(probe, 2)}}
 
 
+def fit_choice(model: Backbone, split: ImageSplit, num_classes: int, chosen: str,
+               finetune: Callable[[Backbone, ImageSplit], dict], **features) -> dict:
+    """Fit ``chosen`` on every image of ``split``: ``finetune(model, split)``'s result, or the probe as
+    ``model``'s head (nothing trained: ``{"train_loss": None, "steps": 0, "epochs": 0}``)."""
+    if chosen == "full":
+        return finetune(model, split)
+    model.reset_head(num_classes)  # the card's class count, as the fine-tune sets it
+    model.head = probe_head(model, split, num_classes, **features)
+    return {"train_loss": None, "steps": 0, "epochs": 0}
+
+
 def _rows(split: ImageSplit, rows: np.ndarray) -> ImageSplit:
     return ImageSplit(np.ascontiguousarray(split.images[rows]), split.labels[rows].astype(np.int64))
