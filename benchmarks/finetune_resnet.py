@@ -14,7 +14,10 @@ fp32, seed 0; random init is the benchmark's fixed seed-0 initialisation. On one
   ``probe`` (the head starts as the linear probe, LP-FT), ``frozen-ft`` (backbone lr 0; its
   BatchNorm statistics adapt), ``bn-frozen`` (the recipe with the backbone's BatchNorm on its
   pre-trained running statistics, ``backbone_norm="frozen"``) and ``auto`` (``vipr eval finetune``'s
-  default strategy: the recipe or the linear probe, chosen on a held-out fifth of the labels).
+  default strategy: the recipe or the linear probe, chosen on a held-out fifth of the labels); and,
+  the head starting as the probe, ``head-only`` (backbone weights and BatchNorm statistics fixed: only the
+  head trains, on augmented crops), ``lp-ft-slow`` (backbone lr a hundredth of the head's) and
+  ``lp-ft-slow-bn-frozen`` (that, with the BatchNorm statistics fixed).
 
 Each row appends one JSON line to benchmarks/results/finetune_resnet.jsonl (an interrupted run
 continues); docs/peer_quality.md's last section is rendered from them (render_peer.py).
@@ -34,10 +37,14 @@ import peer_quality as peer  # noqa: E402  (sibling script: the backbone, data a
 RECORDS = HERE / "results" / "finetune_resnet.jsonl"
 SOURCE, EPOCHS, PERCENT, SEED, KNN_K = "photos_b", 30, 10, 0, 20
 VARIANTS = {"recipe": {}, "probe": {"head_init": "probe"}, "frozen-ft": {"backbone_lr_scale": 0.0},
-            "bn-frozen": {"backbone_norm": "frozen"}, "auto": {"strategy": "auto"}}
+            "bn-frozen": {"backbone_norm": "frozen"}, "auto": {"strategy": "auto"},
+            # the probe as the start, then only the head trains, or the backbone at a hundredth of the head's lr
+            "head-only": {"head_init": "probe", "backbone_norm": "frozen", "backbone_lr_scale": 0.0},
+            "lp-ft-slow": {"head_init": "probe", "backbone_lr_scale": 0.01},
+            "lp-ft-slow-bn-frozen": {"head_init": "probe", "backbone_norm": "frozen", "backbone_lr_scale": 0.01}}
 ROWS = [("moco_v2", "frozen"), ("random", "frozen"), ("moco_v2", "probe"), ("moco_v2", "frozen-ft"),
-        ("moco_v2", "bn-frozen"), ("random", "recipe"), ("moco_v2", "recipe"), ("moco_v2", "auto"),
-        ("random", "auto")]
+        ("moco_v2", "bn-frozen"), ("random", "recipe"), ("moco_v2", "recipe"), ("moco_v2", "head-only"),
+        ("moco_v2", "lp-ft-slow"), ("moco_v2", "lp-ft-slow-bn-frozen"), ("moco_v2", "auto"), ("random", "auto")]
 
 
 def start_backbone(start: str, work: Path):
