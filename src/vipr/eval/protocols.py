@@ -67,8 +67,9 @@ def get_protocol(name: str) -> Protocol:
 register_protocol("knn", "weighted kNN vote on frozen features", "vipr.eval.runner:run_eval", kind="knn")
 register_protocol("linear", "linear probe on frozen features (saves classifier.pt)", "vipr.eval.runner:run_eval",
                   classifier=True, kind="linear")
-register_protocol("finetune", "fine-tune the whole network on labelled images (saves classifier.pt)",
-                  "vipr.eval.finetune:run_finetune", classifier=True)
+register_protocol("finetune", "fine-tune on labelled images, or keep the frozen features' linear probe where "
+                  "held-out labels prefer it (saves classifier.pt)", "vipr.eval.finetune:run_finetune",
+                  classifier=True, headline="finetune: top-1 {top1:.2f}%  top-5 {top5:.2f}%  (kept: {chosen})")
 register_protocol("fewshot", "N-way K-shot episodes, prototype classifier on frozen features",
                   "vipr.eval.fewshot:run_fewshot", label_split=False,
                   headline="fewshot {ways}-way {shots}-shot: {accuracy:.2f}% +/- {ci95:.2f} (95% interval over "
