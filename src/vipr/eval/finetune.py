@@ -30,7 +30,10 @@ tuned on any test split):
 * bf16 autocast where ``resolve_precision`` says so (fp16 with a gradient scaler),
   channels-last memory.
 
-The result is saved as ``classifier.pt`` in the format of ``vipr eval linear``.
+The result is saved as ``classifier.pt`` in the format of ``vipr eval linear``. ``vipr eval finetune``
+runs this recipe under a strategy: ``auto`` (the default) first checks it against the frozen features'
+linear probe on held-out labels and keeps the probe where it scores higher (vipr.eval.finetune_select,
+with the measurement behind it); ``full`` always runs it.
 """
 
 from __future__ import annotations
@@ -53,8 +56,8 @@ from vipr.engine.trainer import LoopSettings, Trainer
 from vipr.errors import ConfigError, ViprError
 from vipr.fsutil import atomic_write_text
 from vipr.eval.features import extract_features
-from vipr.eval.finetune_task import FORMAT as FINETUNE_FORMAT
 from vipr.eval.finetune_select import STRATEGIES, choose, fit_choice
+from vipr.eval.finetune_task import FORMAT as FINETUNE_FORMAT
 from vipr.eval.finetune_task import FinetuneTask
 from vipr.eval.knn import topk_accuracy
 from vipr.eval.linear import fit_standardized, fold_standardization

@@ -34,7 +34,6 @@ from vipr.models import Backbone
 
 STRATEGIES = ("full", "auto")  # full: the whole network fine-tuned; auto: this module's choice
 HOLDOUT_FRACTION = 0.2  # share of each class's labelled images held out to choose
-CHOICES = ("full", "probe")
 
 
 def holdout_rows(labels: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
