@@ -12,7 +12,7 @@ per seed, ``make_label_split``) with the results table's 200 steps, and scored o
 - ``probe``: the head starts as a linear probe of the frozen features (LP-FT, arXiv 2202.10054);
 - ``lr1``: the backbone at the head's lr; ``probe+lr1``: both;
 - ``frozen``: backbone lr 0 (BatchNorm statistics still adapt): what fine-tuning adds over the features;
-- ``auto``: ``vipr eval finetune``'s default strategy, the ``recipe`` or the frozen features' linear
+- ``auto``: ``vipr eval finetune --strategy auto``, the ``recipe`` or the frozen features' linear
   probe, chosen on a held-out fifth of the labels (vipr.eval.finetune_select).
 
 Each run appends one JSON line to benchmarks/results/finetune_recipe.jsonl (kept: an interrupted
@@ -103,11 +103,14 @@ def section(records: list[dict]) -> list[str]:
              "Measured by `python benchmarks/finetune_recipe.py` on " + "; ".join(machines) + ". "
              "Starts: random init and this page's own seed-0 `moco_v2` and `simclr` checkpoints (tables above); "
              "200 steps on 1% / 10% label splits, top-1 (%) mean ± std over the seeds shown. `recipe` is "
-             "`vipr eval finetune`'s default (zero-initialised head, backbone lr = head lr / 10); `probe` starts the "
+             "`vipr eval finetune`'s full fine-tune, its default (zero-initialised head, backbone lr = head lr / 10); `probe` starts the "
              "head as a linear probe of the frozen features (LP-FT); `lr1` trains the backbone at the head's lr; "
-             "`frozen` keeps the backbone's weights (lr 0, BatchNorm statistics adapt); `auto` (`vipr eval finetune`'s "
-             "default strategy) keeps the `recipe` or the frozen features' linear probe, whichever scores higher on "
-             "a held-out fifth of the labels (the cell says how many runs kept the probe).\n",
+             "`frozen` keeps the backbone's weights (lr 0, BatchNorm statistics adapt); `auto` (`vipr eval finetune "
+             "--strategy auto`) keeps the `recipe` or the frozen features' linear probe, whichever scores higher on "
+             "a held-out fifth of the labels (the cell says how many runs kept the probe). The `auto` rows were "
+             "measured later than the others, from starts pre-trained again with the same settings, which are not "
+             "bit-identical to the first ones: where `auto` kept the full fine-tune, its difference from `recipe` "
+             "is that of the checkpoints.\n",
              "*Δ recipe* is the difference of the means against the same start's `recipe` row, *Δ random* the "
              "`recipe` row's against random init's; *clear* when it exceeds the larger of the two standard "
              "deviations.\n",

@@ -14,7 +14,7 @@ fp32, seed 0; random init is the benchmark's fixed seed-0 initialisation. On one
   ``probe`` (the head starts as the linear probe, LP-FT), ``frozen-ft`` (backbone lr 0; its
   BatchNorm statistics adapt), ``bn-frozen`` (the recipe with the backbone's BatchNorm on its
   pre-trained running statistics, ``backbone_norm="frozen"``) and ``auto`` (``vipr eval finetune``'s
-  default strategy: the recipe or the linear probe, chosen on a held-out fifth of the labels); and,
+  ``--strategy auto``: the recipe or the linear probe, chosen on a held-out fifth of the labels); and,
   the head starting as the probe, ``head-only`` (backbone weights and BatchNorm statistics fixed: only the
   head trains, on augmented crops), ``lp-ft-slow`` (backbone lr a hundredth of the head's) and
   ``lp-ft-slow-bn-frozen`` (that, with the BatchNorm statistics fixed).

@@ -30,8 +30,8 @@ def eval_help() -> str:
   linear    a linear classifier on frozen features computed once
   finetune  the whole network fine-tuned on the labelled train images (SGD, Nesterov, cosine,
             lr {ft.lr:g} for the head and {ft.lr * BACKBONE_LR_SCALE:g} for the backbone, {ft.epochs} epochs and
-            at least {ft.min_steps} steps, crop + flip); by default (--strategy auto) it keeps the frozen
-            features' linear probe instead where that scores higher on held-out labels
+            at least {ft.min_steps} steps, crop + flip); --strategy auto keeps the frozen features'
+            linear probe instead where that scores higher on held-out labels
   fewshot   N-way K-shot episodes on frozen test-split features, prototype classifier;
             mean accuracy and its 95% interval
 
@@ -87,7 +87,7 @@ def _add_finetune(p) -> None:
     p.add_argument("--lr", type=float, help=f"head learning rate per batch of 64; the backbone gets lr/10 "
                                             f"(default {ft.lr:g})")
     p.add_argument("--seed", type=int, help=f"batch order and augmentation seed (default {ft.seed})")
-    p.add_argument("--strategy", choices=("auto", "full"),
+    p.add_argument("--strategy", choices=("full", "auto"),
                    help=f"full: fine-tune the whole network; auto: hold out a fifth of each class's labels, fit the "
                         f"full fine-tune and the frozen features' linear probe on the rest, keep the better one "
                         f"(fitted again on every label; one more fine-tune of cost). Default {ft.strategy}")

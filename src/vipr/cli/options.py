@@ -41,7 +41,7 @@ class FinetuneOptions(EvalOptions):
     lr: Annotated[float, LR] = 0.1  # head, per batch of 64; the backbone gets lr * BACKBONE_LR_SCALE
     seed: Annotated[int, SEED] = 0
     init_weights: str | None = None  # weights file loaded into the backbone first (vipr.models.init_weights)
-    strategy: Annotated[str, Choices("auto", "full")] = "auto"  # vipr.eval.finetune_select
+    strategy: Annotated[str, Choices("full", "auto")] = "full"  # vipr.eval.finetune_select
 
 
 @dataclass(frozen=True)

@@ -31,9 +31,9 @@ tuned on any test split):
   channels-last memory.
 
 The result is saved as ``classifier.pt`` in the format of ``vipr eval linear``. ``vipr eval finetune``
-runs this recipe under a strategy: ``auto`` (the default) first checks it against the frozen features'
-linear probe on held-out labels and keeps the probe where it scores higher (vipr.eval.finetune_select,
-with the measurement behind it); ``full`` always runs it.
+runs this recipe under a strategy: ``full`` (the default) runs it; ``auto`` first checks it against the
+frozen features' linear probe on held-out labels and keeps the probe where it scores higher
+(vipr.eval.finetune_select, with what it was measured to gain and to lose).
 """
 
 from __future__ import annotations
@@ -192,7 +192,7 @@ def run_finetune(*, checkpoint: str, data: str, label_split: str | None = None, 
                  image_size: int | None = None, out: str | Path | None = None, device: str = "auto",
                  precision: str = "auto", progress: bool = True, init_weights: str | None = None,
                  resume: bool = False, head_init: str = "zeros", backbone_lr_scale: float = BACKBONE_LR_SCALE,
-                 backbone_norm: str = "adapt", strategy: str = "auto") -> dict:
+                 backbone_norm: str = "adapt", strategy: str = "full") -> dict:
     """``vipr eval finetune``: fine-tune on the train split (or its ``label_split``), score the test split.
 
     A stop (Ctrl-C, SIGTERM) saves the training state in ``out/train/checkpoint.pt``;
