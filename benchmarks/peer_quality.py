@@ -95,10 +95,8 @@ def finetune_top1(backbone, dataset, percent: int, seed: int, precision: str, st
     the held-out scores of the choice)."""
     from vipr.data.augment import IMAGENET_MEAN, IMAGENET_STD
     from vipr.data.splits import make_label_split
-    from vipr.eval.features import extract_features
-    from vipr.eval.finetune import finetune, labelled_split
-    from vipr.eval.finetune_select import choose, fit_choice
-    from vipr.eval.knn import topk_accuracy
+    from vipr.eval.finetune import finetune
+    from vipr.eval.finetune_select import choose, fit_choice, heldout_top1, labelled_split
 
     rows = make_label_split(dataset.train.labels, label_fraction=percent / 100, seed=seed)
     labelled, classes = labelled_split(dataset.train, rows), dataset.num_classes
@@ -112,12 +110,7 @@ def finetune_top1(backbone, dataset, percent: int, seed: int, precision: str, st
     selection = {"chosen": "full"} if strategy == "full" else choose(backbone, labelled, classes, seed, recipe_run,
                                                                      **inputs)
     fit_choice(backbone, labelled, classes, selection["chosen"], recipe_run, **inputs)
-    backbone.eval()
-    features = extract_features(backbone, dataset.test.images, image_size=IMAGE_SIZE, mean=IMAGENET_MEAN,
-                                std=IMAGENET_STD, device=torch.device("cpu"), precision=precision, progress=False)
-    with torch.no_grad():
-        logits = backbone.head(features)
-    return {"top1": topk_accuracy(logits, torch.from_numpy(dataset.test.labels).long())["top1"], **selection}
+    return {"top1": heldout_top1(backbone, backbone.head, dataset.test, **inputs), **selection}
 
 
 def pretrain_vipr(source: str, method: str, args, seed: int, overrides: list[str], folder: Path) -> dict:

@@ -20,6 +20,32 @@ def make_colour_split(n: int, seed: int) -> ImageSplit:
 
 
 @pytest.fixture
+def sigint_after(monkeypatch):
+    """``sigint_after(n)``: from now, the fine-tune sends this process SIGINT (Ctrl-C) after its n-th
+    training step, acted on once that step ends; ``sigint_after(None)`` restores the real step."""
+    import os
+    import signal
+
+    from vipr.eval.finetune_task import FinetuneTask
+
+    real_step = FinetuneTask.training_step
+
+    def arm(stop_after):
+        steps = []
+
+        def step_then_signal(self, batch):
+            losses = real_step(self, batch)
+            steps.append(1)
+            if len(steps) == stop_after:
+                os.kill(os.getpid(), signal.SIGINT)
+            return losses
+
+        monkeypatch.setattr(FinetuneTask, "training_step", real_step if stop_after is None else step_then_signal)
+
+    return arm
+
+
+@pytest.fixture
 def colour_split():
     """The factory ``colour_split(n, seed) -> ImageSplit``."""
     return make_colour_split

@@ -2,8 +2,6 @@
 
 import json
 import math
-import os
-import signal
 
 import pytest
 import torch
@@ -15,7 +13,6 @@ from vipr.errors import CheckpointError, ConfigError, ViprError
 from vipr.eval.features import load_eval_backbone
 from vipr.eval.features import extract_features
 from vipr.eval.finetune import BACKBONE_LR_SCALE, _probe_head, finetune, finetune_optimizer, run_finetune
-from vipr.eval.finetune_task import FinetuneTask
 from vipr.models import create_backbone
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -141,25 +138,16 @@ def test_finetune_cli_json_last_line_with_all_train_labels(dataset, capsys, tmp_
 
 
 @pytest.mark.parametrize("stop_after", [4, 6])  # mid-epoch; the last step of an epoch (3 steps an epoch)
-def test_finetune_resume_after_a_stop_is_exact(dataset, tmp_path, monkeypatch, stop_after):
+def test_finetune_resume_after_a_stop_is_exact(dataset, tmp_path, sigint_after, stop_after):
     """Stopped by Ctrl-C after N steps and resumed, a fine-tune saves the classifier of an uninterrupted run."""
     run = dict(checkpoint="random", backbone="tiny", image_size=SIZE, data="synthetic:colours", epochs=3,
                min_steps=0, batch_size=16, precision="fp32", progress=False, strategy="full")  # 3 steps an epoch
     straight = run_finetune(**run, out=tmp_path / "straight")
     assert not (tmp_path / "straight" / "train").exists()  # no resume state is left behind
-    real_step, steps = FinetuneTask.training_step, []
-
-    def step_then_signal(self, batch):
-        losses = real_step(self, batch)
-        steps.append(1)
-        if len(steps) == stop_after:
-            os.kill(os.getpid(), signal.SIGINT)  # recorded, acted on after this step
-        return losses
-
-    monkeypatch.setattr(FinetuneTask, "training_step", step_then_signal)
+    sigint_after(stop_after)
     with pytest.raises(Interrupted, match="signal 2"):
         run_finetune(**run, out=tmp_path / "cut")
-    monkeypatch.setattr(FinetuneTask, "training_step", real_step)
+    sigint_after(None)
     state = torch.load(tmp_path / "cut" / "train" / "checkpoint.pt", weights_only=True)
     assert state["state"]["step"] == stop_after and state["format"] == "vipr-finetune/1"
     with pytest.raises(CheckpointError, match="another configuration"):

@@ -1,8 +1,6 @@
 """`vipr eval finetune --strategy auto`: the full fine-tune or the frozen features' linear probe, chosen on
 held-out labels."""
 
-import os
-import signal
 
 import numpy as np
 import pytest
@@ -14,7 +12,6 @@ from vipr.eval import finetune_select
 from vipr.eval.features import load_eval_backbone
 from vipr.eval.finetune import run_finetune
 from vipr.eval.finetune_select import choose, holdout_rows
-from vipr.eval.finetune_task import FinetuneTask
 from vipr.eval.linear import train_linear
 from vipr.models import create_backbone
 
@@ -92,24 +89,15 @@ def test_auto_end_to_end_reports_its_choice(dataset):
 
 
 @pytest.mark.parametrize("stop_after", [2, 30])  # in the trial fine-tune (48 images: steps 1-24); in the final one
-def test_auto_resume_after_a_stop_is_exact(dataset, tmp_path, monkeypatch, stop_after):
+def test_auto_resume_after_a_stop_is_exact(dataset, tmp_path, monkeypatch, sigint_after, stop_after):
     monkeypatch.setattr("vipr.eval.finetune_select.probe_head", _chance_head)  # the fine-tune wins: two runs
     run = {**RUN, "epochs": 8}  # 3 steps an epoch; fewer leave the fine-tune at chance on these images
     straight = run_finetune(**run, out=tmp_path / "straight", strategy="auto")
     assert straight["chosen"] == "full" and not (tmp_path / "straight" / "train").exists()
-    real_step, steps = FinetuneTask.training_step, []
-
-    def step_then_signal(self, batch):
-        losses = real_step(self, batch)
-        steps.append(1)
-        if len(steps) == stop_after:
-            os.kill(os.getpid(), signal.SIGINT)  # recorded, acted on after this step
-        return losses
-
-    monkeypatch.setattr(FinetuneTask, "training_step", step_then_signal)
+    sigint_after(stop_after)
     with pytest.raises(Interrupted, match="signal 2"):
         run_finetune(**run, out=tmp_path / "cut", strategy="auto")
-    monkeypatch.setattr(FinetuneTask, "training_step", real_step)
+    sigint_after(None)
     in_trial = stop_after <= 24
     assert (tmp_path / "cut" / "train" / "select" / "checkpoint.pt").is_file() == in_trial
     assert (tmp_path / "cut" / "train" / "selection.json").is_file() != in_trial

@@ -41,7 +41,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -56,7 +55,7 @@ from vipr.engine.trainer import LoopSettings, Trainer
 from vipr.errors import ConfigError, ViprError
 from vipr.fsutil import atomic_write_text
 from vipr.eval.features import extract_features
-from vipr.eval.finetune_select import STRATEGIES, choose, fit_choice
+from vipr.eval.finetune_select import STRATEGIES, choose, fit_choice, labelled_split
 from vipr.eval.finetune_task import FORMAT as FINETUNE_FORMAT
 from vipr.eval.finetune_task import FinetuneTask
 from vipr.eval.knn import topk_accuracy
@@ -178,13 +177,6 @@ def _check_settings(**settings) -> None:
         if not value > 0 or (name != "lr" and int(value) != value):
             kind = "a number > 0" if name == "lr" else "an integer >= 1"
             raise ConfigError(f"--{name.replace('_', '-')} must be {kind}, got {value!r}")
-
-
-def labelled_split(split: ImageSplit, rows: np.ndarray) -> ImageSplit:
-    """``split`` restricted to ``rows`` (the split itself when that is all of it: no copy of a large store)."""
-    if len(rows) == len(split) and np.array_equal(rows, np.arange(len(split))):
-        return split
-    return ImageSplit(np.ascontiguousarray(split.images[rows]), split.labels[rows].astype(np.int64))
 
 
 def run_finetune(*, checkpoint: str, data: str, label_split: str | None = None, epochs: int = 30,

@@ -84,7 +84,7 @@ def choose(model: Backbone, split: ImageSplit, num_classes: int, seed: int,
     fit_rows, held_rows = holdout_rows(split.labels, seed)
     if len(held_rows) == 0:
         return {"chosen": "full", "heldout": 0, "heldout_top1": {}}
-    fit, held = _rows(split, fit_rows), _rows(split, held_rows)
+    fit, held = labelled_split(split, fit_rows), labelled_split(split, held_rows)
     probe = heldout_top1(model, probe_head(model, fit, num_classes, **features), held, **features)
     trial = copy.deepcopy(model)
     finetune(trial, fit)
@@ -104,5 +104,8 @@ def fit_choice(model: Backbone, split: ImageSplit, num_classes: int, chosen: str
     return {"train_loss": None, "steps": 0, "epochs": 0}
 
 
-def _rows(split: ImageSplit, rows: np.ndarray) -> ImageSplit:
+def labelled_split(split: ImageSplit, rows: np.ndarray) -> ImageSplit:
+    """``split`` restricted to ``rows`` (the split itself when that is all of it: no copy of a large store)."""
+    if len(rows) == len(split) and np.array_equal(rows, np.arange(len(split))):
+        return split
     return ImageSplit(np.ascontiguousarray(split.images[rows]), split.labels[rows].astype(np.int64))
