@@ -1,7 +1,6 @@
 """`vipr eval finetune --strategy auto`: the full fine-tune or the frozen features' linear probe, chosen on
 held-out labels."""
 
-
 import numpy as np
 import pytest
 import torch
