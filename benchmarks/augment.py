@@ -7,6 +7,8 @@ images per second (median of 3 timed runs after a warm-up):
 - 32 px: 32x32 uint8 store, batch 256;  224 px: 256x256 uint8 store, batch 64;
 - ``vipr_batched_cpu``: ``augment_views`` on uint8 CPU batches, 2 torch threads (and
   ``_1thread``: 1 thread, per-core and immune to other jobs stalling a thread);
+- ``vipr_fused_cpu`` (224 px, as ``vipr pretrain`` runs views from 128 px): the same with the
+  per-pixel ops compiled (``vipr.data.fusion``; compiled in the warm-up batch);
 - ``torchvision_dataloader_2workers``: transforms.v2 on PIL images in a DataLoader with
   num_workers=2, the usual peer set-up (PIL images decoded beforehand, no JPEG cost);
 - ``torchvision_inprocess_1thread``: the same transform in a plain loop, 1 torch thread.
@@ -33,6 +35,7 @@ from PIL import Image
 
 from vipr.data.augment import IMAGENET_MEAN, IMAGENET_STD, augment_views, get_recipe
 from vipr.data.augment_ops import blur_kernel_size
+from vipr.data.fusion import FUSED_MIN_SIDE, fused_kernels
 
 sys.path.insert(0, str(Path(__file__).parent))
 from augment_ops import cpu_seconds, machine, other_jobs_cores  # noqa: E402  (sibling script)
@@ -80,14 +83,15 @@ def throughput(run_batches: Callable[[int], None], batch: int, batches: int, war
     return round(statistics.median(rates), 1)
 
 
-def bench_vipr(store: torch.Tensor, size: int, batch: int, batches: int, threads: int = 2) -> float:
+def bench_vipr(store: torch.Tensor, size: int, batch: int, batches: int, threads: int = 2, fused: bool = False) -> float:
     views, g = get_recipe("moco_v2", size), torch.Generator().manual_seed(0)
     torch.set_num_threads(threads)
 
     def run(n: int) -> None:
         for i in range(n):
             start = (i * batch) % (len(store) - batch + 1)
-            augment_views(store[start : start + batch], views, generator=g)
+            with fused_kernels(fused):
+                augment_views(store[start : start + batch], views, generator=g)
 
     rate = throughput(run, batch, batches)
     torch.set_num_threads(2)
@@ -145,10 +149,14 @@ def main() -> None:
         rates = {
             "vipr_batched_cpu": bench_vipr(store, size, batch, vipr_batches),
             "vipr_batched_cpu_1thread": bench_vipr(store, size, batch, vipr_batches, threads=1),
+            **({"vipr_fused_cpu": bench_vipr(store, size, batch, vipr_batches, fused=True),
+                "vipr_fused_cpu_1thread": bench_vipr(store, size, batch, vipr_batches, threads=1, fused=True)}
+               if size >= FUSED_MIN_SIDE else {}),
             "torchvision_dataloader_2workers": bench_dataloader(pil_images, size, batch, peer_batches),
             "torchvision_inprocess_1thread": bench_inprocess(pil_images, size, batch, peer_batches),
         }
-        rates["speedup_vs_dataloader"] = round(rates["vipr_batched_cpu"] / rates["torchvision_dataloader_2workers"], 2)
+        default = "vipr_fused_cpu" if size >= FUSED_MIN_SIDE else "vipr_batched_cpu"  # what vipr pretrain runs
+        rates["speedup_vs_dataloader"] = round(rates[default] / rates["torchvision_dataloader_2workers"], 2)
         result[f"{size}px_batch{batch}_store{side}"] = rates
     result["other_jobs_cores_during_run"] = other_jobs_cores(start, time.perf_counter() - wall_start)
     print(json.dumps(result))

@@ -56,3 +56,23 @@ def matmul_tflops(dtype: torch.dtype, n: int = 2048, repeats: int = 10, device: 
             torch.cuda.synchronize()
         best = min(best, time.perf_counter() - start)
     return 2 * n**3 * repeats / best / 1e12
+
+
+def wait_until_idle(busy_below: float = 0.15, window_s: float = 0.25, max_s: float = 30.0) -> float:
+    """Block until the machine's busy cores (all processes, /proc/stat) stay under ``busy_below`` for one
+    ``window_s`` window, at most ``max_s``; returns the seconds waited. Between the sides of an alternated
+    timing: a loader's workers or prefetch thread refilling in the background after its side's timing
+    would otherwise run during the next side's."""
+    ticks, start = os.sysconf("SC_CLK_TCK"), time.perf_counter()
+    while time.perf_counter() - start < max_s:
+        before = _busy_ticks()
+        time.sleep(window_s)
+        if (_busy_ticks() - before) / ticks / window_s < busy_below:
+            break
+    return time.perf_counter() - start
+
+
+def _busy_ticks() -> int:
+    with open("/proc/stat") as f:
+        user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in f.readline().split()[1:9])
+    return user + nice + system + irq + softirq + steal

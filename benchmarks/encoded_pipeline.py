@@ -5,7 +5,9 @@ JPEG files, measured one after the other in this run:
 
 - ``vipr``: the encoded store (the files' bytes in tar shards), ``EncodedBatchIterator`` cutting
   each view's crop at decode on a thread pool (DCT-reduced JPEG decode), then flips and colour
-  in batches (``ViewMaker.from_crops``);
+  in batches (``ViewMaker.from_crops``) with the per-pixel ops compiled, as ``vipr pretrain``
+  runs 224-px views (``train.fused_augment``; compiled in the untimed warm-up batch);
+  ``vipr_eager``: the same uncompiled (``train.fused_augment=false``);
 - ``torchvision``: ``ImageFolder`` with the same recipe as per-image transforms.v2 (decode,
   RandomResizedCrop, flip, jitter, grayscale, blur) in DataLoader workers, one per core.
 
@@ -43,7 +45,7 @@ from PIL import Image
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
 from augment import torchvision_transform  # noqa: E402  (sibling script: MoCo v2 in transforms.v2)
-from benchmarks_common import machine_info  # noqa: E402
+from benchmarks_common import machine_info, wait_until_idle  # noqa: E402
 from photo_sets import _skimage, _sklearn  # noqa: E402
 
 from vipr.data.augment import get_recipe  # noqa: E402
@@ -71,11 +73,14 @@ def write_photos(root: Path, count: int) -> None:
 
 def alternated(runs: dict, batch: int, batches: int, rounds: int = 3) -> dict[str, float]:
     """Median images/s of each ``runs[name] = (run, warm)`` over ``rounds`` rounds that time the sides in
-    turn, so a change in the machine's speed during the run reaches both sides alike. Each timing first
-    reads ``warm`` batches untimed: what a loader prefetched while the other side ran is not counted."""
+    turn, so a change in the machine's speed during the run reaches both sides alike. Before each timing
+    the machine goes idle (the previous side's DataLoader workers or prefetch thread refill in the background
+    after its timing, and would otherwise run during this side's), then ``warm`` batches are read untimed:
+    what this loader prefetched is not counted."""
     rates: dict[str, list[float]] = {name: [] for name in runs}
     for _ in range(rounds):
         for name, (run, warm) in runs.items():
+            wait_until_idle()
             run(warm)
             start = time.perf_counter()
             run(batches)
@@ -83,13 +88,13 @@ def alternated(runs: dict, batch: int, batches: int, rounds: int = 3) -> dict[st
     return {name: round(statistics.median(r), 1) for name, r in rates.items()}
 
 
-def bench_vipr(root: Path, batch: int, cores: int):
+def bench_vipr(root: Path, batch: int, cores: int, fused: bool):
     """(run(n batches), batches to read before timing: the prefetched one)."""
     torch.set_num_threads(1)  # the batched flips/colour; the decode threads take the other cores
     dataset = as_dataset(open_encoded_folder(str(root), progress=False), 256, max(1, cores))
     specs = get_recipe("moco_v2", SIDE)
     loader = EncodedBatchIterator(dataset.train, batch, specs=specs, threads=cores, seed=0)
-    views = ViewMaker(tuple(specs), torch.Generator().manual_seed(0))
+    views = ViewMaker(tuple(specs), torch.Generator().manual_seed(0), fused_augment=fused)
     epoch = [0]
 
     def run(n: int) -> None:
@@ -146,14 +151,16 @@ def main() -> None:
         write_photos(root, args.images)
         os.environ["VIPR_CACHE"] = str(Path(tmp) / "cache")
         jpeg_kb = sum(f.stat().st_size for f in root.rglob("*.jpg")) / args.images / 1e3
-        rates = alternated({"vipr": bench_vipr(root, args.batch, cores),
+        rates = alternated({"vipr": bench_vipr(root, args.batch, cores, fused=True),
+                            "vipr_eager": bench_vipr(root, args.batch, cores, fused=False),
                             "torchvision": bench_torchvision(root, args.batch, cores)}, args.batch, args.batches)
-        vipr, tv = rates["vipr"], rates["torchvision"]
+        vipr, eager, tv = rates["vipr"], rates["vipr_eager"], rates["torchvision"]
     machine = machine_info()  # the pipelines' thread setting, before the step takes every core
     step, model = step_img_s(cores)
     print(json.dumps({"benchmark": "encoded_pipeline", **machine, "cores_used": cores, "side": SIDE,
                       "photo": f"{SHAPE[0]}x{SHAPE[1]} JPEG q90, {jpeg_kb:.0f} KB", "batch": args.batch,
-                      "vipr_img_s": vipr, "torchvision_img_s": tv, "ratio": round(vipr / tv, 2),
+                      "vipr_img_s": vipr, "vipr_eager_img_s": eager, "torchvision_img_s": tv,
+                      "ratio": round(vipr / tv, 2), "ratio_eager": round(eager / tv, 2),
                       "step_img_s": round(step, 2), "model_img_s": round(model, 2),
                       "end_to_end_bound": round(1 + model / tv, 3)}))
 

@@ -61,8 +61,13 @@ def encoded_pipeline_section(r: dict, load) -> str:
         f"{r['cores_used']} cores: vipr's encoded store (crops cut at decode on threads, flips and colour batched) "
         "against torchvision's ImageFolder with transforms.v2 in one DataLoader worker per core.", "",
         "| pipeline | images/s |", "|---|---:|",
-        f"| vipr encoded store | {r['vipr_img_s']:,.1f} |", f"| torchvision ImageFolder + DataLoader | {r['torchvision_img_s']:,.1f} |",
-        "", f"Ratio **{r['ratio']:.2f}x** (target: 2x for the pipeline alone).",
+        f"| vipr encoded store | {r['vipr_img_s']:,.1f} |",
+        *([f"| vipr encoded store, per-pixel ops uncompiled (`train.fused_augment=false`) | {r['vipr_eager_img_s']:,.1f} |"]
+          if "vipr_eager_img_s" in r else []),
+        f"| torchvision ImageFolder + DataLoader | {r['torchvision_img_s']:,.1f} |",
+        "", f"Ratio **{r['ratio']:.2f}x** (target: 2x for the pipeline alone)"
+        + (f"; {r['ratio_eager']:.2f}x uncompiled. The first row compiles the views' per-pixel ops as `vipr pretrain` "
+           "does for 224-px views (`train.fused_augment`, vipr.data.fusion), the second does not." if "ratio_eager" in r else "."),
     ] + ([] if "step_img_s" not in r else [
         "", f"End to end the pipeline shares the cores with the training step: vipr's MoCo v2 step (ResNet-18, "
         f"224 px, batch 16, fp32, {r['cores_used']} cores) runs at {r['step_img_s']:.2f} images/s"

@@ -14,6 +14,7 @@ from vipr import ssl
 from vipr.config import (BATCH, COUNT, COUNT_OR_OFF, DEVICE, EPOCHS, LR, PRECISION, PROB, SEED, SIDE_PX, THREADS,
                          WEIGHT_DECAY, Choices, Range, config_digest, from_dict, to_dict, without_run_only)
 from vipr.data.augment import IMAGENET_MEAN, IMAGENET_STD, get_recipe
+from vipr.data.fusion import FUSED_MIN_SIDE
 from vipr.data.encoded_loader import EncodedBatchIterator, StreamingBatchIterator
 from vipr.data.encoded_source import DecodedImages
 from vipr.data.loader import BatchIterator
@@ -83,6 +84,9 @@ class TrainConfig:
     precision: Annotated[str, PRECISION] = "auto"  # auto = bf16 where fast (this CPU included)
     channels_last: bool = True
     compile: bool = False  # torch.compile the online encoder (not faster on the 2-core CPU measured)
+    # torch.compile the views' per-pixel ops (vipr.data.fusion); None: on for views of FUSED_MIN_SIDE (128) px
+    # and more, where the seconds of compiling pay back within the first epochs
+    fused_augment: bool | None = None
     checkpoint_every: Annotated[int, COUNT_OR_OFF] = 200  # steps between mid-epoch checkpoints (0: epoch ends only)
     log_every: Annotated[int, COUNT] = 10  # steps between metric lines
     seed: Annotated[int, SEED] = 0
@@ -110,6 +114,9 @@ def build_config(data: dict) -> PretrainConfig:
     config = apply_profile(from_dict(PretrainConfig, data), data)
     if config.model.small_stem is None:
         config = replace(config, model=replace(config.model, small_stem=config.data.image_size <= 64))
+    if config.train.fused_augment is None:
+        fused = config.data.image_size >= FUSED_MIN_SIDE
+        config = replace(config, train=replace(config.train, fused_augment=fused))
     return config
 
 
@@ -187,7 +194,7 @@ def build_trainer(config: PretrainConfig, dataset, device: torch.device, out: Pa
     train = ImageSplit(dataset.train.images, train_labels(config, dataset))
     generator = training_generator(config.train.seed)  # views and the method's draws; checkpointed by the trainer
     views = ViewMaker(tuple(get_recipe(ssl.method_recipe(method_config), config.data.image_size)), generator,
-                      device, IMAGENET_MEAN, IMAGENET_STD)
+                      device, IMAGENET_MEAN, IMAGENET_STD, fused_augment=bool(config.train.fused_augment))
     data = TrainData(train.images, train.labels, config.data.image_size, device, precision,
                      progress=config.train.progress)
     model = ssl.create_method(method_config, backbone, views=views, data=data).to(device)

@@ -33,8 +33,10 @@ from vipr.data.augment_color import color_jitter
 from vipr.data.augment_ops import (
     as_float_image,
     coin_flips,
+    flipped_float_image,
     gaussian_blur,
     normalize,
+    normalize_into,
     random_grayscale,
     random_resized_crop,
     solarize,
@@ -136,12 +138,19 @@ def photometric(x: Tensor, view: ViewSpec, generator: torch.Generator | None = N
     draw = draw_photometric(len(x), view, generator)
     dtype = x.dtype if x.is_floating_point() else torch.float32
     out = torch.empty(x.shape, dtype=dtype, device=x.device, memory_format=torch.channels_last)
+    if mean is not None:
+        mean_t = torch.as_tensor(mean, dtype=dtype, device=x.device).view(1, -1, 1, 1)
+        inv_std = 1.0 / torch.as_tensor(std, dtype=dtype, device=x.device).view(1, -1, 1, 1)
     for part in chunks(len(x), x.shape[-1], x.device):
-        chunk = as_float_image(x[part])
-        if flip is not None:
-            chunk = torch.where(flip[part].to(chunk.device).view(-1, 1, 1, 1), chunk.flip(-1), chunk)
+        if flip is None:
+            chunk = as_float_image(x[part])
+        else:
+            chunk = flipped_float_image(x[part], flip[part].to(x.device).view(-1, 1, 1, 1))
         chunk = apply_photometric(chunk, draw.rows(part), view)
-        out[part] = chunk if mean is None else normalize(chunk, mean, std)
+        if mean is None:
+            out[part] = chunk
+        else:
+            normalize_into(out[part], chunk, mean_t, inv_std)
     return out
 
 

@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from vipr.data.fusion import fusable
+
 # ITU-R 601-2 luma weights, as PIL's "L" mode and kornia's rgb_to_grayscale use them.
 LUMA_WEIGHTS = (0.299, 0.587, 0.114)
 
@@ -44,6 +46,13 @@ def coin_flips(n: int, p: float, generator: torch.Generator | None) -> Tensor:
 def as_float_image(x: Tensor) -> Tensor:
     """uint8 (B, 3, H, W) in [0, 255] -> float32 in [0, 1]; float input is returned as is."""
     return x if x.is_floating_point() else x.to(torch.float32).mul_(1.0 / 255.0)
+
+
+@fusable
+def flipped_float_image(x: Tensor, flip: Tensor) -> Tensor:
+    """``as_float_image(x)`` with the samples where ``flip`` (B, 1, 1, 1) bool is True mirrored left-right."""
+    x = as_float_image(x)
+    return torch.where(flip, x.flip(-1), x)
 
 
 def sample_crop_boxes(
@@ -183,7 +192,12 @@ def grayscale_where(x: Tensor, apply: Tensor) -> Tensor:
     """Luma on all 3 channels of the samples where ``apply`` (B,) bool is True, ``x`` elsewhere."""
     if not apply.any():
         return x
-    return torch.where(apply.to(x.device).view(-1, 1, 1, 1), luma(x), x)  # (B, 1, H, W) luma broadcast
+    return _gray_where(x, apply.to(x.device).view(-1, 1, 1, 1))
+
+
+@fusable
+def _gray_where(x: Tensor, apply: Tensor) -> Tensor:
+    return torch.where(apply, luma(x), x)  # (B, 1, H, W) luma broadcast over the channels
 
 
 def blur_kernel_size(image_side: int) -> int:
@@ -282,3 +296,10 @@ def normalize(x: Tensor, mean: Sequence[float], std: Sequence[float]) -> Tensor:
     mean_t = torch.as_tensor(mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
     inv_std = 1.0 / torch.as_tensor(std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
     return (x - mean_t).mul_(inv_std)
+
+
+@fusable
+def normalize_into(out: Tensor, x: Tensor, mean: Tensor, inv_std: Tensor) -> Tensor:
+    """``out.copy_((x - mean) * inv_std)``: :func:`normalize` written straight into ``out`` (in the fused
+    kernel, one pass). ``mean``, ``inv_std``: (1, C, 1, 1) on x's device and dtype."""
+    return out.copy_((x - mean).mul_(inv_std))

@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from vipr.data.augment import IMAGENET_MEAN, IMAGENET_STD, ViewSpec, augment_crops, augment_views
+from vipr.data.fusion import fused_kernels
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,7 @@ class ViewMaker:
     device: torch.device = torch.device("cpu")
     mean: tuple[float, ...] = IMAGENET_MEAN  # per channel, on the [0, 1] scale
     std: tuple[float, ...] = IMAGENET_STD
+    fused_augment: bool = False  # the views' per-pixel ops compiled (vipr.data.fusion)
 
     def __call__(self, images: Tensor, which: Sequence[int] | None = None) -> list[Tensor]:
         """Views ``which`` (indices into ``specs``; None: all) of (B, 3, H, W) uint8 ``images``.
@@ -33,13 +35,13 @@ class ViewMaker:
         chosen = self.specs if which is None else [self.specs[i] for i in which]
         # Outside autocast: views are float32 whatever the training precision (blur and crops
         # would otherwise run in bf16 when a method draws views inside its forward).
-        with torch.autocast(self.device.type, enabled=False):
+        with torch.autocast(self.device.type, enabled=False), fused_kernels(self.fused_augment):
             return augment_views(images.to(self.device, non_blocking=True), chosen, mean=self.mean, std=self.std,
                                  generator=self.generator)
 
     def from_crops(self, crops: Sequence[Tensor]) -> list[Tensor]:
         """The views of crops taken at decode (``Batch.crops``: one uint8 batch per spec, in order)."""
-        with torch.autocast(self.device.type, enabled=False):
+        with torch.autocast(self.device.type, enabled=False), fused_kernels(self.fused_augment):
             return augment_crops([c.to(self.device, non_blocking=True) for c in crops], self.specs, mean=self.mean,
                                  std=self.std, generator=self.generator)
 
