@@ -63,9 +63,10 @@ def adjust_saturation(x: Tensor, factor: Tensor) -> Tensor:
 def adjust_hue(x: Tensor, factor: Tensor) -> Tensor:
     """Add ``factor`` turns (B,) in [-0.5, 0.5] to the HSV hue; saturation and value are kept.
 
-    Samples with a zero shift come back bit-identical. Closed form without an HSV image: with v = max(RGB), c = v - min(RGB) and the hue
+    Closed form without an HSV image: with v = max(RGB), c = v - min(RGB) and the hue
     h6 in sextants [0, 6), channel n (R=5, G=3, B=1) is v - c * clamp(min(k, 4 - k), 0, 1)
-    where k = (n + h6) mod 6. Grey pixels (c = 0) come back exactly.
+    where k = (n + h6) mod 6. Grey pixels (c = 0) and samples with a zero shift come back
+    bit-identical.
 
     Args:
         x: (B, 3, H, W) in [0, 1].

@@ -8,7 +8,8 @@ to float32 rounding (compiled and eager views differ by at most about 1e-5 after
 
 Compiling costs seconds per op once per process (inductor keeps the generated code in its disk
 cache for later processes), which only large views pay back. Each (chunk rows, side) shape
-compiles once: a batch has at most two (whole chunks and the remainder). Where compiling fails
+compiles once: a batch has at most two (whole chunks and the remainder); past dynamo's limit
+of shapes per op (8 by default) a new shape runs eagerly. Where compiling fails
 (no C++ compiler; on CUDA, no triton), the op warns once and runs eagerly from then on.
 
 Measured on an AMD EPYC (2 cores), 2026-12-03, moco_v2's two 224-px views from a raw store: 169
